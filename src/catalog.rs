@@ -1,0 +1,409 @@
+//! The dataset catalog: which Socrata datasets to keep, parsed from TOML and validated once.
+//!
+//! The built-in catalog (`src/catalog.toml`) is compiled into the binary; users point `--catalog` at their own
+//! file for other portals. Everything read here is validated into types ([`DatasetKey`], [`SocrataId`],
+//! [`Group`], [`Frequency`]) so that the rest of the program never sees an unchecked string.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The catalog compiled into the binary.
+pub const BUILTIN_CATALOG: &str = include_str!("catalog.toml");
+
+/// Where a catalog came from, for error messages.
+#[derive(Debug, Clone)]
+pub enum CatalogSource {
+    Builtin,
+    File(PathBuf),
+}
+
+impl fmt::Display for CatalogSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogSource::Builtin => write!(f, "the built-in catalog"),
+            CatalogSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source_name} is not a valid catalog: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name}: dataset #{index} ({key}): {message}")]
+    Invalid {
+        source_name: String,
+        index: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{source_name}: {message}")]
+    Catalog {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// A dataset key: `[a-z][a-z0-9_]{0,62}`. It names the DuckDB table, so the rule keeps it a plain identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DatasetKey(String);
+
+impl DatasetKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut chars = s.chars();
+        let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok_first || !ok_rest || s.len() > 63 {
+            return Err(format!(
+                "key {s:?} must match [a-z][a-z0-9_]{{0,62}} (lowercase letter, then lowercase letters, digits or _)"
+            ));
+        }
+        Ok(DatasetKey(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DatasetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Socrata dataset id ("4x4"): two groups of four lowercase alphanumerics, e.g. `3h2n-5cm9`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SocrataId(String);
+
+impl SocrataId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let b = s.as_bytes();
+        let part = |r: &[u8]| {
+            r.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        };
+        if b.len() == 9 && b[4] == b'-' && part(&b[..4]) && part(&b[5..]) {
+            Ok(SocrataId(s.to_string()))
+        } else {
+            Err(format!(
+                "id {s:?} is not a Socrata dataset id like \"3h2n-5cm9\""
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SocrataId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    Primary,
+    Secondary,
+    Tertiary,
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Group::Primary => "primary",
+            Group::Secondary => "secondary",
+            Group::Tertiary => "tertiary",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Frequency {
+    Daily,
+    Weekly,
+    Monthly,
+    Quarterly,
+}
+
+impl Frequency {
+    /// How long a synced copy stays fresh. Months and quarters use their longest length, so a dataset is never
+    /// called stale before its publisher could have changed it.
+    pub fn period(self) -> Duration {
+        const DAY: u64 = 24 * 60 * 60;
+        Duration::from_secs(match self {
+            Frequency::Daily => DAY,
+            Frequency::Weekly => 7 * DAY,
+            Frequency::Monthly => 31 * DAY,
+            Frequency::Quarterly => 92 * DAY,
+        })
+    }
+}
+
+impl fmt::Display for Frequency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Frequency::Daily => "daily",
+            Frequency::Weekly => "weekly",
+            Frequency::Monthly => "monthly",
+            Frequency::Quarterly => "quarterly",
+        })
+    }
+}
+
+/// One dataset to keep in step.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub key: DatasetKey,
+    pub id: SocrataId,
+    pub name: String,
+    pub group: Group,
+    pub frequency: Frequency,
+    pub size_mb: u32,
+    pub critical: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub portal: Option<String>,
+    pub datasets: Vec<Dataset>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    portal: Option<String>,
+    #[serde(default)]
+    dataset: Vec<RawDataset>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    key: String,
+    id: String,
+    name: String,
+    group: Group,
+    frequency: Frequency,
+    size_mb: u32,
+    #[serde(default)]
+    critical: bool,
+}
+
+impl Catalog {
+    /// Loads `path`, or the built-in catalog when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Catalog, CatalogError> {
+        match path {
+            None => Catalog::parse(BUILTIN_CATALOG, &CatalogSource::Builtin),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| CatalogError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Catalog::parse(&text, &CatalogSource::File(p.to_path_buf()))
+            }
+        }
+    }
+
+    pub fn parse(text: &str, source: &CatalogSource) -> Result<Catalog, CatalogError> {
+        let source_name = source.to_string();
+        let raw: RawCatalog = toml::from_str(text).map_err(|e| CatalogError::Parse {
+            source_name: source_name.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        if raw.dataset.is_empty() {
+            return Err(CatalogError::Catalog {
+                source_name,
+                message: "no [[dataset]] entries".into(),
+            });
+        }
+        let mut keys = HashSet::new();
+        let mut ids = HashSet::new();
+        let mut datasets = Vec::with_capacity(raw.dataset.len());
+        for (i, d) in raw.dataset.into_iter().enumerate() {
+            let invalid = |message: String| CatalogError::Invalid {
+                source_name: source_name.clone(),
+                index: i + 1,
+                key: d.key.clone(),
+                message,
+            };
+            let key = DatasetKey::parse(&d.key).map_err(invalid)?;
+            let id = SocrataId::parse(&d.id).map_err(invalid)?;
+            if d.name.trim().is_empty() {
+                return Err(invalid("name is empty".into()));
+            }
+            if !keys.insert(key.clone()) {
+                return Err(invalid(format!("duplicate key {key:?}")));
+            }
+            if !ids.insert(id.clone()) {
+                return Err(invalid(format!(
+                    "duplicate id {:?}: another dataset already uses it",
+                    id.as_str()
+                )));
+            }
+            datasets.push(Dataset {
+                key,
+                id,
+                name: d.name,
+                group: d.group,
+                frequency: d.frequency,
+                size_mb: d.size_mb,
+                critical: d.critical,
+            });
+        }
+        if let Some(p) = &raw.portal {
+            validate_portal(p).map_err(|message| CatalogError::Catalog {
+                source_name: source_name.clone(),
+                message,
+            })?;
+        }
+        Ok(Catalog {
+            portal: raw.portal,
+            datasets,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Dataset> {
+        self.datasets.iter().find(|d| d.key.as_str() == key)
+    }
+}
+
+/// Checks that a portal is an http(s) base URL without query or fragment.
+pub fn validate_portal(p: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(p).map_err(|e| format!("portal {p:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err(format!(
+            "portal {p:?} must be an http:// or https:// URL such as https://data.cityofnewyork.us"
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("portal {p:?} must not have a query or fragment"));
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Catalog, CatalogError> {
+        Catalog::parse(s, &CatalogSource::File("test.toml".into()))
+    }
+
+    const ONE: &str = r#"
+[[dataset]]
+key = "dob_violations"
+id = "3h2n-5cm9"
+name = "DOB Violations"
+group = "primary"
+frequency = "daily"
+size_mb = 250
+"#;
+
+    #[test]
+    fn builtin_catalog_has_the_18_corrected_datasets() {
+        let c = Catalog::load(None).unwrap();
+        assert_eq!(c.datasets.len(), 18);
+        assert_eq!(c.get("permit_issuance").unwrap().id.as_str(), "ipu4-2q9a");
+        assert_eq!(c.get("hpd_vacate_orders").unwrap().id.as_str(), "tb8q-a3ar");
+        assert_eq!(
+            c.get("property_valuation").unwrap().id.as_str(),
+            "8y4t-faws"
+        );
+        let critical: Vec<_> = c
+            .datasets
+            .iter()
+            .filter(|d| d.critical)
+            .map(|d| d.key.as_str())
+            .collect();
+        assert_eq!(
+            critical,
+            [
+                "housing_litigations",
+                "dob_violations",
+                "ecb_violations",
+                "dob_complaints",
+                "hpd_violations"
+            ]
+        );
+    }
+
+    #[test]
+    fn minimal_dataset_defaults_critical_to_false() {
+        let c = parse(ONE).unwrap();
+        assert!(!c.datasets[0].critical);
+        assert_eq!(c.datasets[0].group, Group::Primary);
+        assert!(c.portal.is_none());
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let e = parse(&format!("{ONE}colour = \"red\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test.toml") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_key_and_id_are_rejected_naming_the_dataset() {
+        let dup = ONE.replace("3h2n-5cm9", "aaaa-bbbb");
+        let e = parse(&format!("{ONE}{dup}")).unwrap_err().to_string();
+        assert!(
+            e.contains("dataset #2") && e.contains("duplicate key"),
+            "{e}"
+        );
+        let dup = ONE.replace("dob_violations", "other");
+        let e = parse(&format!("{ONE}{dup}")).unwrap_err().to_string();
+        assert!(
+            e.contains("dataset #2 (other)") && e.contains("duplicate id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_key_group_and_id_are_rejected() {
+        for (from, to, needle) in [
+            ("dob_violations", "DOB-Violations", "must match"),
+            ("\"primary\"", "\"urgent\"", "urgent"),
+            ("3h2n-5cm9", "3h2n5cm9", "not a Socrata dataset id"),
+        ] {
+            let e = parse(&ONE.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn key_rule_edges() {
+        assert!(DatasetKey::parse("a").is_ok());
+        assert!(DatasetKey::parse(&"a".repeat(63)).is_ok());
+        assert!(DatasetKey::parse(&"a".repeat(64)).is_err());
+        assert!(DatasetKey::parse("1abc").is_err());
+        assert!(DatasetKey::parse("").is_err());
+        assert!(DatasetKey::parse("a\"; drop").is_err());
+    }
+
+    #[test]
+    fn portal_must_be_http() {
+        assert!(validate_portal("https://data.cityofnewyork.us").is_ok());
+        assert!(validate_portal("ftp://x").is_err());
+        assert!(validate_portal("https://x/?a=1").is_err());
+        let e = parse(&format!("portal = \"nope\"\n{ONE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a URL"), "{e}");
+    }
+}

@@ -1,0 +1,366 @@
+//! The HTTP side of the Socrata client: metadata, JSON queries, and CSV pages streamed to disk with their
+//! sha256, all behind one retry policy.
+//!
+//! Pages go to a file, never into memory: memory stays bounded by a buffer, whatever the page holds. A retry
+//! restarts the page from scratch (the file is truncated), so a body cut half-way is never half-used.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+use super::error::{parse_error_body, SodaError};
+use super::soql::PageQuery;
+
+/// A Socrata app token. Sent as `X-App-Token`; its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct AppToken(String);
+
+impl AppToken {
+    pub fn new(token: String) -> Option<Self> {
+        let t = token.trim().to_string();
+        (!t.is_empty()).then_some(AppToken(t))
+    }
+}
+
+impl fmt::Debug for AppToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppToken(<redacted>)")
+    }
+}
+
+/// How failed requests are retried: exponential backoff with full jitter, `Retry-After` honoured when sent.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 = fail on the first error).
+    pub max_retries: u32,
+    /// The first backoff; each retry doubles it, up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0-based) after `err`.
+    pub fn delay(&self, retry: u32, err: &SodaError) -> Duration {
+        if let Some(ra) = err.retry_after() {
+            return ra.min(self.max_delay.max(Duration::from_secs(1)));
+        }
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.max_delay);
+        // Jitter between half and all of the exponential delay, so parallel clients spread out.
+        let ms = exp.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
+    }
+}
+
+/// Column metadata from `/api/views/{id}.json`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewColumn {
+    pub field_name: String,
+    pub data_type_name: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The parts of `/api/views/{id}.json` that dobsob uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewMetadata {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Epoch seconds of the last data change.
+    pub rows_updated_at: Option<i64>,
+    pub columns: Vec<ViewColumn>,
+}
+
+/// What a page download wrote.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub bytes: u64,
+    /// Hex sha256 of the body as received.
+    pub sha256: String,
+    /// The request URL (never contains the token: that travels in a header).
+    pub url: String,
+}
+
+pub struct SodaClient {
+    http: reqwest::Client,
+    base: Url,
+    retry: RetryPolicy,
+}
+
+impl SodaClient {
+    pub fn new(
+        portal: &Url,
+        token: Option<AppToken>,
+        retry: RetryPolicy,
+        read_timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut headers = HeaderMap::new();
+        if let Some(AppToken(t)) = token {
+            let mut v = HeaderValue::from_str(&t).map_err(|_| {
+                "the app token contains characters not allowed in an HTTP header".to_string()
+            })?;
+            v.set_sensitive(true);
+            headers.insert("X-App-Token", v);
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("dobsob/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(20))
+            // Large NYC queries take minutes before the first byte; the timeout applies per read.
+            .read_timeout(read_timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let mut base = portal.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(SodaClient { http, base, retry })
+    }
+
+    fn url(&self, path: &str, query: Option<&PageQuery>) -> Url {
+        let mut u = self
+            .base
+            .join(path)
+            .expect("dataset ids are validated 4x4s");
+        if let Some(q) = query {
+            let mut pairs = u.query_pairs_mut();
+            for (k, v) in q.params() {
+                pairs.append_pair(k, &v);
+            }
+        }
+        u
+    }
+
+    /// `GET /api/views/{id}.json`: the schema and the last data change.
+    pub async fn metadata(&self, dataset_id: &str) -> Result<ViewMetadata, SodaError> {
+        let url = self.url(&format!("api/views/{dataset_id}.json"), None);
+        let body = self.get_text(&url).await?;
+        serde_json::from_str(&body).map_err(|e| SodaError::BadResponse {
+            url: url.to_string(),
+            message: format!("metadata is not the expected JSON: {e}"),
+        })
+    }
+
+    /// `GET /resource/{id}.json` for small answers (counts, the newest row).
+    pub async fn query_json(
+        &self,
+        dataset_id: &str,
+        q: &PageQuery,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, SodaError> {
+        let url = self.url(&format!("resource/{dataset_id}.json"), Some(q));
+        let body = self.get_text(&url).await?;
+        serde_json::from_str(&body).map_err(|e| SodaError::BadResponse {
+            url: url.to_string(),
+            message: format!("expected a JSON array of rows: {e}"),
+        })
+    }
+
+    /// The number of rows the portal has (`$select=count(*)`; Socrata returns it as a string).
+    pub async fn count(&self, dataset_id: &str) -> Result<u64, SodaError> {
+        let q = PageQuery::count();
+        let rows = self.query_json(dataset_id, &q).await?;
+        let v = rows.first().and_then(|r| r.values().next());
+        let n = match v {
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        n.ok_or_else(|| SodaError::BadResponse {
+            url: self
+                .url(&format!("resource/{dataset_id}.json"), Some(&q))
+                .to_string(),
+            message: format!("count(*) answer has no number: {rows:?}"),
+        })
+    }
+
+    /// Streams `GET /resource/{id}.csv` with `q` into `path`, hashing as it goes. Retries as a whole.
+    pub async fn download_csv(
+        &self,
+        dataset_id: &str,
+        q: &PageQuery,
+        path: &Path,
+    ) -> Result<Download, SodaError> {
+        let url = self.url(&format!("resource/{dataset_id}.csv"), Some(q));
+        self.with_retry(|| self.download_once(&url, path)).await
+    }
+
+    async fn download_once(&self, url: &Url, path: &Path) -> Result<Download, SodaError> {
+        let resp = self.send(url).await?;
+        let io = |source| SodaError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = create_private(path).await.map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| network("GET", url, &e))?;
+            hasher.update(&chunk);
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        Ok(Download {
+            bytes,
+            sha256: hex(&hasher.finalize()),
+            url: url.to_string(),
+        })
+    }
+
+    async fn get_text(&self, url: &Url) -> Result<String, SodaError> {
+        self.with_retry(|| async {
+            let resp = self.send(url).await?;
+            resp.text().await.map_err(|e| network("GET", url, &e))
+        })
+        .await
+    }
+
+    /// Sends a GET and turns any status but 200 into a [`SodaError::Status`] with the portal's own words.
+    async fn send(&self, url: &Url) -> Result<reqwest::Response, SodaError> {
+        let resp = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| network("GET", url, &e))?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.text().await.unwrap_or_default();
+        let (code, message) = parse_error_body(&body);
+        Err(SodaError::Status {
+            method: "GET",
+            url: url.to_string(),
+            status,
+            code,
+            message,
+            retry_after,
+        })
+    }
+
+    async fn with_retry<T, F, Fut>(&self, mut op: F) -> Result<T, SodaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SodaError>>,
+    {
+        let mut retry = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && retry < self.retry.max_retries => {
+                    let wait = self.retry.delay(retry, &e);
+                    tracing::warn!(
+                        "{e}; retry {}/{} in {wait:?}",
+                        retry + 1,
+                        self.retry.max_retries
+                    );
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn network(method: &'static str, url: &Url, e: &reqwest::Error) -> SodaError {
+    // reqwest's Display stops at the outermost cause; the chain says what actually happened.
+    let mut message = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    SodaError::Network {
+        method,
+        url: url.to_string(),
+        message,
+    }
+}
+
+/// Creates (or truncates) a file readable by its owner only: downloaded pages are the user's data.
+pub async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut o = tokio::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    o.open(path).await
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_never_shown() {
+        let t = AppToken::new("s3cret".into()).unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+        assert!(AppToken::new("  ".into()).is_none());
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
+        let e = SodaError::Network {
+            method: "GET",
+            url: "u".into(),
+            message: "m".into(),
+        };
+        for _ in 0..50 {
+            let d0 = p.delay(0, &e);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d3 = p.delay(3, &e);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+            assert!(p.delay(10, &e) <= Duration::from_millis(1000));
+        }
+        let throttled = SodaError::Status {
+            method: "GET",
+            url: "u".into(),
+            status: 429,
+            code: None,
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(p.delay(0, &throttled), Duration::from_secs(1));
+    }
+}

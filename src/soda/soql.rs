@@ -1,0 +1,177 @@
+//! SoQL query building. The only place where values are spliced into SoQL, always through [`quote`].
+//!
+//! Paging is keyset paging, never offsets: a full load walks `$order=:id` with `:id > 'LAST'`, an incremental
+//! pass walks `$order=:updated_at,:id` from a [`Watermark`]. Both values are strings the server sent us and go
+//! back exactly as received: `:id` order is the server's (the ids are obfuscated, their alphabetical order means
+//! nothing) and `:updated_at` must not be reformatted.
+
+use std::fmt;
+
+/// The `$select` of every row fetch: system fields (`:id`, `:created_at`, `:updated_at`, ...) and all columns.
+/// Always explicit: adding `$order` without a `$select` has been seen to drop computed columns.
+pub const SELECT_ALL: &str = ":*,*";
+
+/// A position in the `(:updated_at, :id)` order of a dataset: the last row already committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// `:updated_at` exactly as the portal sent it, e.g. `2026-08-06T09:20:17.588Z`.
+    pub updated_at: String,
+    /// `:id` exactly as the portal sent it, e.g. `row-yfqn_bkdi~7x27`.
+    pub id: String,
+}
+
+impl fmt::Display for Watermark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} / {}", self.updated_at, self.id)
+    }
+}
+
+/// Quotes a value as a SoQL string literal: single quotes, with embedded quotes doubled.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The query parameters of one request to `/resource/{id}.{csv,json}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    pub select: String,
+    pub where_: Option<String>,
+    pub order: Option<String>,
+    pub limit: Option<u64>,
+}
+
+impl PageQuery {
+    /// A page of a full load: every field, in `:id` order, after the last id already loaded.
+    pub fn full_page(after_id: Option<&str>, limit: u64) -> Self {
+        PageQuery {
+            select: SELECT_ALL.into(),
+            where_: after_id.map(|id| format!(":id > {}", quote(id))),
+            order: Some(":id".into()),
+            limit: Some(limit),
+        }
+    }
+
+    /// A page of an incremental pass: every field of rows changed after `wm` (all rows without one), in
+    /// `(:updated_at, :id)` order. Ties on `:updated_at` are common (bulk updates), so the id breaks them.
+    pub fn incremental_page(wm: Option<&Watermark>, limit: u64) -> Self {
+        PageQuery {
+            select: SELECT_ALL.into(),
+            where_: wm.map(|wm| {
+                let t = quote(&wm.updated_at);
+                format!(
+                    ":updated_at > {t} OR (:updated_at = {t} AND :id > {})",
+                    quote(&wm.id)
+                )
+            }),
+            order: Some(":updated_at,:id".into()),
+            limit: Some(limit),
+        }
+    }
+
+    /// A page of the id set (for deletion detection): ids only, in `:id` order.
+    pub fn id_page(after_id: Option<&str>, limit: u64) -> Self {
+        PageQuery {
+            select: ":id".into(),
+            where_: after_id.map(|id| format!(":id > {}", quote(id))),
+            order: Some(":id".into()),
+            limit: Some(limit),
+        }
+    }
+
+    /// The newest row's position: where an incremental pass starts after a full load that began now.
+    pub fn newest() -> Self {
+        PageQuery {
+            select: ":id,:updated_at".into(),
+            where_: None,
+            order: Some(":updated_at DESC,:id DESC".into()),
+            limit: Some(1),
+        }
+    }
+
+    /// The number of rows in the dataset (`[{"count":"314245"}]`).
+    pub fn count() -> Self {
+        PageQuery {
+            select: "count(*)".into(),
+            where_: None,
+            order: None,
+            limit: None,
+        }
+    }
+
+    /// The parameters in request order, ready for URL encoding.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![("$select", self.select.clone())];
+        if let Some(w) = &self.where_ {
+            p.push(("$where", w.clone()));
+        }
+        if let Some(o) = &self.order {
+            p.push(("$order", o.clone()));
+        }
+        if let Some(l) = self.limit {
+            p.push(("$limit", l.to_string()));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_doubles_single_quotes() {
+        assert_eq!(quote("row-ab~cd"), "'row-ab~cd'");
+        assert_eq!(quote("o'brien"), "'o''brien'");
+        assert_eq!(quote("' OR 1=1 --"), "''' OR 1=1 --'");
+    }
+
+    #[test]
+    fn incremental_page_breaks_ties_with_the_id_and_echoes_the_time_verbatim() {
+        let wm = Watermark {
+            updated_at: "2026-08-06T09:20:17.588Z".into(),
+            id: "row-yfqn_bkdi~7x27".into(),
+        };
+        let q = PageQuery::incremental_page(Some(&wm), 500);
+        assert_eq!(
+            q.where_.as_deref(),
+            Some(
+                ":updated_at > '2026-08-06T09:20:17.588Z' OR (:updated_at = '2026-08-06T09:20:17.588Z' \
+                 AND :id > 'row-yfqn_bkdi~7x27')"
+            )
+        );
+        assert_eq!(q.order.as_deref(), Some(":updated_at,:id"));
+        assert_eq!(PageQuery::incremental_page(None, 5).where_, None);
+        assert_eq!(
+            q.params(),
+            vec![
+                ("$select", ":*,*".to_string()),
+                ("$where", q.where_.clone().unwrap()),
+                ("$order", ":updated_at,:id".to_string()),
+                ("$limit", "500".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn full_page_starts_without_where_then_pages_by_id() {
+        let first = PageQuery::full_page(None, 50_000);
+        assert_eq!(first.where_, None);
+        assert_eq!(first.order.as_deref(), Some(":id"));
+        assert_eq!(first.select, ":*,*");
+        let next = PageQuery::full_page(Some("row-x'y"), 10);
+        assert_eq!(next.where_.as_deref(), Some(":id > 'row-x''y'"));
+    }
+
+    #[test]
+    fn count_and_newest_shapes() {
+        assert_eq!(
+            PageQuery::count().params(),
+            vec![("$select", "count(*)".to_string())]
+        );
+        assert_eq!(
+            PageQuery::newest().order.as_deref(),
+            Some(":updated_at DESC,:id DESC")
+        );
+        assert_eq!(PageQuery::id_page(None, 5).select, ":id");
+    }
+}

@@ -1,0 +1,64 @@
+//! A local Socrata portal serving `fixtures/` (or generated data) on loopback, for offline trials and
+//! benchmarks. See `dobsob::emulator` for what it emulates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use dobsob::emulator::{synthetic, Emulator, State};
+
+/// Serve Socrata datasets from a fixtures folder on 127.0.0.1, with the real API's awkward behaviour.
+#[derive(Parser)]
+#[command(name = "socrata-emulator", version)]
+struct Args {
+    /// Folder of datasets: one subfolder per dataset id holding view.json and rows.jsonl.
+    #[arg(long, default_value = "fixtures", value_name = "DIR")]
+    fixtures: PathBuf,
+    /// Port on 127.0.0.1 (0 picks a free one; the chosen address is printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Also serve a generated dataset: ID:ROWS, e.g. bench-0001:1000000.
+    #[arg(long, value_name = "ID:ROWS")]
+    synthetic: Vec<String>,
+    /// Answer 403 to requests without this X-App-Token.
+    #[arg(long, value_name = "TOKEN")]
+    require_token: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut state = match State::from_fixtures(&args.fixtures) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot load fixtures: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for s in &args.synthetic {
+        let parsed = s
+            .split_once(':')
+            .and_then(|(id, n)| Some((id, n.parse::<u64>().ok()?)));
+        let Some((id, rows)) = parsed else {
+            eprintln!("error: --synthetic {s:?}: expected ID:ROWS");
+            return ExitCode::from(2);
+        };
+        state.add_dataset(synthetic(id, rows));
+    }
+    state.required_token = args.require_token;
+    let ids: Vec<String> = state.datasets.keys().cloned().collect();
+    match Emulator::start(state, args.port) {
+        Ok(emu) => {
+            println!(
+                "socrata-emulator listening on {} serving {}",
+                emu.url(),
+                ids.join(", ")
+            );
+            emu.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", args.port);
+            ExitCode::from(2)
+        }
+    }
+}

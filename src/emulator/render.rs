@@ -1,0 +1,498 @@
+//! The emulator's HTTP side: routing, faults, query evaluation and the CSV/JSON representations.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{Map, Value};
+
+use super::soql::{self, Field, QueryError, Selection};
+use super::{format_time, ids, Dataset, FaultKind, Row, Served, State};
+
+type Shared = Arc<Mutex<State>>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/resource/{file}", get(resource))
+        .route("/api/views/{file}", get(view))
+        .fallback(|| async { error(404, false, "not_found", "Not found".into(), None) })
+        .with_state(state)
+}
+
+/// An error in one of the two shapes the real portal uses.
+fn error(
+    status: u16,
+    errorcode_shape: bool,
+    code: &str,
+    message: String,
+    retry_after: Option<u64>,
+) -> Response {
+    let body = if errorcode_shape {
+        serde_json::json!({"message": message, "errorCode": code, "data": {}})
+    } else {
+        serde_json::json!({"code": code, "error": true, "message": message, "data": {}})
+    };
+    let mut r = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("Content-Type", "application/json; charset=utf-8");
+    if let Some(s) = retry_after {
+        r = r.header("Retry-After", s.to_string());
+    }
+    r.body(Body::from(body.to_string()))
+        .expect("a valid response")
+}
+
+fn query_error(e: QueryError) -> Response {
+    error(400, true, e.code, e.message, None)
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Finds the fault for this request, if any, consuming one use of it.
+fn take_fault(st: &mut State, path: &str, query: &str) -> Option<FaultKind> {
+    for f in st.faults.iter_mut() {
+        if f.times == 0 || !path.contains(&f.path_contains) || !query.contains(&f.query_contains) {
+            continue;
+        }
+        if f.skip > 0 {
+            f.skip -= 1;
+            return None;
+        }
+        f.times -= 1;
+        return Some(f.kind.clone());
+    }
+    None
+}
+
+/// Checks the token and faults; returns the fault to apply to a normal answer, or an answer to send now.
+async fn preamble(
+    shared: &Shared,
+    headers: &HeaderMap,
+    path: &str,
+    query: &str,
+) -> Result<Option<usize>, Response> {
+    let fault = {
+        let mut st = lock(shared);
+        if let Some(tok) = &st.required_token {
+            if headers.get("X-App-Token").and_then(|v| v.to_str().ok()) != Some(tok.as_str()) {
+                return Err(error(
+                    403,
+                    false,
+                    "permission_denied",
+                    "Invalid app_token specified".into(),
+                    None,
+                ));
+            }
+        }
+        take_fault(&mut st, path, query)
+    };
+    match fault {
+        None => Ok(None),
+        Some(FaultKind::DelayMs(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(None)
+        }
+        Some(FaultKind::CutAfter(n)) => Ok(Some(n)),
+        Some(FaultKind::Status {
+            status,
+            errorcode_shape,
+            retry_after,
+        }) => {
+            let code = match status {
+                429 => "too_many_requests",
+                500 => "internal_error",
+                503 => "service_unavailable",
+                _ => "injected_fault",
+            };
+            Err(error(
+                status,
+                errorcode_shape,
+                code,
+                format!("Injected fault {status}"),
+                retry_after,
+            ))
+        }
+    }
+}
+
+fn log(shared: &Shared, path: &str, select: Option<String>, status: u16, rows: usize) {
+    lock(shared).log.push(Served {
+        path: path.to_string(),
+        select,
+        status,
+        rows,
+    });
+}
+
+/// Sends `body`, or only its first `cut` bytes followed by a broken connection.
+fn send(mut resp: axum::http::response::Builder, body: Vec<u8>, cut: Option<usize>) -> Response {
+    match cut {
+        None => {
+            resp = resp.header("Content-Length", body.len());
+            resp.body(Body::from(body)).expect("a valid response")
+        }
+        Some(n) => {
+            let prefix = Bytes::from(body[..n.min(body.len())].to_vec());
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(prefix),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected cut",
+                )),
+            ];
+            resp.body(Body::from_stream(futures_util::stream::iter(chunks)))
+                .expect("a valid response")
+        }
+    }
+}
+
+async fn view(
+    AxState(shared): AxState<Shared>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/api/views/{file}");
+    let cut = match preamble(&shared, &headers, &path, "").await {
+        Ok(c) => c,
+        Err(r) => {
+            log(&shared, &path, None, r.status().as_u16(), 0);
+            return r;
+        }
+    };
+    let body = {
+        let st = lock(&shared);
+        let Some(ds) = file
+            .strip_suffix(".json")
+            .and_then(|id| st.datasets.get(id))
+        else {
+            drop(st);
+            log(&shared, &path, None, 404, 0);
+            return error(
+                404,
+                false,
+                "dataset.missing",
+                format!("Cannot find view with id {file}"),
+                None,
+            );
+        };
+        serde_json::to_vec(&ds.view).expect("JSON")
+    };
+    log(&shared, &path, None, 200, 0);
+    send(
+        Response::builder().header("Content-Type", "application/json; charset=utf-8"),
+        body,
+        cut,
+    )
+}
+
+struct Params {
+    select: String,
+    where_: Option<String>,
+    order: Option<String>,
+    limit: usize,
+    offset: usize,
+}
+
+fn parse_params(raw: &str) -> Result<Params, QueryError> {
+    let mut p = Params {
+        select: "*".into(),
+        where_: None,
+        order: None,
+        limit: 1000,
+        offset: 0,
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let bad = |what: &str| QueryError {
+            code: "query.soql.invalid-parameter",
+            message: format!("Invalid {what}: {v}"),
+        };
+        match k.as_ref() {
+            "$select" => p.select = v.to_string(),
+            "$where" => p.where_ = Some(v.to_string()),
+            "$order" => p.order = Some(v.to_string()),
+            "$limit" => p.limit = v.parse().map_err(|_| bad("$limit"))?,
+            "$offset" => p.offset = v.parse().map_err(|_| bad("$offset"))?,
+            other => {
+                return Err(QueryError {
+                    code: "query.soql.invalid-parameter",
+                    message: format!("Unsupported parameter {other}"),
+                })
+            }
+        }
+    }
+    Ok(p)
+}
+
+async fn resource(
+    AxState(shared): AxState<Shared>,
+    Path(file): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/resource/{file}");
+    let raw = raw.unwrap_or_default();
+    let select_param = url::form_urlencoded::parse(raw.as_bytes())
+        .find(|(k, _)| k == "$select")
+        .map(|(_, v)| v.to_string());
+    let decoded_query: String = url::form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| format!("{k}={v}&"))
+        .collect();
+    let cut = match preamble(&shared, &headers, &path, &decoded_query).await {
+        Ok(c) => c,
+        Err(r) => {
+            log(&shared, &path, select_param, r.status().as_u16(), 0);
+            return r;
+        }
+    };
+    let (id, csv) = match (file.strip_suffix(".csv"), file.strip_suffix(".json")) {
+        (Some(id), _) => (id.to_string(), true),
+        (_, Some(id)) => (id.to_string(), false),
+        _ => {
+            return error(
+                404,
+                false,
+                "not_found",
+                format!("Unknown format of {file}"),
+                None,
+            )
+        }
+    };
+    let result = {
+        let st = lock(&shared);
+        match st.datasets.get(&id) {
+            None => Err(error(
+                404,
+                false,
+                "dataset.missing",
+                format!("Cannot find view with id {id}"),
+                None,
+            )),
+            Some(ds) => answer(ds, &raw, csv).map_err(query_error),
+        }
+    };
+    match result {
+        Err(r) => {
+            log(&shared, &path, select_param, r.status().as_u16(), 0);
+            r
+        }
+        Ok((body, rows, rows_updated_at)) => {
+            log(&shared, &path, select_param, 200, rows);
+            let stamp = chrono::DateTime::from_timestamp(rows_updated_at, 0)
+                .unwrap_or_default()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            let ctype = if csv {
+                "text/csv; charset=utf-8"
+            } else {
+                "application/json; charset=utf-8"
+            };
+            let b = Response::builder()
+                .header("Content-Type", ctype)
+                .header(
+                    "X-SODA2-Truth-Last-Modified",
+                    HeaderValue::from_str(&stamp).expect("ascii"),
+                )
+                .header(
+                    "Last-Modified",
+                    HeaderValue::from_str(&stamp).expect("ascii"),
+                );
+            send(b, body, cut)
+        }
+    }
+}
+
+/// Evaluates a query and renders it; returns the body, the number of rows and `rowsUpdatedAt`.
+fn answer(ds: &Dataset, raw: &str, csv: bool) -> Result<(Vec<u8>, usize, i64), QueryError> {
+    let p = parse_params(raw)?;
+    let selection = soql::parse_select(ds, &p.select)?;
+    let filter = match &p.where_ {
+        Some(w) => {
+            let e = soql::parse_where(ds, w)?;
+            soql::check(ds, &e)?;
+            Some(e)
+        }
+        None => None,
+    };
+    let order = p
+        .order
+        .as_deref()
+        .map(|o| soql::parse_order(ds, o))
+        .transpose()?;
+    let rows_updated_at = ds
+        .view
+        .get("rowsUpdatedAt")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let matches = |r: &&Row| {
+        filter
+            .as_ref()
+            .is_none_or(|e| soql::eval(ds, r, e) == Some(true))
+    };
+
+    if selection == Selection::Count {
+        let n = ds.rows.values().filter(matches).count();
+        let body = if csv {
+            format!("\"count\"\n\"{n}\"\n").into_bytes()
+        } else {
+            format!("[{{\"count\":\"{n}\"}}]\n").into_bytes()
+        };
+        return Ok((body, 1, rows_updated_at));
+    }
+    let Selection::Fields(fields) = selection else {
+        unreachable!()
+    };
+    let wanted = p.offset.saturating_add(p.limit);
+    let page: Vec<&Row> = match order.as_deref() {
+        // Rows are held in :id order: stop as soon as the page is full.
+        Some([(Field::Id, false)]) => ds
+            .rows
+            .values()
+            .filter(matches)
+            .skip(p.offset)
+            .take(p.limit)
+            .collect(),
+        Some(order) => {
+            let mut all: Vec<&Row> = ds.rows.values().filter(matches).collect();
+            all.sort_by(|a, b| soql::cmp_rows(ds, a, b, order));
+            all.into_iter().skip(p.offset).take(p.limit).collect()
+        }
+        None => {
+            // No total order, no stable pages: the real portal's order without $order is arbitrary.
+            use rand::seq::SliceRandom;
+            let mut all: Vec<&Row> = ds.rows.values().filter(matches).collect();
+            all.shuffle(&mut rand::rng());
+            all.into_iter()
+                .skip(p.offset)
+                .take(p.limit.min(wanted))
+                .collect()
+        }
+    };
+    let body = if csv {
+        render_csv(ds, &fields, &page)
+    } else {
+        render_json(&fields, &page)
+    };
+    Ok((body, page.len(), rows_updated_at))
+}
+
+fn system_value(row: &Row, f: &Field) -> Option<String> {
+    match f {
+        Field::Id => Some(ids::encode(row.seq)),
+        Field::CreatedAt => Some(format_time(row.created_at)),
+        Field::UpdatedAt => Some(format_time(row.updated_at)),
+        Field::Version => Some(row.version.clone()),
+        Field::Column(_) => None,
+    }
+}
+
+/// A cell as the resource CSV shows it: WKT for geometries, `description (url)` for urls, `true`/`false`.
+pub fn cell_text(data_type_name: &str, v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(o) => match data_type_name {
+            "location" => {
+                let s = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                let addr = o
+                    .get("human_address")
+                    .and_then(Value::as_str)
+                    .and_then(|h| serde_json::from_str::<Map<String, Value>>(h).ok())
+                    .map(|m| {
+                        ["address", "city", "state", "zip"]
+                            .iter()
+                            .filter_map(|k| {
+                                m.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty())
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                format!("{addr}\n({}, {})", s("latitude"), s("longitude"))
+            }
+            "url" => {
+                let url = o.get("url").and_then(Value::as_str).unwrap_or("");
+                match o.get("description").and_then(Value::as_str) {
+                    Some(d) if !d.is_empty() => format!("{d} ({url})"),
+                    _ => url.to_string(),
+                }
+            }
+            _ if o.get("type").and_then(Value::as_str) == Some("Point") => {
+                let c = o.get("coordinates").and_then(Value::as_array);
+                let n = |i: usize| {
+                    c.and_then(|c| c.get(i))
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
+                };
+                format!("POINT ({} {})", n(0), n(1))
+            }
+            _ => v.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn render_csv(ds: &Dataset, fields: &[(String, Field)], rows: &[&Row]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 256);
+    let quote = |out: &mut Vec<u8>, s: &str| {
+        out.push(b'"');
+        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    };
+    for (i, (name, _)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        quote(&mut out, name);
+    }
+    out.push(b'\n');
+    for r in rows {
+        for (i, (_, f)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let text = match f {
+                Field::Column(c) => r.cells[*c]
+                    .as_ref()
+                    .map(|v| cell_text(&ds.columns[*c].data_type_name, v)),
+                sys => system_value(r, sys),
+            };
+            // Every non-null cell is quoted; a null is an empty unquoted cell.
+            if let Some(t) = text {
+                quote(&mut out, &t);
+            }
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+fn render_json(fields: &[(String, Field)], rows: &[&Row]) -> Vec<u8> {
+    let arr: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut o = Map::new();
+            for (name, f) in fields {
+                let v = match f {
+                    Field::Column(c) => r.cells[*c].clone(),
+                    sys => system_value(r, sys).map(Value::String),
+                };
+                // A null is an absent key.
+                if let Some(v) = v {
+                    o.insert(name.clone(), v);
+                }
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let mut body = serde_json::to_vec(&arr).expect("JSON");
+    body.push(b'\n');
+    body
+}

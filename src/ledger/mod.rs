@@ -1,0 +1,424 @@
+//! The SQLite ledger: per dataset its watermark, counts, schema fingerprint, successes and failures; per run,
+//! per attempt and per page what was fetched. Schema in `sql/ledger/`, applied as forward migrations.
+//!
+//! The ledger mirrors the warehouse: it is written after the warehouse commits, never before, so it is never
+//! ahead of the data. If a crash falls between the two, the next sync repairs the ledger from the warehouse's
+//! own state (see `docs/architecture.md`). Every write is one transaction; the file is in WAL mode.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::soda::Watermark;
+
+/// The migrations, in order. `PRAGMA user_version` holds how many have been applied.
+const MIGRATIONS: &[&str] = &[include_str!("../../sql/ledger/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "ledger {path} has schema version {found}, newer than this dobsob knows ({known}): upgrade dobsob"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+pub type RunId = i64;
+pub type AttemptId = i64;
+
+/// What the ledger knows of one dataset.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DatasetRecord {
+    pub key: String,
+    pub socrata_id: String,
+    pub watermark: Option<WatermarkRecord>,
+    pub row_count: Option<i64>,
+    pub schema_fingerprint: Option<String>,
+    pub source_rows_updated_at: Option<i64>,
+    pub last_success_at: Option<String>,
+    pub last_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WatermarkRecord {
+    pub updated_at: String,
+    pub id: String,
+}
+
+impl From<&Watermark> for WatermarkRecord {
+    fn from(w: &Watermark) -> Self {
+        WatermarkRecord {
+            updated_at: w.updated_at.clone(),
+            id: w.id.clone(),
+        }
+    }
+}
+
+/// One committed page, as recorded.
+#[derive(Debug, Clone)]
+pub struct PageRecord {
+    pub seq: i64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub sha256: String,
+    pub first: Option<Watermark>,
+    pub last: Option<Watermark>,
+}
+
+/// The end of a successful attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptSuccess {
+    pub mode: &'static str,
+    pub rows_deleted: i64,
+    pub row_count: i64,
+    pub watermark: Option<Watermark>,
+    pub schema_fingerprint: String,
+    pub source_rows_updated_at: Option<i64>,
+    pub sha256: String,
+}
+
+pub struct Ledger {
+    conn: Connection,
+    path: String,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Ledger {
+    /// Opens (creating if needed, private to the user) and migrates the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let p = path.display().to_string();
+        let err = |source| LedgerError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(LedgerError::TooNew {
+                path: p,
+                found: version,
+                known,
+            });
+        }
+        if version < known {
+            let tx = conn.transaction().map_err(err)?;
+            for sql in &MIGRATIONS[version as usize..] {
+                tx.execute_batch(sql).map_err(err)?;
+            }
+            tx.pragma_update(None, "user_version", known).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Ledger { conn, path: p })
+    }
+
+    /// Runs `f` in one transaction.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let path = &self.path;
+        let wrap = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        let v = f(&tx).map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(v)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+        move |source| LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn dataset(&self, key: &str) -> Result<Option<DatasetRecord>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT key, socrata_id, wm_updated_at, wm_id, row_count, schema_fingerprint,
+                        source_rows_updated_at, last_success_at, last_attempt_at, last_error,
+                        consecutive_failures
+                 FROM datasets WHERE key = ?1",
+                [key],
+                |r| {
+                    let wm_t: Option<String> = r.get(2)?;
+                    let wm_id: Option<String> = r.get(3)?;
+                    Ok(DatasetRecord {
+                        key: r.get(0)?,
+                        socrata_id: r.get(1)?,
+                        watermark: wm_t
+                            .zip(wm_id)
+                            .map(|(updated_at, id)| WatermarkRecord { updated_at, id }),
+                        row_count: r.get(4)?,
+                        schema_fingerprint: r.get(5)?,
+                        source_rows_updated_at: r.get(6)?,
+                        last_success_at: r.get(7)?,
+                        last_attempt_at: r.get(8)?,
+                        last_error: r.get(9)?,
+                        consecutive_failures: r.get(10)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    pub fn start_run(&mut self, command: &str) -> Result<RunId, LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (command, started_at) VALUES (?1, ?2)",
+                params![command, now()],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(
+        &mut self,
+        run: RunId,
+        outcome: &str,
+        ok: i64,
+        failed: i64,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, datasets_ok = ?4, datasets_failed = ?5
+                 WHERE id = ?1",
+                params![run, now(), outcome, ok, failed],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records the start of an attempt on a dataset (and the dataset itself on its first attempt).
+    pub fn start_attempt(
+        &mut self,
+        run: RunId,
+        key: &str,
+        socrata_id: &str,
+        mode: &str,
+    ) -> Result<AttemptId, LedgerError> {
+        let t = now();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO datasets (key, socrata_id, last_attempt_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET socrata_id = excluded.socrata_id,
+                                                last_attempt_at = excluded.last_attempt_at",
+                params![key, socrata_id, t],
+            )?;
+            tx.execute(
+                "INSERT INTO attempts (run_id, dataset_key, mode, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![run, key, mode, t],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Sets the mode of an attempt once the plan is known (full, incremental or unchanged).
+    pub fn set_attempt_mode(&mut self, attempt: AttemptId, mode: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE attempts SET mode = ?2 WHERE id = ?1",
+                params![attempt, mode],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records a page the warehouse has committed, and the watermark it committed with it.
+    pub fn record_page(
+        &mut self,
+        attempt: AttemptId,
+        key: &str,
+        page: &PageRecord,
+        watermark: Option<&Watermark>,
+        row_count: i64,
+    ) -> Result<(), LedgerError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO pages (attempt_id, seq, rows, bytes, sha256, first_updated_at, first_id,
+                                    last_updated_at, last_id, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    attempt,
+                    page.seq,
+                    page.rows,
+                    page.bytes,
+                    page.sha256,
+                    page.first.as_ref().map(|w| &w.updated_at),
+                    page.first.as_ref().map(|w| &w.id),
+                    page.last.as_ref().map(|w| &w.updated_at),
+                    page.last.as_ref().map(|w| &w.id),
+                    now()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE attempts SET rows_fetched = rows_fetched + ?2, rows_upserted = rows_upserted + ?2,
+                                     bytes = bytes + ?3, pages = pages + 1
+                 WHERE id = ?1",
+                params![attempt, page.rows, page.bytes],
+            )?;
+            if let Some(w) = watermark {
+                tx.execute(
+                    "UPDATE datasets SET wm_updated_at = ?2, wm_id = ?3, row_count = ?4 WHERE key = ?1",
+                    params![key, w.updated_at, w.id, row_count],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Bytes of non-row requests (id listings) count toward the attempt too.
+    pub fn add_bytes(&mut self, attempt: AttemptId, bytes: i64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE attempts SET bytes = bytes + ?2 WHERE id = ?1",
+                params![attempt, bytes],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn finish_attempt_ok(
+        &mut self,
+        attempt: AttemptId,
+        key: &str,
+        s: &AttemptSuccess,
+    ) -> Result<(), LedgerError> {
+        let t = now();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = 'ok', mode = ?3, rows_deleted = ?4, sha256 = ?5
+                 WHERE id = ?1",
+                params![attempt, t, s.mode, s.rows_deleted, s.sha256],
+            )?;
+            tx.execute(
+                "UPDATE datasets SET wm_updated_at = ?2, wm_id = ?3, row_count = ?4, schema_fingerprint = ?5,
+                        source_rows_updated_at = ?6, last_success_at = ?7, last_error = NULL,
+                        consecutive_failures = 0
+                 WHERE key = ?1",
+                params![
+                    key,
+                    s.watermark.as_ref().map(|w| &w.updated_at),
+                    s.watermark.as_ref().map(|w| &w.id),
+                    s.row_count,
+                    s.schema_fingerprint,
+                    s.source_rows_updated_at,
+                    t
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a failed (or interrupted) attempt; the watermark and counts stay as they were.
+    pub fn finish_attempt_failed(
+        &mut self,
+        attempt: AttemptId,
+        key: &str,
+        error: &str,
+        interrupted: bool,
+    ) -> Result<(), LedgerError> {
+        let t = now();
+        let outcome = if interrupted { "interrupted" } else { "failed" };
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
+                params![attempt, t, outcome, error],
+            )?;
+            if !interrupted {
+                tx.execute(
+                    "UPDATE datasets SET last_error = ?2, consecutive_failures = consecutive_failures + 1
+                     WHERE key = ?1",
+                    params![key, error],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Puts the warehouse's committed watermark and count into the ledger (after a crash between the two).
+    pub fn repair_from_warehouse(
+        &mut self,
+        key: &str,
+        watermark: Option<&Watermark>,
+        row_count: i64,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE datasets SET wm_updated_at = ?2, wm_id = ?3, row_count = ?4 WHERE key = ?1",
+                params![
+                    key,
+                    watermark.map(|w| &w.updated_at),
+                    watermark.map(|w| &w.id),
+                    row_count
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.sqlite");
+        drop(Ledger::open(&p).unwrap());
+        let mut l = Ledger::open(&p).unwrap();
+        let run = l.start_run("sync").unwrap();
+        let a = l.start_attempt(run, "k", "aaaa-bbbb", "full").unwrap();
+        let wm = Watermark {
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            id: "row-x".into(),
+        };
+        let page = PageRecord {
+            seq: 1,
+            rows: 3,
+            bytes: 10,
+            sha256: "ab".into(),
+            first: None,
+            last: Some(wm.clone()),
+        };
+        l.record_page(a, "k", &page, Some(&wm), 3).unwrap();
+        l.finish_attempt_failed(a, "k", "boom", false).unwrap();
+        let d = l.dataset("k").unwrap().unwrap();
+        assert_eq!(d.watermark, Some(WatermarkRecord::from(&wm)));
+        assert_eq!(d.row_count, Some(3));
+        assert_eq!(d.last_error.as_deref(), Some("boom"));
+        assert_eq!(d.consecutive_failures, 1);
+        drop(l);
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let e = Ledger::open(&p).err().unwrap().to_string();
+        assert!(e.contains("newer than this dobsob knows"), "{e}");
+    }
+}

@@ -1,0 +1,448 @@
+//! The DuckDB warehouse: one table per dataset (named by its key, in schema `main`), plus dobsob's own
+//! tables in schema `dobsob` (sync state, uncastable values, column mapping; see `sql/warehouse/`).
+//!
+//! Pages arrive as CSV files on disk and are loaded with DuckDB's own CSV reader into a staging table, then
+//! merged set-wise: a full load appends to a load table that is swapped in atomically at the end; an
+//! incremental page replaces rows by `socrata_id` (delete + insert in one transaction; no primary key, see
+//! `../shared/DUCKDB.md`). Each merge commits the dataset's sync state in the same transaction, so the
+//! warehouse always knows exactly which rows it holds. The connection lives on one writer thread
+//! ([`WarehouseHandle`]).
+
+pub mod schema;
+mod writer;
+
+use std::path::Path;
+
+use duckdb::{params, Connection, OptionalExt};
+
+use crate::soda::Watermark;
+pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
+pub use writer::WarehouseHandle;
+
+const META_SQL: &str = include_str!("../../sql/warehouse/0001_meta.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("cannot open the warehouse {path}: {source} (is another dobsob, or a DuckDB client, holding it open?)")]
+    Open { path: String, source: duckdb::Error },
+    #[error("warehouse: {context}: {source}")]
+    Sql {
+        context: String,
+        source: duckdb::Error,
+    },
+    #[error("warehouse: {0}")]
+    State(String),
+    #[error("the warehouse writer thread has stopped")]
+    WriterGone,
+}
+
+trait Context<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, WarehouseError>;
+}
+
+impl<T> Context<T> for Result<T, duckdb::Error> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, WarehouseError> {
+        self.map_err(|source| WarehouseError::Sql {
+            context: context(),
+            source,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A full load is filling the load table; the live table (if any) is untouched.
+    Full,
+    /// The live table is complete up to the watermark.
+    Incremental,
+}
+
+/// A dataset's sync state as committed with its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub phase: Phase,
+    /// Full load: the last `:id` loaded.
+    pub cursor_id: Option<String>,
+    /// Full load: where the incremental pass starts after the swap. Incremental: the watermark.
+    pub watermark: Option<Watermark>,
+    pub schema_fingerprint: String,
+}
+
+/// A page of rows on disk, already checked by the sync engine.
+#[derive(Debug, Clone)]
+pub struct PageFile<'a> {
+    pub path: &'a Path,
+    /// The CSV header: `:id`, `:created_at`, `:updated_at`, other system fields and column fieldNames.
+    pub header: &'a [String],
+}
+
+/// The table a full load fills before the swap.
+pub fn load_table(key: &str) -> String {
+    format!("_dobsob_load_{key}")
+}
+
+pub struct Warehouse {
+    conn: Connection,
+}
+
+impl Warehouse {
+    /// Opens (or creates) the warehouse file and dobsob's own tables.
+    pub fn open(path: &Path, temp_dir: &Path) -> Result<Warehouse, WarehouseError> {
+        let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        // DuckDB's buffer pool would otherwise grow to 80% of RAM; spill to disk instead.
+        conn.execute_batch(&format!(
+            "SET memory_limit = '1GB'; SET preserve_insertion_order = false; SET temp_directory = {};",
+            quote_literal(&temp_dir.display().to_string())
+        ))
+        .ctx(|| "configuring DuckDB".into())?;
+        conn.execute_batch(META_SQL)
+            .ctx(|| "creating dobsob's tables".into())?;
+        Ok(Warehouse { conn })
+    }
+
+    pub fn state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
+        self.conn
+            .query_row(
+                "SELECT phase, cursor_id, wm_updated_at, wm_id, schema_fingerprint
+                 FROM dobsob.sync_state WHERE dataset = ?",
+                params![key],
+                |r| {
+                    let phase: String = r.get(0)?;
+                    let t: Option<String> = r.get(2)?;
+                    let id: Option<String> = r.get(3)?;
+                    Ok(SyncState {
+                        phase: if phase == "full" {
+                            Phase::Full
+                        } else {
+                            Phase::Incremental
+                        },
+                        cursor_id: r.get(1)?,
+                        watermark: t
+                            .zip(id)
+                            .map(|(updated_at, id)| Watermark { updated_at, id }),
+                        schema_fingerprint: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .ctx(|| format!("reading the sync state of {key}"))
+    }
+
+    fn table_exists(&self, table: &str) -> Result<bool, WarehouseError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+                params![table],
+                |r| r.get(0),
+            )
+            .ctx(|| format!("looking up table {table}"))?;
+        Ok(n > 0)
+    }
+
+    /// Rows in a table of schema `main` (0 if it does not exist).
+    pub fn count(&self, table: &str) -> Result<i64, WarehouseError> {
+        if !self.table_exists(table)? {
+            return Ok(0);
+        }
+        self.conn
+            .query_row(
+                &format!("SELECT count(*) FROM main.{}", quote_ident(table)),
+                [],
+                |r| r.get(0),
+            )
+            .ctx(|| format!("counting {table}"))
+    }
+
+    /// Starts a full load: a fresh, empty load table. `start` is the newest row of the source now, where the
+    /// incremental pass will begin once the load is swapped in.
+    pub fn begin_full(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+        fingerprint: &str,
+        start: Option<&Watermark>,
+    ) -> Result<(), WarehouseError> {
+        let load = load_table(key);
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(&load)))
+            .ctx(|| format!("dropping {load}"))?;
+        tx.execute_batch(&schema.create_table_sql(&load))
+            .ctx(|| format!("creating {load}"))?;
+        tx.execute(
+            "DELETE FROM dobsob.uncastable WHERE table_name = ?",
+            params![load],
+        )
+        .ctx(|| "clearing uncastable values".into())?;
+        tx.execute(
+            "DELETE FROM dobsob.sync_state WHERE dataset = ?",
+            params![key],
+        )
+        .ctx(|| "resetting sync state".into())?;
+        tx.execute(
+            "INSERT INTO dobsob.sync_state
+             (dataset, phase, load_table, cursor_id, wm_updated_at, wm_id, schema_fingerprint, updated_at)
+             VALUES (?, 'full', ?, NULL, ?, ?, ?, now())",
+            params![
+                key,
+                load,
+                start.map(|w| &w.updated_at),
+                start.map(|w| &w.id),
+                fingerprint
+            ],
+        )
+        .ctx(|| "recording the full load".into())?;
+        tx.commit().ctx(|| "COMMIT".into())
+    }
+
+    /// Stages a page's CSV as text columns `c0..cN` (header order) in the temp table `_dobsob_page`.
+    fn stage(&self, page: &PageFile) -> Result<(), WarehouseError> {
+        let columns: Vec<String> = (0..page.header.len())
+            .map(|i| format!("'c{i}': 'VARCHAR'"))
+            .collect();
+        // Every non-null cell of a Socrata CSV is quoted and a null is an empty unquoted cell, so "" must stay
+        // an empty string (allow_quoted_nulls = false). Nothing is sniffed: the columns are given.
+        let sql = format!(
+            "CREATE OR REPLACE TEMP TABLE _dobsob_page AS SELECT * FROM read_csv({}, header = true, \
+             auto_detect = false, delim = ',', quote = '\"', escape = '\"', allow_quoted_nulls = false, \
+             strict_mode = true, columns = {{{}}})",
+            quote_literal(&page.path.display().to_string()),
+            columns.join(", ")
+        );
+        self.conn
+            .execute_batch(&sql)
+            .ctx(|| format!("loading page {}", page.path.display()))
+    }
+
+    /// The `INSERT INTO table SELECT ... FROM _dobsob_page` of a staged page, with typed columns.
+    fn insert_sql(
+        table: &str,
+        schema: &TableSchema,
+        page: &PageFile,
+    ) -> Result<String, WarehouseError> {
+        let pos = |name: &str| page.header.iter().position(|h| h == name);
+        let sys = |name: &str| {
+            pos(name)
+                .map(|i| format!("c{i}"))
+                .ok_or_else(|| WarehouseError::State(format!("page has no {name} column")))
+        };
+        let mut select = vec![
+            sys(":id")?,
+            schema::timestamp_sql(&sys(":created_at")?),
+            schema::timestamp_sql(&sys(":updated_at")?),
+        ];
+        for c in &schema.columns {
+            // A column the page does not carry is null in every row of it.
+            select.push(match pos(&c.name) {
+                Some(i) => c.kind.cast_sql(&format!("c{i}")),
+                None => "NULL".into(),
+            });
+        }
+        Ok(format!(
+            "INSERT INTO main.{} SELECT {} FROM _dobsob_page",
+            quote_ident(table),
+            select.join(", ")
+        ))
+    }
+
+    /// Keeps the staged page's uncastable cells in `dobsob.uncastable` under `table`.
+    fn keep_uncastable(
+        conn: &Connection,
+        table: &str,
+        schema: &TableSchema,
+        page: &PageFile,
+    ) -> Result<(), WarehouseError> {
+        let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
+        for c in &schema.columns {
+            let Some(i) = page.header.iter().position(|h| h == &c.name) else {
+                continue;
+            };
+            let raw = format!("c{i}");
+            if let Some(pred) = c.uncastable_sql(&raw) {
+                conn.execute(
+                    &format!("INSERT INTO dobsob.uncastable SELECT ?, c{id}, ?, ?, {raw} FROM _dobsob_page WHERE {pred}"),
+                    params![table, c.name, c.socrata_type],
+                )
+                .ctx(|| format!("keeping uncastable values of {}", c.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a page of a full load to the load table and records `cursor_id`, in one transaction.
+    pub fn load_page(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+        page: &PageFile,
+        cursor_id: &str,
+    ) -> Result<(), WarehouseError> {
+        let load = load_table(key);
+        self.stage(page)?;
+        let insert = Self::insert_sql(&load, schema, page)?;
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        tx.execute_batch(&insert)
+            .ctx(|| format!("appending to {load}"))?;
+        Self::keep_uncastable(&tx, &load, schema, page)?;
+        let n = tx
+            .execute(
+                "UPDATE dobsob.sync_state SET cursor_id = ?, updated_at = now() WHERE dataset = ? AND phase = 'full'",
+                params![cursor_id, key],
+            )
+            .ctx(|| "advancing the load cursor".into())?;
+        if n != 1 {
+            return Err(WarehouseError::State(format!(
+                "{key} has no full load in progress"
+            )));
+        }
+        tx.commit().ctx(|| "COMMIT".into())
+    }
+
+    /// Replaces the rows of a page in the live table (delete by `socrata_id`, insert) and advances the
+    /// watermark, in one transaction.
+    pub fn upsert_page(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+        page: &PageFile,
+        watermark: &Watermark,
+    ) -> Result<(), WarehouseError> {
+        self.stage(page)?;
+        let insert = Self::insert_sql(key, schema, page)?;
+        let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
+        let t = quote_ident(key);
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        tx.execute_batch(&format!(
+            "DELETE FROM main.{t} WHERE socrata_id IN (SELECT c{id} FROM _dobsob_page)"
+        ))
+        .ctx(|| format!("replacing rows of {key}"))?;
+        tx.execute(
+            &format!("DELETE FROM dobsob.uncastable WHERE table_name = ? AND socrata_id IN (SELECT c{id} FROM _dobsob_page)"),
+            params![key],
+        )
+        .ctx(|| "replacing uncastable values".into())?;
+        tx.execute_batch(&insert)
+            .ctx(|| format!("inserting into {key}"))?;
+        Self::keep_uncastable(&tx, key, schema, page)?;
+        let n = tx
+            .execute(
+                "UPDATE dobsob.sync_state SET wm_updated_at = ?, wm_id = ?, updated_at = now()
+                 WHERE dataset = ? AND phase = 'incremental'",
+                params![watermark.updated_at, watermark.id, key],
+            )
+            .ctx(|| "advancing the watermark".into())?;
+        if n != 1 {
+            return Err(WarehouseError::State(format!(
+                "{key} is not in its incremental phase"
+            )));
+        }
+        tx.commit().ctx(|| "COMMIT".into())
+    }
+
+    /// Swaps a finished full load in for the live table, atomically: a reader sees the old table or the new
+    /// one. The watermark becomes the one recorded when the load started.
+    pub fn finish_full(&mut self, key: &str, schema: &TableSchema) -> Result<(), WarehouseError> {
+        let load = load_table(key);
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS main.{t}; ALTER TABLE main.{l} RENAME TO {t};",
+            t = quote_ident(key),
+            l = quote_ident(&load)
+        ))
+        .ctx(|| format!("swapping {load} in for {key}"))?;
+        tx.execute(
+            "DELETE FROM dobsob.uncastable WHERE table_name = ?",
+            params![key],
+        )
+        .ctx(|| "swapping uncastable values".into())?;
+        tx.execute(
+            "UPDATE dobsob.uncastable SET table_name = ? WHERE table_name = ?",
+            params![key, load],
+        )
+        .ctx(|| "swapping uncastable values".into())?;
+        tx.execute(
+            "DELETE FROM dobsob.columns WHERE table_name = ?",
+            params![key],
+        )
+        .ctx(|| "recording the column mapping".into())?;
+        for (i, c) in schema.columns.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO dobsob.columns VALUES (?, ?, ?, ?, ?)",
+                params![
+                    key,
+                    i as i64 + 1,
+                    c.name,
+                    c.socrata_type,
+                    c.kind.duckdb_type()
+                ],
+            )
+            .ctx(|| "recording the column mapping".into())?;
+        }
+        let n = tx
+            .execute(
+                "UPDATE dobsob.sync_state SET phase = 'incremental', load_table = NULL, cursor_id = NULL,
+                        updated_at = now()
+                 WHERE dataset = ? AND phase = 'full'",
+                params![key],
+            )
+            .ctx(|| "finishing the full load".into())?;
+        if n != 1 {
+            return Err(WarehouseError::State(format!(
+                "{key} has no full load in progress"
+            )));
+        }
+        tx.commit().ctx(|| "COMMIT".into())
+    }
+
+    /// Starts collecting the source's id set (for deletion detection).
+    pub fn begin_ids(&mut self) -> Result<(), WarehouseError> {
+        self.conn
+            .execute_batch("CREATE OR REPLACE TEMP TABLE _dobsob_ids (id VARCHAR)")
+            .ctx(|| "creating the id set".into())
+    }
+
+    /// Adds a page of ids (a one-column CSV with header `:id`) to the id set.
+    pub fn append_ids(&mut self, path: &Path) -> Result<(), WarehouseError> {
+        self.conn
+            .execute_batch(&format!(
+                "INSERT INTO _dobsob_ids SELECT c0 FROM read_csv({}, header = true, auto_detect = false, \
+                 delim = ',', quote = '\"', escape = '\"', strict_mode = true, columns = {{'c0': 'VARCHAR'}})",
+                quote_literal(&path.display().to_string())
+            ))
+            .ctx(|| format!("loading ids from {}", path.display()))
+    }
+
+    /// Deletes the rows whose id the source no longer has; returns how many.
+    pub fn delete_missing(&mut self, key: &str) -> Result<i64, WarehouseError> {
+        let t = quote_ident(key);
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        let n = tx
+            .execute(
+                &format!(
+                    "DELETE FROM main.{t} WHERE socrata_id NOT IN (SELECT id FROM _dobsob_ids)"
+                ),
+                [],
+            )
+            .ctx(|| format!("deleting rows gone from the source in {key}"))?;
+        tx.execute(
+            "DELETE FROM dobsob.uncastable WHERE table_name = ? AND socrata_id NOT IN (SELECT id FROM _dobsob_ids)",
+            params![key],
+        )
+        .ctx(|| "deleting uncastable values of deleted rows".into())?;
+        tx.commit().ctx(|| "COMMIT".into())?;
+        self.conn
+            .execute_batch("DROP TABLE IF EXISTS _dobsob_ids")
+            .ctx(|| "dropping the id set".into())?;
+        Ok(n as i64)
+    }
+
+    /// Writes everything to the main file (DuckDB would otherwise leave it in the WAL until close).
+    pub fn checkpoint(&self) -> Result<(), WarehouseError> {
+        self.conn
+            .execute_batch("CHECKPOINT")
+            .ctx(|| "CHECKPOINT".into())
+    }
+}

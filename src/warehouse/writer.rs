@@ -1,0 +1,51 @@
+//! The single writer thread that owns the DuckDB connection.
+//!
+//! A DuckDB `Connection` is `Send` but not `Sync`, and long DuckDB calls must not block the async runtime's
+//! workers, so the connection lives on one thread and async code sends it work: a closure and a channel for
+//! the answer. Work runs in the order it was sent.
+
+use std::sync::mpsc;
+
+use super::{Warehouse, WarehouseError};
+
+type Job = Box<dyn FnOnce(&mut Warehouse) + Send>;
+
+/// A handle to the writer thread. Dropping every handle ends the thread (after the work already sent).
+#[derive(Clone)]
+pub struct WarehouseHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WarehouseHandle {
+    /// Starts the writer thread with `wh`.
+    pub fn spawn(mut wh: Warehouse) -> (WarehouseHandle, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("duckdb-writer".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut wh);
+                }
+                if let Err(e) = wh.checkpoint() {
+                    tracing::warn!("{e}");
+                }
+            })
+            .expect("spawning the DuckDB writer thread");
+        (WarehouseHandle { tx }, thread)
+    }
+
+    /// Runs `f` on the writer thread and waits for its answer.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, WarehouseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Warehouse) -> Result<T, WarehouseError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Box::new(move |wh| {
+                let _ = tx.send(f(wh));
+            }))
+            .map_err(|_| WarehouseError::WriterGone)?;
+        rx.await.map_err(|_| WarehouseError::WriterGone)?
+    }
+}

@@ -1,0 +1,130 @@
+//! Command-line types (clap derive) and nothing else: `settings.rs` turns them into validated settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Examples:
+  dobsob sync                          sync every dataset of the built-in NYC catalog into data/
+  dobsob sync --primary                only the primary datasets (violations, complaints, litigations, ...)
+  dobsob sync --datasets dob_violations,hpd_violations
+  dobsob status                        how fresh each dataset is
+  dobsob rebuild --datasets dob_complaints
+                                       reload one dataset in full, swapped in atomically
+
+Offline trial against the bundled emulator:
+  cargo run --release --bin socrata-emulator -- --port 8080 &
+  dobsob --portal http://127.0.0.1:8080 --catalog fixtures/catalog.toml sync
+
+Exit codes: 0 all requested datasets succeeded, 1 some failed, 2 usage or configuration error, 130 interrupted.";
+
+/// Keep a local DuckDB copy of Socrata open data (NYC buildings and housing records) in step with the portal,
+/// fetching only what changed.
+#[derive(Debug, Parser)]
+#[command(name = "dobsob", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory for warehouse.duckdb, ledger.sqlite, reports/ and logs/ (created private to you).
+    #[arg(
+        long,
+        global = true,
+        env = "DOBSOB_DATA_DIR",
+        default_value = "data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Dataset catalog (TOML) to use instead of the built-in NYC catalog.
+    #[arg(long, global = true, env = "DOBSOB_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+
+    /// Socrata portal base URL. Default: the catalog's `portal`, else https://data.cityofnewyork.us.
+    #[arg(long, global = true, env = "DOBSOB_PORTAL", value_name = "URL")]
+    pub portal: Option<String>,
+
+    /// Socrata app token, sent as X-App-Token (avoids shared throttling). Never printed or logged.
+    #[arg(
+        long,
+        global = true,
+        env = "SOCRATA_APP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub app_token: Option<String>,
+
+    /// Only print warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail (-v debug, -vv trace). RUST_LOG overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch what changed since the last sync (the first sync of a dataset loads it in full).
+    Sync(SyncArgs),
+    /// Show each dataset's rows, last success, watermark, freshness and last error.
+    Status(StatusArgs),
+    /// Reload datasets in full into fresh tables and swap them in atomically.
+    Rebuild(SyncArgs),
+}
+
+/// Which datasets a command works on.
+#[derive(Debug, Args, Default)]
+#[group(id = "selection", multiple = false)]
+pub struct Selection {
+    /// Every dataset in the catalog (the default).
+    #[arg(long)]
+    pub all: bool,
+    /// Datasets of group "primary".
+    #[arg(long)]
+    pub primary: bool,
+    /// Datasets of group "secondary".
+    #[arg(long)]
+    pub secondary: bool,
+    /// Datasets of group "tertiary".
+    #[arg(long)]
+    pub tertiary: bool,
+    /// These datasets, by key (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
+    pub datasets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// Rows per request. Memory use grows with it, not with the dataset.
+    #[arg(long, default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub page_size: u64,
+
+    /// Retries of a failed request (429, 5xx, 408, 202, network errors) before the dataset fails.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_retries: u32,
+
+    /// First retry delay in milliseconds; doubles each retry (with jitter), at most 2 minutes.
+    #[arg(long, default_value_t = 2_000, value_name = "MS")]
+    pub retry_base_ms: u64,
+
+    /// Seconds to wait for data from the portal before a request counts as failed (large NYC queries are slow).
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

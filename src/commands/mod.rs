@@ -1,0 +1,4 @@
+//! One module per command. Each takes validated settings and a printer and returns an exit status.
+
+pub mod status;
+pub mod sync;

@@ -1,0 +1,150 @@
+//! `dobsob status`: how fresh each catalog dataset is, from the ledger alone (so it works while a sync holds
+//! the warehouse).
+
+use serde::Serialize;
+
+use crate::catalog::{Dataset, Frequency};
+use crate::error::{Error, ExitStatus};
+use crate::ledger::{DatasetRecord, Ledger, WatermarkRecord};
+use crate::printer::{age, table, Printer};
+use crate::settings::Settings;
+
+/// A dataset is due an hour before its period is over, so a nightly run a little early still syncs it.
+const DUE_SLACK_SECS: i64 = 3600;
+
+#[derive(Debug, Serialize)]
+pub struct DatasetStatus {
+    pub key: String,
+    pub id: String,
+    pub name: String,
+    pub group: String,
+    pub frequency: String,
+    pub rows: Option<i64>,
+    pub last_success_at: Option<String>,
+    pub age_seconds: Option<i64>,
+    pub watermark: Option<WatermarkRecord>,
+    /// Never synced, or its period is (nearly) over: the next `sync --schedule-check` would fetch it.
+    pub due: bool,
+    /// Never synced, or the last success is older than its publication frequency.
+    pub stale: bool,
+    pub last_error: Option<String>,
+    pub consecutive_failures: i64,
+}
+
+/// Freshness of a dataset last synced `age_secs` ago (None = never): (due, stale).
+pub fn freshness(frequency: Frequency, age_secs: Option<i64>) -> (bool, bool) {
+    let period = frequency.period().as_secs() as i64;
+    match age_secs {
+        None => (true, true),
+        Some(a) => (a >= period - DUE_SLACK_SECS, a > period),
+    }
+}
+
+pub fn dataset_status(
+    d: &Dataset,
+    rec: Option<&DatasetRecord>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> DatasetStatus {
+    let last = rec.and_then(|r| r.last_success_at.clone());
+    let age_seconds = last
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds());
+    let (due, stale) = freshness(d.frequency, age_seconds);
+    DatasetStatus {
+        key: d.key.to_string(),
+        id: d.id.to_string(),
+        name: d.name.clone(),
+        group: d.group.to_string(),
+        frequency: d.frequency.to_string(),
+        rows: rec.and_then(|r| r.row_count),
+        last_success_at: last,
+        age_seconds,
+        watermark: rec.and_then(|r| r.watermark.clone()),
+        due,
+        stale,
+        last_error: rec.and_then(|r| r.last_error.clone()),
+        consecutive_failures: rec.map(|r| r.consecutive_failures).unwrap_or(0),
+    }
+}
+
+pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStatus, Error> {
+    let path = settings.ledger_path();
+    // No ledger yet: nothing was ever synced. Do not create one just to say so.
+    let ledger = if path.exists() {
+        Some(Ledger::open(&path)?)
+    } else {
+        None
+    };
+    let now = chrono::Utc::now();
+    let mut statuses = Vec::new();
+    for d in &settings.catalog.datasets {
+        let rec = match &ledger {
+            Some(l) => l.dataset(d.key.as_str())?,
+            None => None,
+        };
+        statuses.push(dataset_status(d, rec.as_ref(), now));
+    }
+    if json {
+        printer.data(&serde_json::to_string_pretty(&statuses).expect("statuses serialize"));
+        return Ok(ExitStatus::Ok);
+    }
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let state = match (s.age_seconds, s.stale, s.due) {
+                (None, _, _) => "never",
+                (_, true, _) => "STALE",
+                (_, _, true) => "due",
+                _ => "fresh",
+            };
+            let mut err = s.last_error.clone().unwrap_or_default();
+            if err.chars().count() > 80 {
+                err = err.chars().take(77).collect::<String>() + "...";
+            }
+            vec![
+                s.key.clone(),
+                s.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                s.age_seconds.map(age).unwrap_or_else(|| "never".into()),
+                s.watermark
+                    .as_ref()
+                    .map(|w| w.updated_at.clone())
+                    .unwrap_or_else(|| "-".into()),
+                format!("{state} ({})", s.frequency),
+                err,
+            ]
+        })
+        .collect();
+    printer.data(&table(
+        &[
+            "DATASET",
+            "ROWS",
+            "LAST SUCCESS",
+            "WATERMARK",
+            "FRESHNESS",
+            "LAST ERROR",
+        ],
+        &rows,
+    ));
+    Ok(ExitStatus::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_against_frequency() {
+        let day = 86_400;
+        assert_eq!(freshness(Frequency::Daily, None), (true, true));
+        assert_eq!(freshness(Frequency::Daily, Some(3600)), (false, false));
+        assert_eq!(freshness(Frequency::Daily, Some(day - 1800)), (true, false));
+        assert_eq!(freshness(Frequency::Daily, Some(day + 1)), (true, true));
+        assert_eq!(freshness(Frequency::Weekly, Some(2 * day)), (false, false));
+        assert_eq!(
+            freshness(Frequency::Quarterly, Some(60 * day)),
+            (false, false)
+        );
+        assert_eq!(freshness(Frequency::Monthly, Some(32 * day)), (true, true));
+    }
+}

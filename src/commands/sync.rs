@@ -1,0 +1,148 @@
+//! `dobsob sync` and `dobsob rebuild`: open the ledger and the warehouse, run the engine over the selected
+//! datasets, write a run report, print a summary.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cli::SyncArgs;
+use crate::error::{Error, ExitStatus};
+use crate::ledger::Ledger;
+use crate::printer::Printer;
+use crate::settings::{retry_policy, Settings};
+use crate::soda::SodaClient;
+use crate::sync::{DatasetReport, Engine, Mode, Shutdown};
+use crate::warehouse::{Warehouse, WarehouseHandle};
+
+/// The JSON report written to `<data-dir>/reports/` after every run.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub command: &'static str,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: &'static str,
+    pub seconds: f64,
+    /// Peak resident memory of this process (Linux), bytes.
+    pub peak_rss_bytes: Option<u64>,
+    pub datasets: Vec<DatasetReport>,
+}
+
+pub async fn run(
+    settings: &Settings,
+    args: &SyncArgs,
+    mode: Mode,
+    printer: Printer,
+    shutdown: Shutdown,
+) -> Result<ExitStatus, Error> {
+    let datasets = settings.select(&args.selection)?;
+    let command = if mode == Mode::Rebuild {
+        "rebuild"
+    } else {
+        "sync"
+    };
+    settings.prepare_data_dir()?;
+    let client = SodaClient::new(
+        &settings.portal,
+        settings.token.clone(),
+        retry_policy(args),
+        std::time::Duration::from_secs(args.timeout),
+    )
+    .map_err(Error::Config)?;
+    let mut ledger = Ledger::open(&settings.ledger_path())?;
+    let warehouse = Warehouse::open(&settings.warehouse_path(), &settings.tmp_dir())?;
+    let (handle, writer) = WarehouseHandle::spawn(warehouse);
+
+    let started = Instant::now();
+    let started_at = now();
+    let run_id = ledger.start_run(command)?;
+    tracing::info!(run = run_id, portal = %settings.portal, datasets = datasets.len(), "{command} starting");
+    let mut engine = Engine {
+        client,
+        ledger,
+        warehouse: handle,
+        tmp_dir: settings.tmp_dir(),
+        page_size: args.page_size,
+        shutdown: shutdown.clone(),
+    };
+    let reports = engine.run(run_id, &datasets, mode).await?;
+    let failed = reports.iter().filter(|r| r.outcome == "failed").count();
+    let ok = reports.iter().filter(|r| r.outcome == "ok").count();
+    let outcome = if shutdown.is_triggered() {
+        "interrupted"
+    } else if failed > 0 {
+        "failed"
+    } else {
+        "ok"
+    };
+    let Engine {
+        mut ledger,
+        warehouse,
+        ..
+    } = engine;
+    ledger.finish_run(run_id, outcome, ok as i64, (reports.len() - ok) as i64)?;
+    // Let the writer thread finish its queue and checkpoint before the process ends.
+    drop(warehouse);
+    let _ = writer.join();
+
+    let report = RunReport {
+        run_id,
+        command,
+        started_at,
+        finished_at: now(),
+        outcome,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
+        datasets: reports,
+    };
+    let path = settings
+        .reports_dir()
+        .join(format!("{command}-{run_id:06}.json"));
+    let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+    std::fs::write(&path, json)
+        .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", path.display())))?;
+    print_summary(printer, &report);
+    printer.line(&format!("report: {}", path.display()));
+    Ok(match outcome {
+        "interrupted" => ExitStatus::Interrupted,
+        "failed" => ExitStatus::Failed,
+        _ => ExitStatus::Ok,
+    })
+}
+
+fn print_summary(printer: Printer, report: &RunReport) {
+    let rows: Vec<Vec<String>> = report
+        .datasets
+        .iter()
+        .map(|d| {
+            vec![
+                d.key.clone(),
+                d.outcome.to_string(),
+                d.mode.unwrap_or("-").to_string(),
+                d.rows_fetched.to_string(),
+                d.rows_deleted.to_string(),
+                d.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                format!("{:.1}s", d.seconds),
+                d.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    printer.line(&crate::printer::table(
+        &[
+            "DATASET", "OUTCOME", "MODE", "FETCHED", "DELETED", "ROWS", "TIME", "ERROR",
+        ],
+        &rows,
+    ));
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// VmHWM from /proc/self/status: the peak resident set of this process.
+fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,127 @@
+//! The `dobsob` binary: parse arguments, set up logging, run the command, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dobsob::cli::{Cli, Command};
+use dobsob::error::{Error, ExitStatus};
+use dobsob::printer::Printer;
+use dobsob::settings::Settings;
+use dobsob::sync::{Mode, Shutdown};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Everything dobsob creates (warehouse, ledger, pages, reports, logs) is the user's data: private.
+    #[cfg(unix)]
+    unsafe {
+        libc::umask(0o077);
+    }
+    let cli = Cli::parse();
+    let status = match run(cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_status()
+        }
+    };
+    ExitCode::from(status as u8)
+}
+
+fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    let settings = Settings::from_args(&cli.global)?;
+    let printer = Printer {
+        quiet: cli.global.quiet,
+    };
+    let log_to_file = !matches!(cli.command, Command::Status(_));
+    init_logging(&cli, &settings, log_to_file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let shutdown = Shutdown::default();
+        watch_signals(shutdown.clone());
+        match &cli.command {
+            Command::Sync(a) => {
+                dobsob::commands::sync::run(&settings, a, Mode::Sync, printer, shutdown).await
+            }
+            Command::Rebuild(a) => {
+                dobsob::commands::sync::run(&settings, a, Mode::Rebuild, printer, shutdown).await
+            }
+            Command::Status(a) => dobsob::commands::status::run(&settings, a.json, printer),
+        }
+    })
+}
+
+/// First Ctrl-C or SIGTERM: stop at the next safe point. Second Ctrl-C: exit now (the warehouse and ledger
+/// are transactional, so even that loses nothing committed).
+fn watch_signals(shutdown: Shutdown) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            let got_term = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let got_term = std::future::pending::<Option<()>>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = got_term => {},
+            }
+            if shutdown.is_triggered() {
+                eprintln!("interrupted again: exiting now");
+                std::process::exit(ExitStatus::Interrupted as i32);
+            }
+            eprintln!(
+                "interrupted: finishing the current page, then stopping (Ctrl-C again to exit now)"
+            );
+            shutdown.trigger();
+        }
+    });
+}
+
+fn init_logging(cli: &Cli, settings: &Settings, to_file: bool) -> Result<(), Error> {
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "warn",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = |default: &str| {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("warn,dobsob={default}")))
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(filter(level));
+    let file = if to_file {
+        settings.prepare_data_dir()?;
+        let path = settings.logs_dir().join("dobsob.log");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::Config(format!("cannot open log file {}: {e}", path.display())))?;
+        Some(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::sync::Mutex::new(f))
+                .with_ansi(false)
+                .with_filter(filter("info")),
+        )
+    } else {
+        None
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .init();
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! One dataset's sync: plan, full load, incremental pass, deletion check.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::page::{self, PageInfo};
+use super::{Engine, Mode, SyncError};
+use crate::catalog::Dataset;
+use crate::ledger::{AttemptId, AttemptSuccess, PageRecord};
+use crate::soda::{PageQuery, Watermark};
+use crate::warehouse::{PageFile, Phase, TableSchema};
+
+/// What a dataset's sync has done so far (reported even when it fails half-way).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub mode: Option<&'static str>,
+    pub rows_fetched: u64,
+    pub rows_deleted: u64,
+    pub rows: Option<i64>,
+    pub pages: u64,
+    pub bytes: u64,
+    /// sha256 over the page hashes, in order.
+    digest: Sha256,
+}
+
+/// A `rowsUpdatedAt` this recent (seconds) is not trusted to gate the next sync: a change in the same
+/// second, after we read it, would not move it.
+const GATE_MARGIN_SECS: i64 = 120;
+
+impl Engine {
+    /// Runs `fut` unless shutdown is asked for first.
+    async fn interruptible<T, E>(
+        &self,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, SyncError>
+    where
+        SyncError: From<E>,
+    {
+        tokio::select! {
+            r = fut => r.map_err(SyncError::from),
+            _ = self.shutdown.wait() => Err(SyncError::Interrupted),
+        }
+    }
+
+    pub(super) fn page_path(&self, key: &str, what: &str) -> PathBuf {
+        self.tmp_dir.join(format!("{key}.{what}.csv"))
+    }
+
+    pub(super) async fn sync_dataset(
+        &mut self,
+        ds: &Dataset,
+        mode: Mode,
+        attempt: AttemptId,
+        progress: &mut Progress,
+    ) -> Result<(), SyncError> {
+        let key = ds.key.to_string();
+        let started_epoch = chrono::Utc::now().timestamp();
+        let meta = self
+            .interruptible(self.client.metadata(ds.id.as_str()))
+            .await?;
+        let schema = Arc::new(TableSchema::from_view(&meta.columns).map_err(SyncError::Schema)?);
+        // The source's identity and columns: when either changes, the table is reloaded in full.
+        let fingerprint = format!("{}/{}", ds.id, schema.fingerprint());
+        let state = {
+            let k = key.clone();
+            self.warehouse.call(move |w| w.state(&k)).await?
+        };
+        let record = self.ledger.dataset(&key)?;
+
+        // The warehouse's state is the truth; a ledger behind it (crash between the two commits) is repaired.
+        if let Some(s) = state.as_ref().filter(|s| s.phase == Phase::Incremental) {
+            let ledger_wm = record.as_ref().and_then(|r| r.watermark.clone());
+            if ledger_wm != s.watermark.as_ref().map(Into::into) {
+                let k = key.clone();
+                let rows = self.warehouse.call(move |w| w.count(&k)).await?;
+                tracing::warn!(dataset = %key, "ledger was behind the warehouse; repaired from the warehouse");
+                self.ledger
+                    .repair_from_warehouse(&key, s.watermark.as_ref(), rows)?;
+            }
+        }
+
+        let resume_full = state
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Full && s.schema_fingerprint == fingerprint);
+        let incremental_ok = state
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Incremental && s.schema_fingerprint == fingerprint);
+        let full = resume_full || !incremental_ok || mode == Mode::Rebuild;
+        if let Some(s) = &state {
+            if s.schema_fingerprint != fingerprint {
+                tracing::warn!(dataset = %key, "the dataset's columns changed on the portal: reloading it in full");
+            }
+        }
+
+        // Gate: nothing changed at the source since a sync that started safely after the last change.
+        let unchanged = !full
+            && meta.rows_updated_at.is_some()
+            && record.as_ref().and_then(|r| r.source_rows_updated_at) == meta.rows_updated_at;
+        if unchanged {
+            progress.mode = Some("unchanged");
+            let k = key.clone();
+            let rows = self.warehouse.call(move |w| w.count(&k)).await?;
+            progress.rows = Some(rows);
+            let wm = state.and_then(|s| s.watermark);
+            return self.finish(
+                ds,
+                attempt,
+                progress,
+                rows,
+                wm,
+                fingerprint,
+                meta.rows_updated_at,
+            );
+        }
+
+        progress.mode = Some(if full { "full" } else { "incremental" });
+        self.ledger
+            .set_attempt_mode(attempt, progress.mode.unwrap_or("incremental"))?;
+        let mut watermark = if full {
+            let resume = resume_full.then_some(state.as_ref()).flatten();
+            self.full_load(ds, &schema, attempt, progress, &fingerprint, resume)
+                .await?
+        } else {
+            state.and_then(|s| s.watermark)
+        };
+        watermark = self
+            .incremental(ds, &schema, attempt, progress, watermark)
+            .await?;
+        let rows = self.reconcile_deletions(ds, attempt, progress).await?;
+        // Only a rowsUpdatedAt safely older than this sync's start may gate the next one.
+        let gate = meta
+            .rows_updated_at
+            .filter(|t| *t < started_epoch - GATE_MARGIN_SECS);
+        self.finish(ds, attempt, progress, rows, watermark, fingerprint, gate)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        ds: &Dataset,
+        attempt: AttemptId,
+        progress: &mut Progress,
+        rows: i64,
+        watermark: Option<Watermark>,
+        fingerprint: String,
+        source_rows_updated_at: Option<i64>,
+    ) -> Result<(), SyncError> {
+        progress.rows = Some(rows);
+        let digest = std::mem::take(&mut progress.digest);
+        self.ledger.finish_attempt_ok(
+            attempt,
+            ds.key.as_str(),
+            &AttemptSuccess {
+                mode: progress.mode.unwrap_or("incremental"),
+                rows_deleted: progress.rows_deleted as i64,
+                row_count: rows,
+                watermark,
+                schema_fingerprint: fingerprint,
+                source_rows_updated_at,
+                sha256: crate::soda::client::hex(&digest.finalize()),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Downloads one page of rows and checks it.
+    async fn fetch_rows(
+        &self,
+        ds: &Dataset,
+        q: &PageQuery,
+        schema: &TableSchema,
+        progress: &mut Progress,
+    ) -> Result<(PathBuf, PageInfo, crate::soda::Download), SyncError> {
+        let path = self.page_path(ds.key.as_str(), "page");
+        let dl = self
+            .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
+            .await?;
+        let info = page::inspect_rows(&path, schema).map_err(|message| SyncError::Page {
+            url: dl.url.clone(),
+            message,
+        })?;
+        progress.pages += 1;
+        progress.bytes += dl.bytes;
+        progress.rows_fetched += info.rows;
+        progress.digest.update(dl.sha256.as_bytes());
+        tracing::debug!(dataset = %ds.key, rows = info.rows, bytes = dl.bytes, "page fetched");
+        Ok((path, info, dl))
+    }
+
+    fn page_record(seq: u64, info: &PageInfo, dl: &crate::soda::Download) -> PageRecord {
+        PageRecord {
+            seq: seq as i64,
+            rows: info.rows as i64,
+            bytes: dl.bytes as i64,
+            sha256: dl.sha256.clone(),
+            first: info.first.clone(),
+            last: info.last.clone(),
+        }
+    }
+
+    /// Loads every row in `:id` order into a fresh load table and swaps it in. Returns the watermark the
+    /// incremental pass starts from: the newest row when the load began, so rows changed during the load
+    /// (behind the cursor) are caught.
+    async fn full_load(
+        &mut self,
+        ds: &Dataset,
+        schema: &Arc<TableSchema>,
+        attempt: AttemptId,
+        progress: &mut Progress,
+        fingerprint: &str,
+        resume: Option<&crate::warehouse::SyncState>,
+    ) -> Result<Option<Watermark>, SyncError> {
+        let key = ds.key.to_string();
+        let (start, mut cursor) = match resume {
+            Some(s) => {
+                tracing::info!(dataset = %key, "resuming the interrupted full load");
+                (s.watermark.clone(), s.cursor_id.clone())
+            }
+            None => {
+                let newest = self
+                    .interruptible(self.client.query_json(ds.id.as_str(), &PageQuery::newest()))
+                    .await?;
+                let start = newest.first().and_then(|r| {
+                    Some(Watermark {
+                        updated_at: r.get(":updated_at")?.as_str()?.to_string(),
+                        id: r.get(":id")?.as_str()?.to_string(),
+                    })
+                });
+                let (k, s, f, st) = (
+                    key.clone(),
+                    schema.clone(),
+                    fingerprint.to_string(),
+                    start.clone(),
+                );
+                self.warehouse
+                    .call(move |w| w.begin_full(&k, &s, &f, st.as_ref()))
+                    .await?;
+                (start, None)
+            }
+        };
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(SyncError::Interrupted);
+            }
+            let q = PageQuery::full_page(cursor.as_deref(), self.page_size);
+            let (path, info, dl) = self.fetch_rows(ds, &q, schema, progress).await?;
+            let Some(last) = info.last.clone() else { break };
+            let (k, s, p, h, c) = (
+                key.clone(),
+                schema.clone(),
+                path.clone(),
+                info.header.clone(),
+                last.id.clone(),
+            );
+            let rows = self
+                .warehouse
+                .call(move |w| {
+                    w.load_page(
+                        &k,
+                        &s,
+                        &PageFile {
+                            path: &p,
+                            header: &h,
+                        },
+                        &c,
+                    )?;
+                    w.count(&crate::warehouse::load_table(&k))
+                })
+                .await?;
+            self.ledger.record_page(
+                attempt,
+                &key,
+                &Self::page_record(progress.pages, &info, &dl),
+                None,
+                rows,
+            )?;
+            cursor = Some(last.id);
+            if info.rows < self.page_size {
+                break;
+            }
+        }
+        let (k, s) = (key.clone(), schema.clone());
+        self.warehouse.call(move |w| w.finish_full(&k, &s)).await?;
+        tracing::info!(dataset = %key, "full load swapped in");
+        Ok(start)
+    }
+
+    /// Fetches rows changed after `watermark` in `(:updated_at, :id)` order and upserts them page by page.
+    async fn incremental(
+        &mut self,
+        ds: &Dataset,
+        schema: &Arc<TableSchema>,
+        attempt: AttemptId,
+        progress: &mut Progress,
+        mut watermark: Option<Watermark>,
+    ) -> Result<Option<Watermark>, SyncError> {
+        let key = ds.key.to_string();
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(SyncError::Interrupted);
+            }
+            let q = PageQuery::incremental_page(watermark.as_ref(), self.page_size);
+            let (path, info, dl) = self.fetch_rows(ds, &q, schema, progress).await?;
+            let Some(last) = info.last.clone() else { break };
+            let (k, s, p, h, wm) = (
+                key.clone(),
+                schema.clone(),
+                path.clone(),
+                info.header.clone(),
+                last.clone(),
+            );
+            let rows = self
+                .warehouse
+                .call(move |w| {
+                    w.upsert_page(
+                        &k,
+                        &s,
+                        &PageFile {
+                            path: &p,
+                            header: &h,
+                        },
+                        &wm,
+                    )?;
+                    w.count(&k)
+                })
+                .await?;
+            self.ledger.record_page(
+                attempt,
+                &key,
+                &Self::page_record(progress.pages, &info, &dl),
+                Some(&last),
+                rows,
+            )?;
+            watermark = Some(last);
+            if info.rows < self.page_size {
+                break;
+            }
+        }
+        Ok(watermark)
+    }
+
+    /// An `:updated_at` cursor never sees deletions: compare counts, and if they differ, fetch the source's id
+    /// set (ids only, in `:id` order) and delete the local rows it lacks. Returns the local row count.
+    async fn reconcile_deletions(
+        &mut self,
+        ds: &Dataset,
+        attempt: AttemptId,
+        progress: &mut Progress,
+    ) -> Result<i64, SyncError> {
+        let key = ds.key.to_string();
+        let source = self
+            .interruptible(self.client.count(ds.id.as_str()))
+            .await? as i64;
+        let k = key.clone();
+        let local = self.warehouse.call(move |w| w.count(&k)).await?;
+        if source == local {
+            return Ok(local);
+        }
+        tracing::info!(dataset = %key, source, local, "row counts differ: checking the id set for deletions");
+        self.warehouse.call(|w| w.begin_ids()).await?;
+        let path = self.page_path(&key, "ids");
+        let mut cursor: Option<String> = None;
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(SyncError::Interrupted);
+            }
+            let q = PageQuery::id_page(cursor.as_deref(), self.page_size);
+            let dl = self
+                .interruptible(self.client.download_csv(ds.id.as_str(), &q, &path))
+                .await?;
+            let (n, last) = page::inspect_ids(&path).map_err(|message| SyncError::Page {
+                url: dl.url.clone(),
+                message,
+            })?;
+            progress.bytes += dl.bytes;
+            self.ledger.add_bytes(attempt, dl.bytes as i64)?;
+            if n > 0 {
+                let p = path.clone();
+                self.warehouse.call(move |w| w.append_ids(&p)).await?;
+            }
+            match last {
+                Some(l) if n >= self.page_size => cursor = Some(l),
+                _ => break,
+            }
+        }
+        let k = key.clone();
+        let deleted = self.warehouse.call(move |w| w.delete_missing(&k)).await?;
+        progress.rows_deleted += deleted as u64;
+        let k = key.clone();
+        let local = self.warehouse.call(move |w| w.count(&k)).await?;
+        if local != source {
+            tracing::warn!(
+                dataset = %key, source, local,
+                "row counts still differ after the id check: the source changed during the sync; the next sync catches up"
+            );
+        }
+        Ok(local)
+    }
+}

@@ -1,0 +1,158 @@
+//! The sync engine: for each requested dataset, plan (full load or incremental pass), fetch pages, merge
+//! them into the warehouse, record them in the ledger, reconcile deletions, and report.
+//!
+//! Order of writes, the rule everything rests on: a page is merged into DuckDB together with the dataset's
+//! sync state in one DuckDB transaction; only then is it recorded in the ledger. A crash at any point leaves a
+//! warehouse that knows exactly what it holds, and the next run resumes from there (see
+//! `docs/architecture.md`).
+
+mod dataset;
+pub mod page;
+pub mod shutdown;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::catalog::Dataset;
+use crate::ledger::{Ledger, LedgerError, RunId};
+use crate::soda::{SodaClient, SodaError};
+use crate::warehouse::{WarehouseError, WarehouseHandle};
+pub use shutdown::Shutdown;
+
+/// What to do with each dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Incremental when possible; a full load the first time or when the schema changed.
+    Sync,
+    /// A full reload into a fresh table, swapped in at the end.
+    Rebuild,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Soda(#[from] SodaError),
+    #[error("{0}")]
+    Warehouse(#[from] WarehouseError),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+    #[error("unusable schema: {0}")]
+    Schema(String),
+    #[error("bad page from {url}: {message}")]
+    Page { url: String, message: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// The outcome of one dataset in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetReport {
+    pub key: String,
+    pub id: String,
+    /// `ok`, `failed` or `interrupted`.
+    pub outcome: &'static str,
+    /// `full`, `incremental`, `unchanged` (nothing changed at the source), or null if it failed early.
+    pub mode: Option<&'static str>,
+    pub rows_fetched: u64,
+    pub rows_deleted: u64,
+    pub rows: Option<i64>,
+    pub pages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// Everything the engine needs, built once per run by the command.
+pub struct Engine {
+    pub client: SodaClient,
+    pub ledger: Ledger,
+    pub warehouse: WarehouseHandle,
+    /// Where pages are written while they are checked and loaded.
+    pub tmp_dir: PathBuf,
+    pub page_size: u64,
+    pub shutdown: Shutdown,
+}
+
+impl Engine {
+    /// Runs `datasets` one after another (the warehouse has a single writer). Stops early on shutdown.
+    pub async fn run(
+        &mut self,
+        run: RunId,
+        datasets: &[&Dataset],
+        mode: Mode,
+    ) -> Result<Vec<DatasetReport>, LedgerError> {
+        let mut reports = Vec::new();
+        for ds in datasets {
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            let started = Instant::now();
+            tracing::info!(dataset = %ds.key, id = %ds.id, "sync starting");
+            let attempt = self.ledger.start_attempt(
+                run,
+                ds.key.as_str(),
+                ds.id.as_str(),
+                if mode == Mode::Rebuild {
+                    "full"
+                } else {
+                    "incremental"
+                },
+            )?;
+            let mut progress = dataset::Progress::default();
+            let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
+            for what in ["page", "ids"] {
+                let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let mut report = DatasetReport {
+                key: ds.key.to_string(),
+                id: ds.id.to_string(),
+                outcome: "ok",
+                mode: progress.mode,
+                rows_fetched: progress.rows_fetched,
+                rows_deleted: progress.rows_deleted,
+                rows: progress.rows,
+                pages: progress.pages,
+                bytes: progress.bytes,
+                seconds,
+                error: None,
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        dataset = %ds.key,
+                        mode = progress.mode.unwrap_or("-"),
+                        fetched = progress.rows_fetched,
+                        deleted = progress.rows_deleted,
+                        rows = progress.rows.unwrap_or(0),
+                        "sync done in {seconds:.1}s"
+                    );
+                }
+                Err(e) => {
+                    let interrupted = matches!(e, SyncError::Interrupted);
+                    let message = format!("{}: {e}", ds.key);
+                    if interrupted {
+                        tracing::warn!(
+                            "{}: interrupted; the next run resumes from the last committed page",
+                            ds.key
+                        );
+                    } else {
+                        tracing::error!("{message}");
+                    }
+                    self.ledger.finish_attempt_failed(
+                        attempt,
+                        ds.key.as_str(),
+                        &e.to_string(),
+                        interrupted,
+                    )?;
+                    report.outcome = if interrupted { "interrupted" } else { "failed" };
+                    report.error = Some(message);
+                }
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}

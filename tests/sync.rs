@@ -1,0 +1,594 @@
+//! Integration tests: the real `dobsob` binary against the in-process Socrata emulator. Every test that syncs
+//! compares whole tables with the source.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use dobsob::emulator::{Fault, FaultKind};
+use serde_json::{json, Value};
+use support::*;
+
+fn status_json(env: &TestEnv) -> Vec<Value> {
+    let out = env.run_ok(&["status", "--json"]);
+    serde_json::from_str(&stdout(&out)).expect("status --json prints JSON")
+}
+
+fn ledger_state(
+    env: &TestEnv,
+    key: &str,
+) -> (Option<String>, Option<String>, Option<i64>, Option<String>) {
+    env.ledger()
+        .query_row(
+            "SELECT wm_updated_at, wm_id, row_count, last_success_at FROM datasets WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn first_sync_equals_source_across_small_pages() {
+    let env = TestEnv::new();
+    // Pages of 4 rows: ids and :updated_at ties cross page boundaries.
+    let out = env.run_ok(&["sync", "--page-size", "4"]);
+    assert!(stdout(&out).contains("dob_violations"), "{}", stdout(&out));
+    env.assert_all_equal_to_source();
+    // Each row was fetched once by the full load (the incremental pass after it found nothing new).
+    for (_, id) in FIXTURES {
+        let n = env.emu.state().datasets[id].rows.len();
+        assert_eq!(env.full_rows_served(id), n, "{id}");
+    }
+    // Values that do not fit their type were kept, not nulled.
+    let conn = env.warehouse();
+    let raw: Vec<String> = conn
+        .prepare("SELECT DISTINCT raw_value FROM dobsob.uncastable WHERE table_name = 'ecb_violations' ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        raw.contains(&"1e3".to_string()) || raw.contains(&"0.12345678901234".to_string()),
+        "{raw:?}"
+    );
+}
+
+#[test]
+fn second_sync_fetches_only_changed_rows_and_equals_source() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync"]);
+    let before = env.full_rows_served(DOB_VIOLATIONS);
+    let ids = env.emu.state().datasets[DOB_VIOLATIONS].ids();
+    env.emu.state().edit(DOB_VIOLATIONS, |e| {
+        e.set(
+            &ids[3],
+            "street",
+            Some(json!("NEW \"STREET\", APT 1\nREAR")),
+        );
+        e.set(&ids[10], "description", None);
+        e.set(&ids[20], "disposition_comments", Some(json!("")));
+        e.delete(&ids[5]);
+        e.delete(&ids[30]);
+        let mut row = serde_json::Map::new();
+        row.insert("isn_dob_bis_viol".into(), json!("9999999"));
+        row.insert("street".into(), json!("ÜBERSTRASSE"));
+        e.insert(row.clone());
+        row.insert("isn_dob_bis_viol".into(), json!("9999998"));
+        e.insert(row);
+    });
+    let out = env.run_ok(&["sync", "--page-size", "2"]);
+    env.assert_all_equal_to_source();
+    // 3 updated + 2 inserted rows fetched, nothing else; the deletions came from the id check.
+    assert_eq!(
+        env.full_rows_served(DOB_VIOLATIONS) - before,
+        5,
+        "{}",
+        stdout(&out)
+    );
+    // Unchanged datasets were not fetched again at all.
+    assert_eq!(
+        env.full_rows_served(HPD_VIOLATIONS),
+        env.emu.state().datasets[HPD_VIOLATIONS].rows.len()
+    );
+    let report = stdout(&out);
+    assert!(report.contains("unchanged"), "{report}");
+}
+
+#[test]
+fn bulk_update_with_one_timestamp_is_paged_by_id_without_loss() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "hpd_violations"]);
+    let ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
+    // 20 rows stamped with the same :updated_at: pages of 3 must walk the tie by :id.
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        for (i, id) in ids.iter().take(20).enumerate() {
+            e.set(id, "currentstatus", Some(json!(format!("BULK {i}"))));
+        }
+    });
+    let before = env.full_rows_served(HPD_VIOLATIONS);
+    env.run_ok(&["sync", "--datasets", "hpd_violations", "--page-size", "3"]);
+    assert_eq!(env.full_rows_served(HPD_VIOLATIONS) - before, 20);
+    env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
+}
+
+#[test]
+fn full_replace_by_the_publisher_leaves_no_stale_rows() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "dob_complaints"]);
+    let old_ids = env.emu.state().datasets[DOB_COMPLAINTS].ids();
+    env.emu.state().edit(DOB_COMPLAINTS, |e| {
+        e.replace_all();
+        let first = e.dataset().ids()[0].clone();
+        e.delete(&first);
+    });
+    env.run_ok(&["sync", "--datasets", "dob_complaints", "--page-size", "7"]);
+    env.assert_equal_to_source("dob_complaints", DOB_COMPLAINTS);
+    let n: i64 = env
+        .warehouse()
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM dob_complaints WHERE socrata_id IN ('{}')",
+                old_ids.join("','")
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0, "rows under the replaced ids must be gone");
+}
+
+#[test]
+fn kill_mid_full_load_then_resume_equals_source() {
+    let env = TestEnv::new();
+    // The 4th page request stalls, so the process is surely mid-load when it is killed.
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{HPD_VIOLATIONS}.csv"),
+            FaultKind::DelayMs(30_000),
+        )
+        .skip(3),
+    );
+    let mut child = env
+        .cmd(&[
+            "sync",
+            "--datasets",
+            "hpd_violations",
+            "--page-size",
+            "5",
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.full_rows_served(HPD_VIOLATIONS) < 15 {
+        assert!(Instant::now() < deadline, "the sync never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+    child.wait().unwrap();
+    env.emu.state().faults.clear();
+    // Rows change while the sync is dead, including behind the load's cursor.
+    let ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        e.set(&ids[0], "class", Some(json!("C")));
+        e.delete(&ids[1]);
+        e.set(&ids[45], "class", Some(json!("B")));
+    });
+    let served_before = env.full_rows_served(HPD_VIOLATIONS);
+    env.run_ok(&["sync", "--datasets", "hpd_violations", "--page-size", "5"]);
+    env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
+    // It resumed: the 15 rows committed before the kill were not all fetched again.
+    let total = env.emu.state().datasets[HPD_VIOLATIONS].rows.len();
+    let refetched = env.full_rows_served(HPD_VIOLATIONS) - served_before;
+    assert!(
+        refetched < total,
+        "refetched {refetched} of {total}: the load restarted instead of resuming"
+    );
+}
+
+#[test]
+fn kill_mid_incremental_then_rerun_equals_source() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "ecb_violations"]);
+    let ids = env.emu.state().datasets[ECB_VIOLATIONS].ids();
+    env.emu.state().edit(ECB_VIOLATIONS, |e| {
+        for id in ids.iter().take(30) {
+            e.set(id, "ecb_violation_status", Some(json!("RESOLVE")));
+            e.set(id, "balance_due", Some(json!("12.5")));
+        }
+    });
+    let base = env.full_rows_served(ECB_VIOLATIONS);
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{ECB_VIOLATIONS}.csv"),
+            FaultKind::DelayMs(30_000),
+        )
+        .skip(2),
+    );
+    let mut child = env
+        .cmd(&[
+            "sync",
+            "--datasets",
+            "ecb_violations",
+            "--page-size",
+            "4",
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.full_rows_served(ECB_VIOLATIONS) < base + 8 {
+        assert!(Instant::now() < deadline, "the sync never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.emu.state().faults.clear();
+    env.run_ok(&["sync", "--datasets", "ecb_violations", "--page-size", "4"]);
+    env.assert_equal_to_source("ecb_violations", ECB_VIOLATIONS);
+}
+
+#[test]
+fn ctrl_c_stops_at_a_page_boundary_with_exit_130_and_resumes() {
+    let env = TestEnv::new();
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{DOB_VIOLATIONS}.csv"),
+            FaultKind::DelayMs(1_500),
+        )
+        .skip(2),
+    );
+    let child = env
+        .cmd(&["sync", "--datasets", "dob_violations", "--page-size", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.full_rows_served(DOB_VIOLATIONS) < 10 {
+        assert!(Instant::now() < deadline, "the sync never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 130);
+    let attempts: String = env
+        .ledger()
+        .query_row(
+            "SELECT outcome FROM attempts ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(attempts, "interrupted");
+    env.run_ok(&["sync", "--datasets", "dob_violations", "--page-size", "5"]);
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+}
+
+#[test]
+fn rebuild_reloads_in_full_and_swaps_atomically() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync"]);
+    let ids = env.emu.state().datasets[DOB_VIOLATIONS].ids();
+    env.emu.state().edit(DOB_VIOLATIONS, |e| {
+        e.set(&ids[0], "street", Some(json!("REBUILT ST")));
+        e.delete(&ids[2]);
+    });
+    let before = env.full_rows_served(DOB_VIOLATIONS);
+    let served_hpd = env.full_rows_served(HPD_VIOLATIONS);
+    env.run_ok(&[
+        "rebuild",
+        "--datasets",
+        "dob_violations",
+        "--page-size",
+        "10",
+    ]);
+    env.assert_all_equal_to_source();
+    let n = env.emu.state().datasets[DOB_VIOLATIONS].rows.len();
+    assert_eq!(
+        env.full_rows_served(DOB_VIOLATIONS) - before,
+        n,
+        "a rebuild fetches every row"
+    );
+    assert_eq!(
+        env.full_rows_served(HPD_VIOLATIONS),
+        served_hpd,
+        "other datasets are untouched"
+    );
+    let mode: String = env
+        .ledger()
+        .query_row(
+            "SELECT mode FROM attempts WHERE dataset_key = 'dob_violations' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mode, "full");
+    // No load table is left behind.
+    let left: i64 = env
+        .warehouse()
+        .query_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '_dobsob_load_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn status_json_tells_rows_watermark_and_staleness() {
+    let env = TestEnv::new();
+    let before = status_json(&env);
+    assert_eq!(before.len(), 5);
+    for s in &before {
+        assert_eq!(s["stale"], true);
+        assert_eq!(s["rows"], Value::Null);
+        assert_eq!(s["last_success_at"], Value::Null);
+        assert_eq!(s["watermark"], Value::Null);
+    }
+    assert!(
+        !env.data_dir().join("ledger.sqlite").exists(),
+        "status must not create a ledger"
+    );
+    env.run_ok(&["sync", "--datasets", "dob_violations,every_type"]);
+    let after = status_json(&env);
+    let get = |k: &str| after.iter().find(|s| s["key"] == k).unwrap().clone();
+    let dv = get("dob_violations");
+    assert_eq!(dv["id"], DOB_VIOLATIONS);
+    assert_eq!(
+        dv["rows"],
+        env.emu.state().datasets[DOB_VIOLATIONS].rows.len()
+    );
+    assert_eq!(dv["stale"], false);
+    assert_eq!(dv["last_error"], Value::Null);
+    let newest = env.emu.state().datasets[DOB_VIOLATIONS]
+        .snapshot()
+        .into_iter()
+        .map(|r| r.updated_at)
+        .max()
+        .unwrap();
+    assert_eq!(dv["watermark"]["updated_at"], newest.as_str());
+    assert!(chrono::DateTime::parse_from_rfc3339(dv["last_success_at"].as_str().unwrap()).is_ok());
+    assert_eq!(get("hpd_violations")["stale"], true);
+    let table = stdout(&env.run_ok(&["status"]));
+    assert!(
+        table.contains("dob_violations") && table.contains("fresh") && table.contains("never"),
+        "{table}"
+    );
+}
+
+#[test]
+fn bad_catalog_exits_2_naming_file_dataset_and_problem() {
+    let env = TestEnv::new();
+    let path = env.dir.path().join("bad.toml");
+    let one = |key: &str, id: &str| {
+        format!("[[dataset]]\nkey = \"{key}\"\nid = \"{id}\"\nname = \"x\"\ngroup = \"primary\"\nfrequency = \"daily\"\nsize_mb = 1\n")
+    };
+    for (body, needle) in [
+        (
+            format!("{}{}", one("a", "aaaa-bbbb"), one("a", "cccc-dddd")),
+            "duplicate key",
+        ),
+        (
+            format!("{}{}", one("a", "aaaa-bbbb"), one("b", "aaaa-bbbb")),
+            "duplicate id",
+        ),
+        (one("Bad-Key", "aaaa-bbbb"), "must match"),
+        (one("a", "aaaa-bbbb").replace("primary", "urgent"), "urgent"),
+        (format!("{}colour = 1\n", one("a", "aaaa-bbbb")), "colour"),
+    ] {
+        std::fs::write(&path, body).unwrap();
+        let out = env.run(&["--catalog", path.to_str().unwrap(), "sync"]);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains("bad.toml") && err.contains(needle), "{err}");
+        assert!(!env.data_dir().join("warehouse.duckdb").exists());
+    }
+    let out = env.run(&["sync", "--datasets", "nope"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("no dataset \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_exit(&env.run(&["sync", "--page-size", "0"]), 2);
+    assert_exit(&env.run(&["sync", "--primary", "--secondary"]), 2);
+}
+
+#[test]
+fn unreachable_portal_fails_clearly_and_keeps_ledger_and_warehouse() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "dob_violations"]);
+    let before = ledger_state(&env, "dob_violations");
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let out = env.run(&[
+        "--portal",
+        &format!("http://127.0.0.1:{port}"),
+        "sync",
+        "--datasets",
+        "dob_violations",
+        "--max-retries",
+        "1",
+    ]);
+    assert_exit(&out, 1);
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("dob_violations")
+            && err.contains(&format!("127.0.0.1:{port}/api/views/{DOB_VIOLATIONS}.json")),
+        "{err}"
+    );
+    assert_eq!(
+        ledger_state(&env, "dob_violations"),
+        before,
+        "watermark, count and last success unchanged"
+    );
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+    let last_error: String = env
+        .ledger()
+        .query_row(
+            "SELECT last_error FROM datasets WHERE key = 'dob_violations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(last_error.contains("failed"), "{last_error}");
+}
+
+#[test]
+fn portal_errors_carry_the_portals_code_and_fail_fast() {
+    let env = TestEnv::new();
+    env.emu.state().faults.push(
+        Fault::on(
+            "/resource/",
+            FaultKind::Status {
+                status: 400,
+                errorcode_shape: true,
+                retry_after: None,
+            },
+        )
+        .times(5),
+    );
+    let out = env.run(&["sync", "--datasets", "dob_violations"]);
+    assert_exit(&out, 1);
+    let all = stderr(&out) + &stdout(&out);
+    assert!(
+        all.contains("HTTP 400") && all.contains("injected_fault"),
+        "{all}"
+    );
+    // 400 is not retried: exactly one resource request was answered with it.
+    let n400 = env
+        .emu
+        .state()
+        .log
+        .iter()
+        .filter(|s| s.status == 400)
+        .count();
+    assert_eq!(n400, 1);
+    // A missing dataset answers 404 in the other error shape.
+    let path = env.dir.path().join("missing.toml");
+    std::fs::write(
+        &path,
+        "[[dataset]]\nkey = \"gone\"\nid = \"zzzz-zzzz\"\nname = \"x\"\ngroup = \"primary\"\nfrequency = \"daily\"\nsize_mb = 1\n",
+    )
+    .unwrap();
+    let out = env.run(&["--catalog", path.to_str().unwrap(), "sync"]);
+    assert_exit(&out, 1);
+    assert!(
+        (stderr(&out) + &stdout(&out)).contains("dataset.missing"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn transient_errors_throttling_and_cut_connections_are_retried() {
+    let env = TestEnv::new();
+    let csv = format!("/resource/{DOB_VIOLATIONS}.csv");
+    {
+        let mut st = env.emu.state();
+        st.faults.push(
+            Fault::on(
+                &csv,
+                FaultKind::Status {
+                    status: 500,
+                    errorcode_shape: false,
+                    retry_after: None,
+                },
+            )
+            .times(2),
+        );
+        st.faults.push(Fault::on(
+            &csv,
+            FaultKind::Status {
+                status: 429,
+                errorcode_shape: false,
+                retry_after: Some(1),
+            },
+        ));
+        st.faults
+            .push(Fault::on(&csv, FaultKind::CutAfter(700)).times(2));
+        st.faults.push(Fault::on(
+            "/api/views/",
+            FaultKind::Status {
+                status: 503,
+                errorcode_shape: true,
+                retry_after: None,
+            },
+        ));
+    }
+    env.run_ok(&["sync", "--datasets", "dob_violations", "--page-size", "10"]);
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+    assert!(
+        env.emu.state().faults.iter().all(|f| f.times == 0),
+        "every fault was hit"
+    );
+}
+
+#[test]
+fn a_new_column_on_the_portal_reloads_the_table() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "dob_complaints"]);
+    let ids = env.emu.state().datasets[DOB_COMPLAINTS].ids();
+    env.emu.state().edit(DOB_COMPLAINTS, |e| {
+        e.add_column("Weird \"Name\"; DROP TABLE x", "number");
+        for id in ids.iter().take(5) {
+            e.set(id, "Weird \"Name\"; DROP TABLE x", Some(json!("3.25")));
+        }
+    });
+    env.run_ok(&["sync", "--datasets", "dob_complaints"]);
+    env.assert_equal_to_source("dob_complaints", DOB_COMPLAINTS);
+}
+
+#[test]
+fn app_token_is_sent_and_never_shown() {
+    let env = TestEnv::new();
+    let secret = "tok-SEKRIT-123";
+    env.emu.state().required_token = Some(secret.into());
+    let out = env.run(&["sync", "--datasets", "every_type"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+    let out = env
+        .cmd(&["sync", "--datasets", "every_type", "-vv"])
+        .env("SOCRATA_APP_TOKEN", secret)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    env.assert_equal_to_source("every_type", EVERY_TYPE);
+    assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+    for f in files_under(&env.data_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} contains the token",
+            f.display()
+        );
+    }
+    let help = env
+        .cmd(&["--help"])
+        .env("SOCRATA_APP_TOKEN", secret)
+        .output()
+        .unwrap();
+    assert!(!stdout(&help).contains(secret));
+}
+
+#[test]
+fn data_files_are_private() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.data_dir()), 0o700);
+    for f in files_under(&env.data_dir()) {
+        assert_eq!(mode(&f) & 0o077, 0, "{} is readable by others", f.display());
+    }
+    assert!(env.data_dir().join("reports").read_dir().unwrap().count() >= 1);
+}

@@ -26,6 +26,34 @@ pub struct Progress {
     digest: Sha256,
 }
 
+impl Progress {
+    fn add_page(&mut self, f: &Fetched) {
+        self.pages += 1;
+        self.bytes += f.dl.bytes;
+        self.rows_fetched += f.info.rows;
+        self.digest.update(f.dl.sha256.as_bytes());
+    }
+}
+
+/// A page on disk, checked.
+struct Fetched {
+    path: PathBuf,
+    info: PageInfo,
+    dl: crate::soda::Download,
+}
+
+/// The two kinds of keyset pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// `$order=:id` into the load table.
+    Full,
+    /// `$order=:updated_at,:id` upserted into the live table.
+    Incremental,
+}
+
+/// Two page files: one being merged while the next downloads.
+pub(super) const PAGE_SLOTS: [&str; 2] = ["page0", "page1"];
+
 /// A `rowsUpdatedAt` this recent (seconds) is not trusted to gate the next sync: a change in the same
 /// second, after we read it, would not move it.
 const GATE_MARGIN_SECS: i64 = 120;
@@ -119,15 +147,15 @@ impl Engine {
         progress.mode = Some(if full { "full" } else { "incremental" });
         self.ledger
             .set_attempt_mode(attempt, progress.mode.unwrap_or("incremental"))?;
-        let mut watermark = if full {
+        let start = if full {
             let resume = resume_full.then_some(state.as_ref()).flatten();
             self.full_load(ds, &schema, attempt, progress, &fingerprint, resume)
                 .await?
         } else {
             state.and_then(|s| s.watermark)
         };
-        watermark = self
-            .incremental(ds, &schema, attempt, progress, watermark)
+        let watermark = self
+            .pages(ds, &schema, attempt, progress, Pass::Incremental, start)
             .await?;
         let rows = self.reconcile_deletions(ds, attempt, progress).await?;
         // Only a rowsUpdatedAt safely older than this sync's start may gate the next one.
@@ -166,15 +194,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Downloads one page of rows and checks it.
+    /// Downloads one page of rows into page file `slot` and checks it.
     async fn fetch_rows(
         &self,
         ds: &Dataset,
         q: &PageQuery,
         schema: &TableSchema,
-        progress: &mut Progress,
-    ) -> Result<(PathBuf, PageInfo, crate::soda::Download), SyncError> {
-        let path = self.page_path(ds.key.as_str(), "page");
+        slot: usize,
+    ) -> Result<Fetched, SyncError> {
+        let path = self.page_path(ds.key.as_str(), PAGE_SLOTS[slot]);
         let dl = self
             .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
             .await?;
@@ -182,23 +210,8 @@ impl Engine {
             url: dl.url.clone(),
             message,
         })?;
-        progress.pages += 1;
-        progress.bytes += dl.bytes;
-        progress.rows_fetched += info.rows;
-        progress.digest.update(dl.sha256.as_bytes());
         tracing::debug!(dataset = %ds.key, rows = info.rows, bytes = dl.bytes, "page fetched");
-        Ok((path, info, dl))
-    }
-
-    fn page_record(seq: u64, info: &PageInfo, dl: &crate::soda::Download) -> PageRecord {
-        PageRecord {
-            seq: seq as i64,
-            rows: info.rows as i64,
-            bytes: dl.bytes as i64,
-            sha256: dl.sha256.clone(),
-            first: info.first.clone(),
-            last: info.last.clone(),
-        }
+        Ok(Fetched { path, info, dl })
     }
 
     /// Loads every row in `:id` order into a fresh load table and swaps it in. Returns the watermark the
@@ -214,7 +227,7 @@ impl Engine {
         resume: Option<&crate::warehouse::SyncState>,
     ) -> Result<Option<Watermark>, SyncError> {
         let key = ds.key.to_string();
-        let (start, mut cursor) = match resume {
+        let (start, cursor) = match resume {
             Some(s) => {
                 tracing::info!(dataset = %key, "resuming the interrupted full load");
                 (s.watermark.clone(), s.cursor_id.clone())
@@ -241,105 +254,112 @@ impl Engine {
                 (start, None)
             }
         };
-        loop {
-            if self.shutdown.is_triggered() {
-                return Err(SyncError::Interrupted);
-            }
-            let q = PageQuery::full_page(cursor.as_deref(), self.page_size);
-            let (path, info, dl) = self.fetch_rows(ds, &q, schema, progress).await?;
-            let Some(last) = info.last.clone() else { break };
-            let (k, s, p, h, c) = (
-                key.clone(),
-                schema.clone(),
-                path.clone(),
-                info.header.clone(),
-                last.id.clone(),
-            );
-            let rows = self
-                .warehouse
-                .call(move |w| {
-                    w.load_page(
-                        &k,
-                        &s,
-                        &PageFile {
-                            path: &p,
-                            header: &h,
-                        },
-                        &c,
-                    )?;
-                    w.count(&crate::warehouse::load_table(&k))
-                })
-                .await?;
-            self.ledger.record_page(
-                attempt,
-                &key,
-                &Self::page_record(progress.pages, &info, &dl),
-                None,
-                rows,
-            )?;
-            cursor = Some(last.id);
-            if info.rows < self.page_size {
-                break;
-            }
-        }
+        self.pages(
+            ds,
+            schema,
+            attempt,
+            progress,
+            Pass::Full,
+            cursor.map(|id| Watermark {
+                updated_at: String::new(),
+                id,
+            }),
+        )
+        .await?;
         let (k, s) = (key.clone(), schema.clone());
         self.warehouse.call(move |w| w.finish_full(&k, &s)).await?;
         tracing::info!(dataset = %key, "full load swapped in");
         Ok(start)
     }
 
-    /// Fetches rows changed after `watermark` in `(:updated_at, :id)` order and upserts them page by page.
-    async fn incremental(
+    /// Pages through a pass from `cursor` (the last row already committed), merging each page. The download
+    /// of page N+1 overlaps the merge of page N (the cursor for N+1 is known once N is checked); a page is
+    /// recorded in the ledger only after its merge committed. Returns the last row committed.
+    async fn pages(
         &mut self,
         ds: &Dataset,
         schema: &Arc<TableSchema>,
         attempt: AttemptId,
         progress: &mut Progress,
-        mut watermark: Option<Watermark>,
+        pass: Pass,
+        mut cursor: Option<Watermark>,
     ) -> Result<Option<Watermark>, SyncError> {
         let key = ds.key.to_string();
+        let query = |cursor: Option<&Watermark>, limit| match pass {
+            Pass::Full => PageQuery::full_page(cursor.map(|w| w.id.as_str()), limit),
+            Pass::Incremental => PageQuery::incremental_page(cursor, limit),
+        };
+        let mut slot = 0;
+        let mut fetched = self
+            .fetch_rows(ds, &query(cursor.as_ref(), self.page_size), schema, slot)
+            .await?;
         loop {
-            if self.shutdown.is_triggered() {
-                return Err(SyncError::Interrupted);
-            }
-            let q = PageQuery::incremental_page(watermark.as_ref(), self.page_size);
-            let (path, info, dl) = self.fetch_rows(ds, &q, schema, progress).await?;
-            let Some(last) = info.last.clone() else { break };
-            let (k, s, p, h, wm) = (
+            progress.add_page(&fetched);
+            let Some(last) = fetched.info.last.clone() else {
+                break;
+            };
+            let more = fetched.info.rows >= self.page_size;
+            let (k, s, p, h, l) = (
                 key.clone(),
                 schema.clone(),
-                path.clone(),
-                info.header.clone(),
+                fetched.path.clone(),
+                fetched.info.header.clone(),
                 last.clone(),
             );
-            let rows = self
-                .warehouse
-                .call(move |w| {
-                    w.upsert_page(
-                        &k,
-                        &s,
-                        &PageFile {
-                            path: &p,
-                            header: &h,
-                        },
-                        &wm,
-                    )?;
-                    w.count(&k)
-                })
-                .await?;
+            let merge = self.warehouse.call(move |w| {
+                let page = PageFile {
+                    path: &p,
+                    header: &h,
+                };
+                match pass {
+                    Pass::Full => {
+                        w.load_page(&k, &s, &page, &l.id)?;
+                        w.count(&crate::warehouse::load_table(&k))
+                    }
+                    Pass::Incremental => {
+                        w.upsert_page(&k, &s, &page, &l)?;
+                        w.count(&k)
+                    }
+                }
+            });
+            let next_q = query(Some(&last), self.page_size);
+            let next = async {
+                if more && !self.shutdown.is_triggered() {
+                    Some(self.fetch_rows(ds, &next_q, schema, 1 - slot).await)
+                } else {
+                    None
+                }
+            };
+            let (merged, next) = tokio::join!(merge, next);
+            let rows = merged?;
+            let wm = (pass == Pass::Incremental).then_some(&last);
             self.ledger.record_page(
                 attempt,
                 &key,
-                &Self::page_record(progress.pages, &info, &dl),
-                Some(&last),
+                &Self::page_record(progress.pages, &fetched),
+                wm,
                 rows,
             )?;
-            watermark = Some(last);
-            if info.rows < self.page_size {
-                break;
+            cursor = Some(last);
+            match next {
+                Some(n) => fetched = n?,
+                None if self.shutdown.is_triggered() => return Err(SyncError::Interrupted),
+                None => break,
             }
+            slot = 1 - slot;
         }
-        Ok(watermark)
+        Ok(cursor)
+    }
+
+    fn page_record(seq: u64, f: &Fetched) -> PageRecord {
+        PageRecord {
+            seq: seq as i64,
+            rows: f.info.rows as i64,
+            bytes: f.dl.bytes as i64,
+            sha256: f.dl.sha256.clone(),
+            first: f.info.first.clone(),
+            last: f.info.last.clone(),
+        }
     }
 
     /// An `:updated_at` cursor never sees deletions: compare counts, and if they differ, fetch the source's id

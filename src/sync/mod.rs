@@ -102,7 +102,7 @@ impl Engine {
             )?;
             let mut progress = dataset::Progress::default();
             let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
-            for what in ["page", "ids"] {
+            for what in dataset::PAGE_SLOTS.iter().chain(&["ids"]) {
                 let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
             }
             let seconds = started.elapsed().as_secs_f64();

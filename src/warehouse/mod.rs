@@ -94,7 +94,7 @@ impl Warehouse {
         })?;
         // DuckDB's buffer pool would otherwise grow to 80% of RAM; spill to disk instead.
         conn.execute_batch(&format!(
-            "SET memory_limit = '1GB'; SET preserve_insertion_order = false; SET temp_directory = {};",
+            "SET memory_limit = '256MB'; SET preserve_insertion_order = false; SET temp_directory = {};",
             quote_literal(&temp_dir.display().to_string())
         ))
         .ctx(|| "configuring DuckDB".into())?;

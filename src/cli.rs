@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 const AFTER_HELP: &str = "\
 Examples:
   dobsob sync                          sync every dataset of the built-in NYC catalog into data/
-  dobsob sync --primary                only the primary datasets (violations, complaints, litigations, ...)
+  dobsob sync --primary                only the primary datasets
   dobsob sync --datasets dob_violations,hpd_violations
   dobsob status                        how fresh each dataset is
   dobsob rebuild --datasets dob_complaints
@@ -31,6 +31,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Directory for warehouse.duckdb, ledger.sqlite, reports/ and logs/ (created private to you).
     #[arg(
@@ -82,6 +83,7 @@ pub enum Command {
 /// Which datasets a command works on.
 #[derive(Debug, Args, Default)]
 #[group(id = "selection", multiple = false)]
+#[command(next_help_heading = "Datasets (pick one; default --all)")]
 pub struct Selection {
     /// Every dataset in the catalog (the default).
     #[arg(long)]

@@ -592,3 +592,54 @@ fn data_files_are_private() {
     }
     assert!(env.data_dir().join("reports").read_dir().unwrap().count() >= 1);
 }
+
+#[test]
+fn malformed_page_fails_naming_the_line_and_loses_nothing() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "dob_violations"]);
+    let ids = env.emu.state().datasets[DOB_VIOLATIONS].ids();
+    env.emu.state().edit(DOB_VIOLATIONS, |e| {
+        for id in ids.iter().take(12) {
+            e.set(id, "boro", Some(json!("9")));
+        }
+    });
+    let before = ledger_state(&env, "dob_violations");
+    let bad = "\":id\",\":created_at\",\":updated_at\",\"boro\"\n\"row-x\",\"2026-01-01T00:00:00.000Z\"\n";
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{DOB_VIOLATIONS}.csv"),
+            FaultKind::Body(bad.into()),
+        )
+        .skip(1),
+    );
+    let out = env.run(&["sync", "--datasets", "dob_violations", "--page-size", "5"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad page from") && err.contains("line 2"),
+        "{err}"
+    );
+    // The first page (5 rows) was committed before the bad one; the watermark moved exactly that far.
+    let after = ledger_state(&env, "dob_violations");
+    assert_ne!(after.0, before.0);
+    assert_eq!(after.3, before.3, "no new last success");
+    env.run_ok(&["sync", "--datasets", "dob_violations", "--page-size", "5"]);
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+}
+
+#[test]
+fn a_warehouse_held_by_another_process_is_a_clear_error() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    let holder = duckdb::Connection::open(env.data_dir().join("warehouse.duckdb")).unwrap();
+    let out = env.run(&["sync", "--datasets", "every_type"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("cannot open the warehouse"),
+        "{}",
+        stderr(&out)
+    );
+    drop(holder);
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    env.assert_equal_to_source("every_type", EVERY_TYPE);
+}

@@ -320,6 +320,8 @@ pub enum FaultKind {
     CutAfter(usize),
     /// Wait this long, then answer normally.
     DelayMs(u64),
+    /// Answer 200 with this body instead of the real one (a malformed response).
+    Body(String),
 }
 
 /// A fault on requests whose path contains `path_contains` (and whose query contains `query_contains`):

@@ -100,6 +100,10 @@ async fn preamble(
             Ok(None)
         }
         Some(FaultKind::CutAfter(n)) => Ok(Some(n)),
+        Some(FaultKind::Body(body)) => Err(Response::builder()
+            .header("Content-Type", "text/csv; charset=utf-8")
+            .body(Body::from(body))
+            .expect("a valid response")),
         Some(FaultKind::Status {
             status,
             errorcode_shape,

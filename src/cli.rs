@@ -108,19 +108,24 @@ pub struct SyncArgs {
     pub selection: Selection,
 
     /// Rows per request. Memory use grows with it, not with the dataset.
-    #[arg(long, default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, help_heading = "Fetching", default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub page_size: u64,
 
     /// Retries of a failed request (429, 5xx, 408, 202, network errors) before the dataset fails.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    #[arg(long, help_heading = "Fetching", default_value_t = 5, value_name = "N")]
     pub max_retries: u32,
 
     /// First retry delay in milliseconds; doubles each retry (with jitter), at most 2 minutes.
-    #[arg(long, default_value_t = 2_000, value_name = "MS")]
+    #[arg(
+        long,
+        help_heading = "Fetching",
+        default_value_t = 2_000,
+        value_name = "MS"
+    )]
     pub retry_base_ms: u64,
 
     /// Seconds to wait for data from the portal before a request counts as failed (large NYC queries are slow).
-    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Fetching", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
 

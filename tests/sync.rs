@@ -643,3 +643,16 @@ fn a_warehouse_held_by_another_process_is_a_clear_error() {
     env.run_ok(&["sync", "--datasets", "every_type"]);
     env.assert_equal_to_source("every_type", EVERY_TYPE);
 }
+
+#[test]
+fn a_table_dropped_by_hand_is_reloaded_in_full() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    duckdb::Connection::open(env.data_dir().join("warehouse.duckdb"))
+        .unwrap()
+        .execute_batch("DROP TABLE every_type")
+        .unwrap();
+    let out = env.run_ok(&["sync", "--datasets", "every_type"]);
+    assert!(stdout(&out).contains("full"), "{}", stdout(&out));
+    env.assert_equal_to_source("every_type", EVERY_TYPE);
+}

@@ -254,18 +254,13 @@ impl Engine {
                 (start, None)
             }
         };
-        self.pages(
-            ds,
-            schema,
-            attempt,
-            progress,
-            Pass::Full,
-            cursor.map(|id| Watermark {
-                updated_at: String::new(),
-                id,
-            }),
-        )
-        .await?;
+        // A full pass pages by :id alone; the cursor's :updated_at is not used.
+        let cursor = cursor.map(|id| Watermark {
+            updated_at: String::new(),
+            id,
+        });
+        self.pages(ds, schema, attempt, progress, Pass::Full, cursor)
+            .await?;
         let (k, s) = (key.clone(), schema.clone());
         self.warehouse.call(move |w| w.finish_full(&k, &s)).await?;
         tracing::info!(dataset = %key, "full load swapped in");

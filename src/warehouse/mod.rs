@@ -103,7 +103,25 @@ impl Warehouse {
         Ok(Warehouse { conn })
     }
 
+    /// The dataset's sync state. A live table dropped by hand means there is nothing to be incremental on:
+    /// that reads as no state, so the next sync loads the dataset in full.
     pub fn state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
+        let state = self.read_state(key)?;
+        if state
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Incremental)
+            && !self.table_exists(key)?
+        {
+            tracing::warn!(
+                dataset = key,
+                "table {key} is missing from the warehouse: loading it in full"
+            );
+            return Ok(None);
+        }
+        Ok(state)
+    }
+
+    fn read_state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
         self.conn
             .query_row(
                 "SELECT phase, cursor_id, wm_updated_at, wm_id, schema_fingerprint

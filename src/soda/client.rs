@@ -295,8 +295,17 @@ impl SodaClient {
 }
 
 fn network(method: &'static str, url: &Url, e: &reqwest::Error) -> SodaError {
-    // reqwest's Display stops at the outermost cause; the chain says what actually happened.
-    let mut message = e.to_string();
+    // reqwest's own message repeats the URL and stops at the outermost cause; say what kind of failure it
+    // was, then the chain of causes, which says what actually happened.
+    let mut message = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "the response body was cut or unreadable".to_string()
+    } else {
+        "the request failed".to_string()
+    };
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         message.push_str(": ");

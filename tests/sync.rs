@@ -123,8 +123,10 @@ fn full_replace_by_the_publisher_leaves_no_stale_rows() {
         let first = e.dataset().ids()[0].clone();
         e.delete(&first);
     });
-    env.run_ok(&["sync", "--datasets", "dob_complaints", "--page-size", "7"]);
+    let out = env.run_ok(&["sync", "--datasets", "dob_complaints", "--page-size", "7"]);
     env.assert_equal_to_source("dob_complaints", DOB_COMPLAINTS);
+    // Detected as a replace: reloaded and swapped in, not upserted row by row.
+    assert!(stdout(&out).contains(" full "), "{}", stdout(&out));
     let n: i64 = env
         .warehouse()
         .query_row(
@@ -655,4 +657,76 @@ fn a_table_dropped_by_hand_is_reloaded_in_full() {
     let out = env.run_ok(&["sync", "--datasets", "every_type"]);
     assert!(stdout(&out).contains("full"), "{}", stdout(&out));
     env.assert_equal_to_source("every_type", EVERY_TYPE);
+}
+
+#[test]
+fn a_ledger_behind_the_warehouse_is_repaired_from_it() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "dob_violations"]);
+    let synced = ledger_state(&env, "dob_violations");
+    // As if the process died after a DuckDB commit but before the ledger write.
+    env.ledger()
+        .execute(
+            "UPDATE datasets SET wm_updated_at = '2000-01-01T00:00:00.000Z', wm_id = 'row-x', row_count = 1",
+            [],
+        )
+        .unwrap();
+    let out = env.run_ok(&["sync", "--datasets", "dob_violations", "-v"]);
+    assert!(
+        stderr(&out).contains("repaired from the warehouse"),
+        "{}",
+        stderr(&out)
+    );
+    let repaired = ledger_state(&env, "dob_violations");
+    assert_eq!(
+        (repaired.0, repaired.1, repaired.2),
+        (synced.0, synced.1, synced.2)
+    );
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+}
+
+#[test]
+fn run_report_counts_what_happened() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "ecb_violations", "--page-size", "10"]);
+    let reports: Vec<_> = env
+        .data_dir()
+        .join("reports")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(reports.len(), 1);
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(reports[0].path()).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "ok");
+    let d = &r["datasets"][0];
+    let n = env.emu.state().datasets[ECB_VIOLATIONS].rows.len();
+    assert_eq!(d["mode"], "full");
+    assert_eq!(d["rows"], n);
+    assert_eq!(d["rows_fetched"], n);
+    // Pages of 10, an empty page ending the load when the last one was full, and the empty incremental page.
+    assert_eq!(
+        d["pages"],
+        n.div_ceil(10) + usize::from(n.is_multiple_of(10)) + 1
+    );
+    let kept: i64 = env
+        .warehouse()
+        .query_row(
+            "SELECT count(*) FROM dobsob.uncastable WHERE table_name = 'ecb_violations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(kept > 0);
+    assert_eq!(d["uncastable"], kept);
+    let pages: i64 = env
+        .ledger()
+        .query_row(
+            "SELECT count(*) FROM pages WHERE length(sha256) = 64 AND rows > 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pages as usize, n.div_ceil(10));
 }

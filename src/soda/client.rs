@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::error::{parse_error_body, SodaError};
-use super::soql::PageQuery;
+use super::soql::{PageQuery, Watermark};
 
 /// A Socrata app token. Sent as `X-App-Token`; its `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -178,9 +178,14 @@ impl SodaClient {
         })
     }
 
-    /// The number of rows the portal has (`$select=count(*)`; Socrata returns it as a string).
-    pub async fn count(&self, dataset_id: &str) -> Result<u64, SodaError> {
-        let q = PageQuery::count();
+    /// The number of rows the portal has (`$select=count(*)`; Socrata returns it as a string), or of those
+    /// changed after `since`.
+    pub async fn count(
+        &self,
+        dataset_id: &str,
+        since: Option<&Watermark>,
+    ) -> Result<u64, SodaError> {
+        let q = PageQuery::count(since);
         let rows = self.query_json(dataset_id, &q).await?;
         let v = rows.first().and_then(|r| r.values().next());
         let n = match v {

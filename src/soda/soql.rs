@@ -88,11 +88,11 @@ impl PageQuery {
         }
     }
 
-    /// The number of rows in the dataset (`[{"count":"314245"}]`).
-    pub fn count() -> Self {
+    /// The number of rows in the dataset (`[{"count":"314245"}]`), or of those changed after `since`.
+    pub fn count(since: Option<&Watermark>) -> Self {
         PageQuery {
             select: "count(*)".into(),
-            where_: None,
+            where_: Self::incremental_page(since, 1).where_,
             order: None,
             limit: None,
         }
@@ -165,8 +165,16 @@ mod tests {
     #[test]
     fn count_and_newest_shapes() {
         assert_eq!(
-            PageQuery::count().params(),
+            PageQuery::count(None).params(),
             vec![("$select", "count(*)".to_string())]
+        );
+        let wm = Watermark {
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            id: "row-a".into(),
+        };
+        assert_eq!(
+            PageQuery::count(Some(&wm)).where_,
+            PageQuery::incremental_page(Some(&wm), 9).where_
         );
         assert_eq!(
             PageQuery::newest().order.as_deref(),

@@ -20,6 +20,7 @@ pub struct Progress {
     pub rows_fetched: u64,
     pub rows_deleted: u64,
     pub rows: Option<i64>,
+    pub uncastable: Option<i64>,
     pub pages: u64,
     pub bytes: u64,
     /// sha256 over the page hashes, in order.
@@ -144,6 +145,10 @@ impl Engine {
             );
         }
 
+        // A publisher's full replace re-stamps (and often re-ids) every row: reloading into a fresh table and
+        // swapping it in is cheaper than upserting every row, and readers never see a half-replaced table.
+        let full = full || self.replaced_since(ds, state.as_ref()).await?;
+
         progress.mode = Some(if full { "full" } else { "incremental" });
         self.ledger
             .set_attempt_mode(attempt, progress.mode.unwrap_or("incremental"))?;
@@ -158,11 +163,45 @@ impl Engine {
             .pages(ds, &schema, attempt, progress, Pass::Incremental, start)
             .await?;
         let rows = self.reconcile_deletions(ds, attempt, progress).await?;
+        let k = key.clone();
+        let uncastable = self.warehouse.call(move |w| w.uncastable_count(&k)).await?;
+        if uncastable > 0 {
+            tracing::warn!(
+                dataset = %key,
+                "{uncastable} values did not fit their column's type; they are kept verbatim in dobsob.uncastable"
+            );
+        }
+        progress.uncastable = Some(uncastable);
         // Only a rowsUpdatedAt safely older than this sync's start may gate the next one.
         let gate = meta
             .rows_updated_at
             .filter(|t| *t < started_epoch - GATE_MARGIN_SECS);
         self.finish(ds, attempt, progress, rows, watermark, fingerprint, gate)
+    }
+
+    /// Whether about all of the source's rows changed after the watermark (90% or more).
+    async fn replaced_since(
+        &self,
+        ds: &Dataset,
+        state: Option<&crate::warehouse::SyncState>,
+    ) -> Result<bool, SyncError> {
+        let Some(wm) = state.and_then(|s| s.watermark.as_ref()) else {
+            return Ok(false);
+        };
+        let id = ds.id.as_str();
+        let changed = self.interruptible(self.client.count(id, Some(wm))).await?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let total = self.interruptible(self.client.count(id, None)).await?;
+        let replaced = changed * 10 >= total * 9;
+        if replaced {
+            tracing::info!(
+                dataset = %ds.key, changed, total,
+                "about every row changed since the last sync (a full replace by the publisher): reloading in full"
+            );
+        }
+        Ok(replaced)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -367,7 +406,7 @@ impl Engine {
     ) -> Result<i64, SyncError> {
         let key = ds.key.to_string();
         let source = self
-            .interruptible(self.client.count(ds.id.as_str()))
+            .interruptible(self.client.count(ds.id.as_str(), None))
             .await? as i64;
         let k = key.clone();
         let local = self.warehouse.call(move |w| w.count(&k)).await?;

@@ -58,6 +58,8 @@ pub struct DatasetReport {
     pub rows_fetched: u64,
     pub rows_deleted: u64,
     pub rows: Option<i64>,
+    /// Values that did not fit their column's type, kept in `dobsob.uncastable`.
+    pub uncastable: Option<i64>,
     pub pages: u64,
     pub bytes: u64,
     pub seconds: f64,
@@ -114,6 +116,7 @@ impl Engine {
                 rows_fetched: progress.rows_fetched,
                 rows_deleted: progress.rows_deleted,
                 rows: progress.rows,
+                uncastable: progress.uncastable,
                 pages: progress.pages,
                 bytes: progress.bytes,
                 seconds,

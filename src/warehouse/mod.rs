@@ -175,6 +175,17 @@ impl Warehouse {
             .ctx(|| format!("counting {table}"))
     }
 
+    /// How many values of `table` did not fit their column's type (kept in `dobsob.uncastable`).
+    pub fn uncastable_count(&self, table: &str) -> Result<i64, WarehouseError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM dobsob.uncastable WHERE table_name = ?",
+                params![table],
+                |r| r.get(0),
+            )
+            .ctx(|| format!("counting uncastable values of {table}"))
+    }
+
     /// Starts a full load: a fresh, empty load table. `start` is the newest row of the source now, where the
     /// incremental pass will begin once the load is swapped in.
     pub fn begin_full(

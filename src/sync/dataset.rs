@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 use super::page::{self, PageInfo};
 use super::{Engine, Mode, SyncError};
 use crate::catalog::Dataset;
+use crate::ledger::DatasetRecord;
 use crate::ledger::{AttemptId, AttemptSuccess, PageRecord};
 use crate::soda::{PageQuery, Watermark};
-use crate::warehouse::{PageFile, Phase, TableSchema};
+use crate::warehouse::{PageFile, Phase, SyncState, TableSchema};
 
 /// What a dataset's sync has done so far (reported even when it fails half-way).
 #[derive(Debug, Default)]
@@ -41,6 +42,17 @@ struct Fetched {
     path: PathBuf,
     info: PageInfo,
     dl: crate::soda::Download,
+}
+
+/// What one sync of a dataset does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// The source has not changed since the last sync.
+    Unchanged,
+    /// Load every row into a fresh table and swap it in; `resume` continues an interrupted load.
+    Full { resume: bool },
+    /// Fetch the rows changed after the watermark.
+    Incremental,
 }
 
 /// The two kinds of keyset pass.
@@ -111,29 +123,21 @@ impl Engine {
             }
         }
 
-        let resume_full = state
-            .as_ref()
-            .is_some_and(|s| s.phase == Phase::Full && s.schema_fingerprint == fingerprint);
-        let incremental_ok = state
-            .as_ref()
-            .is_some_and(|s| s.phase == Phase::Incremental && s.schema_fingerprint == fingerprint);
-        let full = resume_full || !incremental_ok || mode == Mode::Rebuild;
-        if let Some(s) = &state {
-            if s.schema_fingerprint != fingerprint {
-                tracing::warn!(dataset = %key, "the dataset's columns changed on the portal: reloading it in full");
-            }
-        }
-
-        // Gate: nothing changed at the source since a sync that started safely after the last change.
-        let unchanged = !full
-            && meta.rows_updated_at.is_some()
-            && record.as_ref().and_then(|r| r.source_rows_updated_at) == meta.rows_updated_at;
-        if unchanged {
+        let plan = self
+            .plan(
+                ds,
+                mode,
+                &meta,
+                state.as_ref(),
+                record.as_ref(),
+                &fingerprint,
+            )
+            .await?;
+        let wm = state.as_ref().and_then(|s| s.watermark.clone());
+        if plan == Plan::Unchanged {
             progress.mode = Some("unchanged");
             let k = key.clone();
             let rows = self.warehouse.call(move |w| w.count(&k)).await?;
-            progress.rows = Some(rows);
-            let wm = state.and_then(|s| s.watermark);
             return self.finish(
                 ds,
                 attempt,
@@ -144,20 +148,20 @@ impl Engine {
                 meta.rows_updated_at,
             );
         }
-
-        // A publisher's full replace re-stamps (and often re-ids) every row: reloading into a fresh table and
-        // swapping it in is cheaper than upserting every row, and readers never see a half-replaced table.
-        let full = full || self.replaced_since(ds, state.as_ref()).await?;
-
-        progress.mode = Some(if full { "full" } else { "incremental" });
+        progress.mode = Some(if plan == Plan::Incremental {
+            "incremental"
+        } else {
+            "full"
+        });
         self.ledger
             .set_attempt_mode(attempt, progress.mode.unwrap_or("incremental"))?;
-        let start = if full {
-            let resume = resume_full.then_some(state.as_ref()).flatten();
-            self.full_load(ds, &schema, attempt, progress, &fingerprint, resume)
-                .await?
-        } else {
-            state.and_then(|s| s.watermark)
+        let start = match plan {
+            Plan::Incremental | Plan::Unchanged => wm,
+            Plan::Full { resume } => {
+                let resume = state.as_ref().filter(|_| resume);
+                self.full_load(ds, &schema, attempt, progress, &fingerprint, resume)
+                    .await?
+            }
         };
         let watermark = self
             .pages(ds, &schema, attempt, progress, Pass::Incremental, start)
@@ -179,11 +183,50 @@ impl Engine {
         self.finish(ds, attempt, progress, rows, watermark, fingerprint, gate)
     }
 
+    /// Decides what this sync of a dataset does.
+    async fn plan(
+        &self,
+        ds: &Dataset,
+        mode: Mode,
+        meta: &crate::soda::ViewMetadata,
+        state: Option<&SyncState>,
+        record: Option<&DatasetRecord>,
+        fingerprint: &str,
+    ) -> Result<Plan, SyncError> {
+        let same_schema = state.is_some_and(|s| s.schema_fingerprint == fingerprint);
+        match state {
+            None => return Ok(Plan::Full { resume: false }),
+            Some(s) if s.phase == Phase::Full => {
+                return Ok(Plan::Full {
+                    resume: same_schema,
+                })
+            }
+            Some(_) if !same_schema => {
+                tracing::warn!(dataset = %ds.key, "the dataset's columns changed on the portal: reloading it in full");
+                return Ok(Plan::Full { resume: false });
+            }
+            Some(_) if mode == Mode::Rebuild => return Ok(Plan::Full { resume: false }),
+            Some(_) => {}
+        }
+        // Gate: nothing changed at the source since a sync that started safely after the last change.
+        if meta.rows_updated_at.is_some()
+            && record.and_then(|r| r.source_rows_updated_at) == meta.rows_updated_at
+        {
+            return Ok(Plan::Unchanged);
+        }
+        // A publisher's full replace re-stamps (and often re-ids) every row: reloading into a fresh table and
+        // swapping it in is cheaper than upserting every row, and readers never see a half-replaced table.
+        if self.replaced_since(ds, state).await? {
+            return Ok(Plan::Full { resume: false });
+        }
+        Ok(Plan::Incremental)
+    }
+
     /// Whether about all of the source's rows changed after the watermark (90% or more).
     async fn replaced_since(
         &self,
         ds: &Dataset,
-        state: Option<&crate::warehouse::SyncState>,
+        state: Option<&SyncState>,
     ) -> Result<bool, SyncError> {
         let Some(wm) = state.and_then(|s| s.watermark.as_ref()) else {
             return Ok(false);
@@ -263,7 +306,7 @@ impl Engine {
         attempt: AttemptId,
         progress: &mut Progress,
         fingerprint: &str,
-        resume: Option<&crate::warehouse::SyncState>,
+        resume: Option<&SyncState>,
     ) -> Result<Option<Watermark>, SyncError> {
         let key = ds.key.to_string();
         let (start, cursor) = match resume {

@@ -100,6 +100,7 @@ fn init_logging(cli: &Cli, settings: &Settings, to_file: bool) -> Result<(), Err
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(level));
     let file = if to_file {

@@ -281,14 +281,19 @@ impl Engine {
         &self,
         ds: &Dataset,
         q: &PageQuery,
-        schema: &TableSchema,
+        schema: &Arc<TableSchema>,
         slot: usize,
     ) -> Result<Fetched, SyncError> {
         let path = self.page_path(ds.key.as_str(), PAGE_SLOTS[slot]);
         let dl = self
             .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
             .await?;
-        let info = page::inspect_rows(&path, schema).map_err(|message| SyncError::Page {
+        // Parsing a page is CPU work: keep it off the runtime's workers.
+        let (p, s) = (path.clone(), schema.clone());
+        let checked = tokio::task::spawn_blocking(move || page::inspect_rows(&p, &s))
+            .await
+            .unwrap_or_else(|e| Err(format!("the page check panicked: {e}")));
+        let info = checked.map_err(|message| SyncError::Page {
             url: dl.url.clone(),
             message,
         })?;

@@ -11,7 +11,7 @@ use crate::ledger::Ledger;
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
-use crate::sync::{DatasetReport, Engine, Mode, Shutdown};
+use crate::sync::{DatasetReport, Engine, Mode, Outcome, Shutdown};
 use crate::warehouse::{Warehouse, WarehouseHandle};
 
 /// The JSON report written to `<data-dir>/reports/` after every run.
@@ -21,7 +21,7 @@ pub struct RunReport {
     pub command: &'static str,
     pub started_at: String,
     pub finished_at: String,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub seconds: f64,
     /// Peak resident memory of this process (Linux), bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -66,21 +66,29 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let reports = engine.run(run_id, &datasets, mode).await?;
-    let failed = reports.iter().filter(|r| r.outcome == "failed").count();
-    let ok = reports.iter().filter(|r| r.outcome == "ok").count();
+    let failed = reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .count();
+    let ok = reports.iter().filter(|r| r.outcome == Outcome::Ok).count();
     let outcome = if shutdown.is_triggered() {
-        "interrupted"
+        Outcome::Interrupted
     } else if failed > 0 {
-        "failed"
+        Outcome::Failed
     } else {
-        "ok"
+        Outcome::Ok
     };
     let Engine {
         mut ledger,
         warehouse,
         ..
     } = engine;
-    ledger.finish_run(run_id, outcome, ok as i64, (reports.len() - ok) as i64)?;
+    ledger.finish_run(
+        run_id,
+        outcome.as_str(),
+        ok as i64,
+        (reports.len() - ok) as i64,
+    )?;
     // Let the writer thread finish its queue and checkpoint before the process ends.
     drop(warehouse);
     let _ = writer.join();
@@ -104,9 +112,9 @@ pub async fn run(
     print_summary(printer, &report);
     printer.line(&format!("report: {}", path.display()));
     Ok(match outcome {
-        "interrupted" => ExitStatus::Interrupted,
-        "failed" => ExitStatus::Failed,
-        _ => ExitStatus::Ok,
+        Outcome::Interrupted => ExitStatus::Interrupted,
+        Outcome::Failed => ExitStatus::Failed,
+        Outcome::Ok => ExitStatus::Ok,
     })
 }
 
@@ -117,7 +125,7 @@ fn print_summary(printer: Printer, report: &RunReport) {
         .map(|d| {
             vec![
                 d.key.clone(),
-                d.outcome.to_string(),
+                d.outcome.as_str().to_string(),
                 d.mode.unwrap_or("-").to_string(),
                 d.rows_fetched.to_string(),
                 d.rows_deleted.to_string(),

@@ -46,13 +46,32 @@ pub enum SyncError {
     Interrupted,
 }
 
+/// How a dataset, or a whole run, ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM at a page boundary; the next run resumes.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// The outcome of one dataset in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetReport {
     pub key: String,
     pub id: String,
-    /// `ok`, `failed` or `interrupted`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// `full`, `incremental`, `unchanged` (nothing changed at the source), or null if it failed early.
     pub mode: Option<&'static str>,
     pub rows_fetched: u64,
@@ -111,7 +130,7 @@ impl Engine {
             let mut report = DatasetReport {
                 key: ds.key.to_string(),
                 id: ds.id.to_string(),
-                outcome: "ok",
+                outcome: Outcome::Ok,
                 mode: progress.mode,
                 rows_fetched: progress.rows_fetched,
                 rows_deleted: progress.rows_deleted,
@@ -150,7 +169,11 @@ impl Engine {
                         &e.to_string(),
                         interrupted,
                     )?;
-                    report.outcome = if interrupted { "interrupted" } else { "failed" };
+                    report.outcome = if interrupted {
+                        Outcome::Interrupted
+                    } else {
+                        Outcome::Failed
+                    };
                     report.error = Some(message);
                 }
             }

@@ -359,6 +359,27 @@ fn status_json_tells_rows_watermark_and_staleness() {
     assert_eq!(dv["watermark"]["updated_at"], newest.as_str());
     assert!(chrono::DateTime::parse_from_rfc3339(dv["last_success_at"].as_str().unwrap()).is_ok());
     assert_eq!(get("hpd_violations")["stale"], true);
+    // Two days later a daily dataset is stale; a weekly one is still fresh.
+    let two_days_ago = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
+    env.ledger()
+        .execute("UPDATE datasets SET last_success_at = ?1", [&two_days_ago])
+        .unwrap();
+    let later = status_json(&env);
+    let get = |k: &str| later.iter().find(|s| s["key"] == k).unwrap().clone();
+    assert_eq!(
+        (
+            get("dob_violations")["stale"].clone(),
+            get("dob_violations")["due"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+    assert_eq!(
+        (
+            get("every_type")["stale"].clone(),
+            get("every_type")["due"].clone()
+        ),
+        (json!(false), json!(false))
+    );
     let table = stdout(&env.run_ok(&["status"]));
     assert!(
         table.contains("dob_violations") && table.contains("fresh") && table.contains("never"),

@@ -4,7 +4,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dobsob::emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
@@ -163,11 +163,7 @@ fn kill_mid_full_load_then_resume_equals_source() {
         ])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.full_rows_served(HPD_VIOLATIONS) < 15 {
-        assert!(Instant::now() < deadline, "the sync never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    env.wait_for_rows_served(HPD_VIOLATIONS, 15);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL: no cleanup of any kind
     child.wait().unwrap();
@@ -221,11 +217,7 @@ fn kill_mid_incremental_then_rerun_equals_source() {
         ])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.full_rows_served(ECB_VIOLATIONS) < base + 8 {
-        assert!(Instant::now() < deadline, "the sync never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    env.wait_for_rows_served(ECB_VIOLATIONS, base + 8);
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -250,11 +242,7 @@ fn ctrl_c_stops_at_a_page_boundary_with_exit_130_and_resumes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while env.full_rows_served(DOB_VIOLATIONS) < 10 {
-        assert!(Instant::now() < deadline, "the sync never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    env.wait_for_rows_served(DOB_VIOLATIONS, 10);
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }

@@ -126,10 +126,13 @@ fn print_summary(printer: Printer, report: &RunReport) {
             vec![
                 d.key.clone(),
                 d.outcome.as_str().to_string(),
-                d.mode.unwrap_or("-").to_string(),
-                d.rows_fetched.to_string(),
-                d.rows_deleted.to_string(),
-                d.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                d.progress.mode.unwrap_or("-").to_string(),
+                d.progress.rows_fetched.to_string(),
+                d.progress.rows_deleted.to_string(),
+                d.progress
+                    .rows
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 format!("{:.1}s", d.seconds),
                 d.error.clone().unwrap_or_default(),
             ]

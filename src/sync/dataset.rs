@@ -4,29 +4,15 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use super::page::{self, PageInfo};
-use super::{Engine, Mode, SyncError};
+use super::{Engine, Mode, Progress, SyncError};
 use crate::catalog::Dataset;
 use crate::ledger::DatasetRecord;
 use crate::ledger::{AttemptId, AttemptSuccess, PageRecord};
 use crate::soda::{PageQuery, Watermark};
 use crate::warehouse::{PageFile, Phase, SyncState, TableSchema};
-
-/// What a dataset's sync has done so far (reported even when it fails half-way).
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub mode: Option<&'static str>,
-    pub rows_fetched: u64,
-    pub rows_deleted: u64,
-    pub rows: Option<i64>,
-    pub uncastable: Option<i64>,
-    pub pages: u64,
-    pub bytes: u64,
-    /// sha256 over the page hashes, in order.
-    digest: Sha256,
-}
 
 impl Progress {
     fn add_page(&mut self, f: &Fetched) {

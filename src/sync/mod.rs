@@ -66,21 +66,32 @@ impl Outcome {
     }
 }
 
+/// What a dataset's sync has done so far (reported even when it fails half-way).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// `full`, `incremental`, `unchanged` (nothing changed at the source), or null if it failed early.
+    pub mode: Option<&'static str>,
+    pub rows_fetched: u64,
+    pub rows_deleted: u64,
+    /// Rows in the table after the sync.
+    pub rows: Option<i64>,
+    /// Values that did not fit their column's type, kept in `dobsob.uncastable`.
+    pub uncastable: Option<i64>,
+    pub pages: u64,
+    pub bytes: u64,
+    /// sha256 over the page hashes, in order.
+    #[serde(skip)]
+    digest: sha2::Sha256,
+}
+
 /// The outcome of one dataset in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetReport {
     pub key: String,
     pub id: String,
     pub outcome: Outcome,
-    /// `full`, `incremental`, `unchanged` (nothing changed at the source), or null if it failed early.
-    pub mode: Option<&'static str>,
-    pub rows_fetched: u64,
-    pub rows_deleted: u64,
-    pub rows: Option<i64>,
-    /// Values that did not fit their column's type, kept in `dobsob.uncastable`.
-    pub uncastable: Option<i64>,
-    pub pages: u64,
-    pub bytes: u64,
+    #[serde(flatten)]
+    pub progress: Progress,
     pub seconds: f64,
     pub error: Option<String>,
 }
@@ -121,7 +132,7 @@ impl Engine {
                     "incremental"
                 },
             )?;
-            let mut progress = dataset::Progress::default();
+            let mut progress = Progress::default();
             let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
             for what in dataset::PAGE_SLOTS.iter().chain(&["ids"]) {
                 let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
@@ -131,13 +142,7 @@ impl Engine {
                 key: ds.key.to_string(),
                 id: ds.id.to_string(),
                 outcome: Outcome::Ok,
-                mode: progress.mode,
-                rows_fetched: progress.rows_fetched,
-                rows_deleted: progress.rows_deleted,
-                rows: progress.rows,
-                uncastable: progress.uncastable,
-                pages: progress.pages,
-                bytes: progress.bytes,
+                progress,
                 seconds,
                 error: None,
             };
@@ -145,10 +150,10 @@ impl Engine {
                 Ok(()) => {
                     tracing::info!(
                         dataset = %ds.key,
-                        mode = progress.mode.unwrap_or("-"),
-                        fetched = progress.rows_fetched,
-                        deleted = progress.rows_deleted,
-                        rows = progress.rows.unwrap_or(0),
+                        mode = report.progress.mode.unwrap_or("-"),
+                        fetched = report.progress.rows_fetched,
+                        deleted = report.progress.rows_deleted,
+                        rows = report.progress.rows.unwrap_or(0),
                         "sync done in {seconds:.1}s"
                     );
                 }

@@ -87,6 +87,18 @@ impl TestEnv {
             .sum()
     }
 
+    /// Waits (at most a minute) until the emulator has served `n` full rows of dataset `id`.
+    pub fn wait_for_rows_served(&self, id: &str, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.full_rows_served(id) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sync never got going"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn warehouse(&self) -> duckdb::Connection {
         let cfg = duckdb::Config::default()
             .access_mode(duckdb::AccessMode::ReadOnly)

@@ -739,3 +739,42 @@ fn run_report_counts_what_happened() {
         .unwrap();
     assert_eq!(pages as usize, n.div_ceil(10));
 }
+
+#[test]
+fn rows_changed_behind_the_cursor_during_a_full_load_are_caught() {
+    let env = TestEnv::new();
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{HPD_VIOLATIONS}.csv"),
+            FaultKind::DelayMs(1_500),
+        )
+        .skip(2),
+    );
+    let child = env
+        .cmd(&[
+            "sync",
+            "--datasets",
+            "hpd_violations",
+            "--page-size",
+            "5",
+            "-q",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_rows_served(HPD_VIOLATIONS, 10);
+    // The load has passed the first rows; change them, and rows ahead, while it runs.
+    let ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        e.set(&ids[0], "currentstatus", Some(json!("CHANGED DURING LOAD")));
+        e.delete(&ids[1]);
+        e.set(&ids[40], "currentstatus", Some(json!("CHANGED AHEAD")));
+        let mut row = serde_json::Map::new();
+        row.insert("violationid".into(), json!("77777777"));
+        e.insert(row);
+    });
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
+}

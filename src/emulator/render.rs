@@ -340,19 +340,18 @@ fn answer(ds: &Dataset, raw: &str, csv: bool) -> Result<(Vec<u8>, usize, i64), Q
             .is_none_or(|e| soql::eval(ds, r, e) == Some(true))
     };
 
-    if selection == Selection::Count {
-        let n = ds.rows.values().filter(matches).count();
-        let body = if csv {
-            format!("\"count\"\n\"{n}\"\n").into_bytes()
-        } else {
-            format!("[{{\"count\":\"{n}\"}}]\n").into_bytes()
-        };
-        return Ok((body, 1, rows_updated_at));
-    }
-    let Selection::Fields(fields) = selection else {
-        unreachable!()
+    let fields = match selection {
+        Selection::Count => {
+            let n = ds.rows.values().filter(matches).count();
+            let body = if csv {
+                format!("\"count\"\n\"{n}\"\n").into_bytes()
+            } else {
+                format!("[{{\"count\":\"{n}\"}}]\n").into_bytes()
+            };
+            return Ok((body, 1, rows_updated_at));
+        }
+        Selection::Fields(fields) => fields,
     };
-    let wanted = p.offset.saturating_add(p.limit);
     let page: Vec<&Row> = match order.as_deref() {
         // Rows are held in :id order: stop as soon as the page is full.
         Some([(Field::Id, false)]) => ds
@@ -372,10 +371,7 @@ fn answer(ds: &Dataset, raw: &str, csv: bool) -> Result<(Vec<u8>, usize, i64), Q
             use rand::seq::SliceRandom;
             let mut all: Vec<&Row> = ds.rows.values().filter(matches).collect();
             all.shuffle(&mut rand::rng());
-            all.into_iter()
-                .skip(p.offset)
-                .take(p.limit.min(wanted))
-                .collect()
+            all.into_iter().skip(p.offset).take(p.limit).collect()
         }
     };
     let body = if csv {

@@ -317,11 +317,7 @@ fn answer(ds: &Dataset, raw: &str, csv: bool) -> Result<(Vec<u8>, usize, i64), Q
     let p = parse_params(raw)?;
     let selection = soql::parse_select(ds, &p.select)?;
     let filter = match &p.where_ {
-        Some(w) => {
-            let e = soql::parse_where(ds, w)?;
-            soql::check(ds, &e)?;
-            Some(e)
-        }
+        Some(w) => Some(soql::parse_where(ds, w)?),
         None => None,
     };
     let order = p

@@ -27,9 +27,16 @@ pub enum Operand {
     Null,
 }
 
+/// A `$where` expression, with literals already converted to the type of the field they are compared with
+/// (so a type mismatch is a 400 before any row is looked at, and rows are compared without re-parsing).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    Cmp(Operand, CmpOp, Operand),
+    /// `field op value`; a literal on the left is turned around. A `None` value is a NULL literal.
+    Test(Field, CmpOp, Option<Val>),
+    /// `field op field`.
+    Fields(Field, CmpOp, Field),
+    /// A comparison of two literals: always unknown here.
+    Unknown,
     IsNull(Field, bool),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -44,6 +51,30 @@ pub enum CmpOp {
     Le,
     Gt,
     Ge,
+}
+
+impl CmpOp {
+    /// The operator with its operands swapped (`a < b` is `b > a`).
+    fn flipped(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            other => other,
+        }
+    }
+
+    fn holds(self, ord: Ordering) -> bool {
+        match self {
+            CmpOp::Eq => ord == Ordering::Equal,
+            CmpOp::Ne => ord != Ordering::Equal,
+            CmpOp::Lt => ord == Ordering::Less,
+            CmpOp::Le => ord != Ordering::Greater,
+            CmpOp::Gt => ord == Ordering::Greater,
+            CmpOp::Ge => ord != Ordering::Less,
+        }
+    }
 }
 
 /// A query error, reported as the query coordinator does: an error code and a message.
@@ -253,7 +284,18 @@ impl Parser<'_> {
         };
         self.pos += 1;
         let r = self.operand()?;
-        Ok(Expr::Cmp(l, op, r))
+        Ok(match (l, r) {
+            (Operand::Field(f), Operand::Field(g)) => Expr::Fields(f, op, g),
+            (Operand::Field(f), lit) => {
+                let v = literal_for(&f, self.ds, &lit)?;
+                Expr::Test(f, op, v)
+            }
+            (lit, Operand::Field(f)) => {
+                let v = literal_for(&f, self.ds, &lit)?;
+                Expr::Test(f, op.flipped(), v)
+            }
+            _ => Expr::Unknown,
+        })
     }
     fn operand(&mut self) -> Result<Operand, QueryError> {
         let t = self.toks.get(self.pos).cloned();
@@ -351,7 +393,7 @@ pub fn parse_order(ds: &Dataset, s: &str) -> Result<Vec<(Field, bool)>, QueryErr
 
 /// A value of a row as the comparisons see it.
 #[derive(Debug, Clone, PartialEq)]
-enum Val {
+pub enum Val {
     Seq(u64),
     Time(i64),
     Num(f64),
@@ -418,55 +460,19 @@ fn cmp_vals(a: &Val, b: &Val) -> Option<Ordering> {
     }
 }
 
-/// Type-checks `e` once against the dataset, so evaluation cannot fail half-way through a page.
-pub fn check(ds: &Dataset, e: &Expr) -> Result<(), QueryError> {
-    match e {
-        Expr::Cmp(l, _, r) => match (l, r) {
-            (Operand::Field(f), lit) | (lit, Operand::Field(f))
-                if !matches!(lit, Operand::Field(_)) =>
-            {
-                literal_for(f, ds, lit).map(|_| ())
-            }
-            _ => Ok(()),
-        },
-        Expr::IsNull(..) => Ok(()),
-        Expr::And(a, b) | Expr::Or(a, b) => check(ds, a).and_then(|_| check(ds, b)),
-        Expr::Not(a) => check(ds, a),
-    }
-}
-
 /// Evaluates with three-valued logic: `None` is unknown.
 pub fn eval(ds: &Dataset, row: &Row, e: &Expr) -> Option<bool> {
     match e {
         Expr::IsNull(f, want_null) => Some(field_val(ds, row, f).is_none() == *want_null),
-        Expr::Cmp(l, op, r) => {
-            let (a, b, flipped) = match (l, r) {
-                (Operand::Field(f), Operand::Field(g)) => {
-                    (field_val(ds, row, f)?, field_val(ds, row, g)?, false)
-                }
-                (Operand::Field(f), lit) => (
-                    field_val(ds, row, f)?,
-                    literal_for(f, ds, lit).ok()??,
-                    false,
-                ),
-                (lit, Operand::Field(f)) => {
-                    (field_val(ds, row, f)?, literal_for(f, ds, lit).ok()??, true)
-                }
-                _ => return None,
-            };
-            let mut ord = cmp_vals(&a, &b)?;
-            if flipped {
-                ord = ord.reverse();
-            }
-            Some(match op {
-                CmpOp::Eq => ord == Ordering::Equal,
-                CmpOp::Ne => ord != Ordering::Equal,
-                CmpOp::Lt => ord == Ordering::Less,
-                CmpOp::Le => ord != Ordering::Greater,
-                CmpOp::Gt => ord == Ordering::Greater,
-                CmpOp::Ge => ord != Ordering::Less,
-            })
+        Expr::Test(f, op, v) => {
+            let a = field_val(ds, row, f)?;
+            Some(op.holds(cmp_vals(&a, v.as_ref()?)?))
         }
+        Expr::Fields(f, op, g) => {
+            let (a, b) = (field_val(ds, row, f)?, field_val(ds, row, g)?);
+            Some(op.holds(cmp_vals(&a, &b)?))
+        }
+        Expr::Unknown => None,
         Expr::And(a, b) => match (eval(ds, row, a), eval(ds, row, b)) {
             (Some(false), _) | (_, Some(false)) => Some(false),
             (Some(true), Some(true)) => Some(true),

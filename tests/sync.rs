@@ -4,7 +4,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use dobsob::emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
@@ -145,29 +144,7 @@ fn full_replace_by_the_publisher_leaves_no_stale_rows() {
 fn kill_mid_full_load_then_resume_equals_source() {
     let env = TestEnv::new();
     // The 4th page request stalls, so the process is surely mid-load when it is killed.
-    env.emu.state().faults.push(
-        Fault::on(
-            &format!("/resource/{HPD_VIOLATIONS}.csv"),
-            FaultKind::DelayMs(30_000),
-        )
-        .skip(3),
-    );
-    let mut child = env
-        .cmd(&[
-            "sync",
-            "--datasets",
-            "hpd_violations",
-            "--page-size",
-            "5",
-            "-q",
-        ])
-        .spawn()
-        .unwrap();
-    env.wait_for_rows_served(HPD_VIOLATIONS, 15);
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL: no cleanup of any kind
-    child.wait().unwrap();
-    env.emu.state().faults.clear();
+    env.kill_sync_mid_run("hpd_violations", HPD_VIOLATIONS, 5, 3);
     // Rows change while the sync is dead, including behind the load's cursor.
     let ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
     env.emu.state().edit(HPD_VIOLATIONS, |e| {
@@ -198,30 +175,7 @@ fn kill_mid_incremental_then_rerun_equals_source() {
             e.set(id, "balance_due", Some(json!("12.5")));
         }
     });
-    let base = env.full_rows_served(ECB_VIOLATIONS);
-    env.emu.state().faults.push(
-        Fault::on(
-            &format!("/resource/{ECB_VIOLATIONS}.csv"),
-            FaultKind::DelayMs(30_000),
-        )
-        .skip(2),
-    );
-    let mut child = env
-        .cmd(&[
-            "sync",
-            "--datasets",
-            "ecb_violations",
-            "--page-size",
-            "4",
-            "-q",
-        ])
-        .spawn()
-        .unwrap();
-    env.wait_for_rows_served(ECB_VIOLATIONS, base + 8);
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    env.emu.state().faults.clear();
+    env.kill_sync_mid_run("ecb_violations", ECB_VIOLATIONS, 4, 2);
     env.run_ok(&["sync", "--datasets", "ecb_violations", "--page-size", "4"]);
     env.assert_equal_to_source("ecb_violations", ECB_VIOLATIONS);
 }

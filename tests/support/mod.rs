@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dobsob::emulator::{Emulator, State};
+use dobsob::emulator::{Emulator, Fault, FaultKind, State};
 
 pub const DOB_VIOLATIONS: &str = "3h2n-5cm9";
 pub const ECB_VIOLATIONS: &str = "6bgk-3dad";
@@ -97,6 +97,31 @@ impl TestEnv {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Runs `dobsob sync --datasets KEY --page-size N`, stalls its row request number `stall_at` (0-based),
+    /// and SIGKILLs it once the pages before that were served and had time to commit: a crash mid-run.
+    pub fn kill_sync_mid_run(&self, key: &str, id: &str, page_size: usize, stall_at: u32) {
+        let base = self.full_rows_served(id);
+        self.emu.state().faults.push(
+            Fault::on(&format!("/resource/{id}.csv"), FaultKind::DelayMs(30_000)).skip(stall_at),
+        );
+        let mut child = self
+            .cmd(&[
+                "sync",
+                "--datasets",
+                key,
+                "--page-size",
+                &page_size.to_string(),
+                "-q",
+            ])
+            .spawn()
+            .expect("dobsob starts");
+        self.wait_for_rows_served(id, base + page_size * stall_at as usize);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        child.kill().expect("SIGKILL"); // no cleanup of any kind
+        child.wait().expect("the killed process is reaped");
+        self.emu.state().faults.clear();
     }
 
     pub fn warehouse(&self) -> duckdb::Connection {

@@ -263,13 +263,6 @@ impl Edit<'_> {
         row.version = format!("rv-{seq}-{stamp}");
     }
 
-    /// Re-stamps a row without changing its values (publishers do this on bulk re-saves).
-    pub fn touch(&mut self, id: &str) {
-        let seq = ids::decode(id).expect("a row id");
-        let row = self.ds.rows.get_mut(&seq).expect("an existing row");
-        row.updated_at = self.stamp;
-    }
-
     pub fn delete(&mut self, id: &str) {
         let seq = ids::decode(id).expect("a row id");
         self.ds.rows.remove(&seq).expect("an existing row");
@@ -324,12 +317,10 @@ pub enum FaultKind {
     Body(String),
 }
 
-/// A fault on requests whose path contains `path_contains` (and whose query contains `query_contains`):
-/// the first `skip` matching requests pass, the next `times` get the fault.
+/// A fault on requests whose path contains `path_contains`: the first `skip` matching requests pass, the next `times` get the fault.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub path_contains: String,
-    pub query_contains: String,
     pub skip: u32,
     pub times: u32,
     pub kind: FaultKind,
@@ -339,7 +330,6 @@ impl Fault {
     pub fn on(path_contains: &str, kind: FaultKind) -> Self {
         Fault {
             path_contains: path_contains.into(),
-            query_contains: String::new(),
             skip: 0,
             times: 1,
             kind,
@@ -351,10 +341,6 @@ impl Fault {
     }
     pub fn times(mut self, n: u32) -> Self {
         self.times = n;
-        self
-    }
-    pub fn when_query_has(mut self, s: &str) -> Self {
-        self.query_contains = s.into();
         self
     }
 }

@@ -56,9 +56,9 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
 }
 
 /// Finds the fault for this request, if any, consuming one use of it.
-fn take_fault(st: &mut State, path: &str, query: &str) -> Option<FaultKind> {
+fn take_fault(st: &mut State, path: &str) -> Option<FaultKind> {
     for f in st.faults.iter_mut() {
-        if f.times == 0 || !path.contains(&f.path_contains) || !query.contains(&f.query_contains) {
+        if f.times == 0 || !path.contains(&f.path_contains) {
             continue;
         }
         if f.skip > 0 {
@@ -76,7 +76,6 @@ async fn preamble(
     shared: &Shared,
     headers: &HeaderMap,
     path: &str,
-    query: &str,
 ) -> Result<Option<usize>, Response> {
     let fault = {
         let mut st = lock(shared);
@@ -91,7 +90,7 @@ async fn preamble(
                 ));
             }
         }
-        take_fault(&mut st, path, query)
+        take_fault(&mut st, path)
     };
     match fault {
         None => Ok(None),
@@ -163,7 +162,7 @@ async fn view(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/api/views/{file}");
-    let cut = match preamble(&shared, &headers, &path, "").await {
+    let cut = match preamble(&shared, &headers, &path).await {
         Ok(c) => c,
         Err(r) => {
             log(&shared, &path, None, r.status().as_u16(), 0);
@@ -245,10 +244,7 @@ async fn resource(
     let select_param = url::form_urlencoded::parse(raw.as_bytes())
         .find(|(k, _)| k == "$select")
         .map(|(_, v)| v.to_string());
-    let decoded_query: String = url::form_urlencoded::parse(raw.as_bytes())
-        .map(|(k, v)| format!("{k}={v}&"))
-        .collect();
-    let cut = match preamble(&shared, &headers, &path, &decoded_query).await {
+    let cut = match preamble(&shared, &headers, &path).await {
         Ok(c) => c,
         Err(r) => {
             log(&shared, &path, select_param, r.status().as_u16(), 0);

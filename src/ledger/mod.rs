@@ -35,7 +35,7 @@ pub type RunId = i64;
 pub type AttemptId = i64;
 
 /// What the ledger knows of one dataset.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct DatasetRecord {
     pub key: String,
     pub socrata_id: String,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::cli::SyncArgs;
 use crate::error::{Error, ExitStatus};
-use crate::ledger::Ledger;
+use crate::ledger::{now, Ledger};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
@@ -144,10 +144,6 @@ fn print_summary(printer: Printer, report: &RunReport) {
         ],
         &rows,
     ));
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// VmHWM from /proc/self/status: the peak resident set of this process.

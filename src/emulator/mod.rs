@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 
+use crate::soda::soql::parse_timestamp_ms;
+
 pub use render::cell_text;
 
 /// The column types the emulator distinguishes (the portal's `dataTypeName`).
@@ -64,14 +66,6 @@ pub fn format_time(ms: i64) -> String {
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
-}
-
-/// Parses a SoQL timestamp literal (with or without `Z`, with or without fractions) to epoch milliseconds.
-pub fn parse_time(s: &str) -> Option<i64> {
-    let t = s.strip_suffix('Z').unwrap_or(s);
-    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|d| d.and_utc().timestamp_millis())
 }
 
 fn column_kind(data_type_name: &str) -> ColumnType {
@@ -144,7 +138,7 @@ impl Dataset {
             let time = |k: &str| {
                 obj.get(k)
                     .and_then(Value::as_str)
-                    .and_then(parse_time)
+                    .and_then(parse_timestamp_ms)
                     .ok_or_else(|| format!("{}: missing or bad {k}", where_()))
             };
             let (created, updated) = (time(":created_at")?, time(":updated_at")?);

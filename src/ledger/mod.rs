@@ -92,7 +92,8 @@ pub struct Ledger {
     path: String,
 }
 
-fn now() -> String {
+/// Now, as the ledger and the run reports write times: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 

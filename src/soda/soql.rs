@@ -26,6 +26,15 @@ impl fmt::Display for Watermark {
     }
 }
 
+/// Parses a Socrata timestamp (`2026-08-06T09:20:17.588Z`, or floating without the `Z`; fractions optional)
+/// to epoch milliseconds.
+pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+    let t = s.strip_suffix('Z').unwrap_or(s);
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|d| d.and_utc().timestamp_millis())
+}
+
 /// Quotes a value as a SoQL string literal: single quotes, with embedded quotes doubled.
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -117,6 +126,14 @@ impl PageQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_with_and_without_zone_and_fraction() {
+        assert_eq!(parse_timestamp_ms("1970-01-01T00:00:01.500Z"), Some(1500));
+        assert_eq!(parse_timestamp_ms("1970-01-01T00:00:01"), Some(1000));
+        assert_eq!(parse_timestamp_ms("yesterday"), None);
+        assert_eq!(parse_timestamp_ms("20190312"), None);
+    }
 
     #[test]
     fn quote_doubles_single_quotes() {

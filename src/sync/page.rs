@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use crate::soda::soql::parse_timestamp_ms;
 use crate::soda::Watermark;
 use crate::warehouse::TableSchema;
 
@@ -16,12 +17,6 @@ pub struct PageInfo {
     pub rows: u64,
     pub first: Option<Watermark>,
     pub last: Option<Watermark>,
-}
-
-/// Whether `s` is a Socrata system timestamp such as `2026-08-06T09:20:17.588Z`.
-pub fn is_socrata_timestamp(s: &str) -> bool {
-    let t = s.strip_suffix('Z').unwrap_or(s);
-    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
 }
 
 fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
@@ -87,7 +82,7 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         if id.is_empty() {
             return Err(format!("row {} has an empty :id", info.rows));
         }
-        if !is_socrata_timestamp(upd) {
+        if parse_timestamp_ms(upd).is_none() {
             return Err(format!(
                 "row {} (:id {id}) has :updated_at {upd:?}, not a timestamp",
                 info.rows

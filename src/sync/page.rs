@@ -74,7 +74,12 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         last: None,
     };
     let mut ids = HashSet::new();
-    let mut rec = csv::StringRecord::new();
+    // Two records swapped after each row: the last row is at hand at the end without copying every row.
+    let (mut rec, mut prev) = (csv::StringRecord::new(), csv::StringRecord::new());
+    let key = |r: &csv::StringRecord| Watermark {
+        updated_at: r[upd_col].to_string(),
+        id: r[id_col].to_string(),
+    };
     while rdr.read_record(&mut rec).map_err(csv_error)? {
         info.rows += 1;
         let id = &rec[id_col];
@@ -94,14 +99,13 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
                 info.rows
             ));
         }
-        let wm = Watermark {
-            updated_at: upd.to_string(),
-            id: id.to_string(),
-        };
-        if info.first.is_none() {
-            info.first = Some(wm.clone());
+        if info.rows == 1 {
+            info.first = Some(key(&rec));
         }
-        info.last = Some(wm);
+        std::mem::swap(&mut rec, &mut prev);
+    }
+    if info.rows > 0 {
+        info.last = Some(key(&prev));
     }
     Ok(info)
 }
@@ -113,16 +117,16 @@ pub fn inspect_ids(path: &Path) -> Result<(u64, Option<String>), String> {
     if header.len() != 1 || &header[0] != ":id" {
         return Err(format!("expected a single :id column, got {header:?}"));
     }
-    let mut rec = csv::StringRecord::new();
-    let (mut n, mut last) = (0, None);
+    let (mut rec, mut prev) = (csv::StringRecord::new(), csv::StringRecord::new());
+    let mut n = 0;
     while rdr.read_record(&mut rec).map_err(csv_error)? {
         n += 1;
         if rec[0].is_empty() {
             return Err(format!("row {n} has an empty :id"));
         }
-        last = Some(rec[0].to_string());
+        std::mem::swap(&mut rec, &mut prev);
     }
-    Ok((n, last))
+    Ok((n, (n > 0).then(|| prev[0].to_string())))
 }
 
 #[cfg(test)]

@@ -157,11 +157,7 @@ impl SodaClient {
     /// `GET /api/views/{id}.json`: the schema and the last data change.
     pub async fn metadata(&self, dataset_id: &str) -> Result<ViewMetadata, SodaError> {
         let url = self.url(&format!("api/views/{dataset_id}.json"), None);
-        let body = self.get_text(&url).await?;
-        serde_json::from_str(&body).map_err(|e| SodaError::BadResponse {
-            url: url.to_string(),
-            message: format!("metadata is not the expected JSON: {e}"),
-        })
+        self.get_json(&url, "the metadata JSON").await
     }
 
     /// `GET /resource/{id}.json` for small answers (counts, the newest row).
@@ -171,10 +167,19 @@ impl SodaClient {
         q: &PageQuery,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, SodaError> {
         let url = self.url(&format!("resource/{dataset_id}.json"), Some(q));
-        let body = self.get_text(&url).await?;
+        self.get_json(&url, "a JSON array of rows").await
+    }
+
+    /// Fetches `url` and parses it as `T`; a body that does not parse names what was `expected`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        expected: &str,
+    ) -> Result<T, SodaError> {
+        let body = self.get_text(url).await?;
         serde_json::from_str(&body).map_err(|e| SodaError::BadResponse {
             url: url.to_string(),
-            message: format!("expected a JSON array of rows: {e}"),
+            message: format!("expected {expected}: {e}"),
         })
     }
 

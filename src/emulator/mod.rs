@@ -262,6 +262,16 @@ impl Edit<'_> {
         self.ds.rows.remove(&seq).expect("an existing row");
     }
 
+    /// Inserts a row that becomes visible only now although its `:updated_at` is `behind_ms` older than this
+    /// edit's stamp: a long publisher transaction committed after newer ones (a late row). A cursor already
+    /// past that time never sees it.
+    pub fn insert_late(&mut self, row: Map<String, Value>, behind_ms: i64) -> String {
+        let t = self.stamp - behind_ms;
+        self.ds
+            .push_row(&row, t, t)
+            .expect("test rows use the dataset's fields")
+    }
+
     /// A full replace by the publisher: every row gets a new id and the same new `:updated_at`.
     pub fn replace_all(&mut self) {
         let old = std::mem::take(&mut self.ds.rows);
@@ -309,6 +319,22 @@ pub enum FaultKind {
     DelayMs(u64),
     /// Answer 200 with this body instead of the real one (a malformed response).
     Body(String),
+    /// Answer with exactly this status, content type, extra headers and body (HTML error pages from a proxy,
+    /// a 202 "still processing", a 429 whose `Retry-After` is an HTTP date, JSON where CSV was asked for).
+    Raw {
+        status: u16,
+        content_type: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Answer 200 with this CSV body, each U+FFFD in it sent as the lone byte 0xE9 (Latin-1 `é`): invalid
+    /// UTF-8, as a misconfigured export produces.
+    InvalidUtf8(String),
+    /// Start a 200 answer, send this many bytes of the real body, then send nothing more for a minute (a
+    /// stalled body: only a read timeout ends it).
+    StallAfter(usize),
+    /// Send the real body in chunks of this many bytes with a pause (ms) between them: slow but complete.
+    Trickle { chunk: usize, pause_ms: u64 },
 }
 
 /// A fault on requests whose path contains `path_contains`: the first `skip` matching requests pass, the next `times` get the fault.
@@ -344,15 +370,36 @@ impl Fault {
 pub struct Served {
     pub path: String,
     pub select: Option<String>,
+    /// The `$where` of a successful resource request.
+    pub where_: Option<String>,
     pub status: u16,
     /// Rows in the answer (0 for errors and metadata).
     pub rows: usize,
+}
+
+/// Ways the portal misbehaves without an error status, all seen on real deployments or their proxies.
+#[derive(Debug, Clone, Default)]
+pub struct Quirks {
+    /// `$limit` is capped silently at this many rows (SODA 2.0 endpoints cap at 50,000, proxies lower).
+    pub limit_cap: Option<usize>,
+    /// `$where` is ignored on row requests (not counts) after `skip` of them have been answered, for `times`
+    /// of them: a replica or cache that drops the filter.
+    pub ignore_where: Option<(u32, u32)>,
+    /// `count(*)` answers this many rows fewer than the dataset has (a lagging replica), for `times` counts
+    /// (`u32::MAX`: always).
+    pub count_lag: Option<(u64, u32)>,
+    /// The portal's clock runs this many milliseconds ahead of ours (negative: behind): `:updated_at` stamps,
+    /// `rowsUpdatedAt` and the HTTP `Date` header all follow it.
+    pub clock_offset_ms: i64,
+    /// The portal's clock stands still at this time (epoch ms); each edit still moves stamps 1 ms on.
+    pub frozen_clock_ms: Option<i64>,
 }
 
 #[derive(Default)]
 pub struct State {
     pub datasets: BTreeMap<String, Dataset>,
     pub faults: Vec<Fault>,
+    pub quirks: Quirks,
     pub log: Vec<Served>,
     /// The last `:updated_at` stamp handed out; stamps only move forward.
     clock: i64,
@@ -387,9 +434,16 @@ impl State {
         self.datasets.insert(ds.id.clone(), ds);
     }
 
+    /// The portal's clock now (epoch ms), with the quirks' offset or freeze.
+    pub fn portal_now_ms(&self) -> i64 {
+        self.quirks
+            .frozen_clock_ms
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() + self.quirks.clock_offset_ms)
+    }
+
     /// Applies `f` as one publisher transaction on dataset `id`.
     pub fn edit<R>(&mut self, id: &str, f: impl FnOnce(&mut Edit) -> R) -> R {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.portal_now_ms();
         self.clock = now.max(self.clock + 1);
         let stamp = self.clock;
         let ds = self

@@ -71,12 +71,23 @@ fn take_fault(st: &mut State, path: &str) -> Option<FaultKind> {
     None
 }
 
-/// Checks the token and faults; returns the fault to apply to a normal answer, or an answer to send now.
-async fn preamble(
-    shared: &Shared,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<Option<usize>, Response> {
+/// How the body of a normal answer is sent.
+#[derive(Debug, Clone, Copy)]
+enum Delivery {
+    Whole,
+    /// The first n bytes, then a broken connection.
+    Cut(usize),
+    /// The first n bytes, then silence.
+    Stall(usize),
+    /// Chunks of `chunk` bytes with a pause between them.
+    Trickle {
+        chunk: usize,
+        pause_ms: u64,
+    },
+}
+
+/// Checks the token and faults; returns how to deliver a normal answer, or an answer to send now.
+async fn preamble(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<Delivery, Response> {
     let fault = {
         let mut st = lock(shared);
         if let Some(tok) = &st.required_token {
@@ -93,16 +104,48 @@ async fn preamble(
         take_fault(&mut st, path)
     };
     match fault {
-        None => Ok(None),
+        None => Ok(Delivery::Whole),
         Some(FaultKind::DelayMs(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(None)
+            Ok(Delivery::Whole)
         }
-        Some(FaultKind::CutAfter(n)) => Ok(Some(n)),
+        Some(FaultKind::CutAfter(n)) => Ok(Delivery::Cut(n)),
+        Some(FaultKind::StallAfter(n)) => Ok(Delivery::Stall(n)),
+        Some(FaultKind::Trickle { chunk, pause_ms }) => Ok(Delivery::Trickle {
+            chunk: chunk.max(1),
+            pause_ms,
+        }),
         Some(FaultKind::Body(body)) => Err(Response::builder()
             .header("Content-Type", "text/csv; charset=utf-8")
             .body(Body::from(body))
             .expect("a valid response")),
+        Some(FaultKind::InvalidUtf8(body)) => {
+            let mut bytes = Vec::with_capacity(body.len());
+            for part in body.split('\u{FFFD}').enumerate() {
+                if part.0 > 0 {
+                    bytes.push(0xE9);
+                }
+                bytes.extend_from_slice(part.1.as_bytes());
+            }
+            Err(Response::builder()
+                .header("Content-Type", "text/csv; charset=utf-8")
+                .body(Body::from(bytes))
+                .expect("a valid response"))
+        }
+        Some(FaultKind::Raw {
+            status,
+            content_type,
+            headers,
+            body,
+        }) => {
+            let mut r = Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+                .header("Content-Type", content_type);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            Err(r.body(Body::from(body)).expect("a valid response"))
+        }
         Some(FaultKind::Status {
             status,
             errorcode_shape,
@@ -125,35 +168,83 @@ async fn preamble(
     }
 }
 
+/// The portal's `Date` header: its own clock (which the quirks may set apart from ours).
+fn date_header(shared: &Shared) -> HeaderValue {
+    let ms = lock(shared).portal_now_ms();
+    let t = chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    HeaderValue::from_str(&t).expect("ascii")
+}
+
 fn log(shared: &Shared, path: &str, select: Option<String>, status: u16, rows: usize) {
+    log_where(shared, path, select, None, status, rows)
+}
+
+fn log_where(
+    shared: &Shared,
+    path: &str,
+    select: Option<String>,
+    where_: Option<String>,
+    status: u16,
+    rows: usize,
+) {
     lock(shared).log.push(Served {
         path: path.to_string(),
         select,
+        where_,
         status,
         rows,
     });
 }
 
-/// Sends `body`, or only its first `cut` bytes followed by a broken connection.
-fn send(mut resp: axum::http::response::Builder, body: Vec<u8>, cut: Option<usize>) -> Response {
-    match cut {
-        None => {
-            resp = resp.header("Content-Length", body.len());
-            resp.body(Body::from(body)).expect("a valid response")
-        }
-        Some(n) => {
-            let prefix = Bytes::from(body[..n.min(body.len())].to_vec());
-            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-                Ok(prefix),
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected cut",
-                )),
-            ];
-            resp.body(Body::from_stream(futures_util::stream::iter(chunks)))
-                .expect("a valid response")
-        }
+/// Sends `body` as `delivery` says.
+fn send(mut resp: axum::http::response::Builder, body: Vec<u8>, delivery: Delivery) -> Response {
+    type Chunk = Result<Bytes, std::io::Error>;
+    fn prefix(body: &[u8], n: usize) -> Bytes {
+        Bytes::from(body[..n.min(body.len())].to_vec())
     }
+    let stream: futures_util::stream::BoxStream<'static, Chunk> = match delivery {
+        Delivery::Whole => {
+            resp = resp.header("Content-Length", body.len());
+            return resp.body(Body::from(body)).expect("a valid response");
+        }
+        Delivery::Cut(n) => Box::pin(futures_util::stream::iter(vec![
+            Ok(prefix(&body, n)),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected cut",
+            )),
+        ])),
+        Delivery::Stall(n) => {
+            let first =
+                futures_util::stream::iter(vec![Ok::<Bytes, std::io::Error>(prefix(&body, n))]);
+            let silence = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Err::<Bytes, _>(std::io::Error::other("stalled"))
+            });
+            Box::pin(futures_util::StreamExt::chain(first, silence))
+        }
+        Delivery::Trickle { chunk, pause_ms } => {
+            let chunks: Vec<Bytes> = body
+                .chunks(chunk)
+                .map(|c| Bytes::from(c.to_vec()))
+                .collect();
+            Box::pin(futures_util::stream::unfold(
+                (chunks.into_iter(), true),
+                move |(mut it, first)| async move {
+                    let c = it.next()?;
+                    if !first {
+                        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    }
+                    Some((Ok(c), (it, false)))
+                },
+            ))
+        }
+    };
+    resp.body(Body::from_stream(stream))
+        .expect("a valid response")
 }
 
 async fn view(
@@ -162,8 +253,8 @@ async fn view(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/api/views/{file}");
-    let cut = match preamble(&shared, &headers, &path).await {
-        Ok(c) => c,
+    let delivery = match preamble(&shared, &headers, &path).await {
+        Ok(d) => d,
         Err(r) => {
             log(&shared, &path, None, r.status().as_u16(), 0);
             return r;
@@ -189,9 +280,11 @@ async fn view(
     };
     log(&shared, &path, None, 200, 0);
     send(
-        Response::builder().header("Content-Type", "application/json; charset=utf-8"),
+        Response::builder()
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("Date", date_header(&shared)),
         body,
-        cut,
+        delivery,
     )
 }
 
@@ -241,11 +334,15 @@ async fn resource(
 ) -> Response {
     let path = format!("/resource/{file}");
     let raw = raw.unwrap_or_default();
-    let select_param = url::form_urlencoded::parse(raw.as_bytes())
-        .find(|(k, _)| k == "$select")
-        .map(|(_, v)| v.to_string());
-    let cut = match preamble(&shared, &headers, &path).await {
-        Ok(c) => c,
+    let param = |name: &str| {
+        url::form_urlencoded::parse(raw.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let select_param = param("$select");
+    let where_param = param("$where");
+    let delivery = match preamble(&shared, &headers, &path).await {
+        Ok(d) => d,
         Err(r) => {
             log(&shared, &path, select_param, r.status().as_u16(), 0);
             return r;
@@ -265,7 +362,9 @@ async fn resource(
         }
     };
     let result = {
-        let st = lock(&shared);
+        let mut st = lock(&shared);
+        let has_where = url::form_urlencoded::parse(raw.as_bytes()).any(|(k, _)| k == "$where");
+        let quirks = take_quirks(&mut st, select_param.as_deref(), has_where);
         match st.datasets.get(&id) {
             None => Err(error(
                 404,
@@ -274,7 +373,7 @@ async fn resource(
                 format!("Cannot find view with id {id}"),
                 None,
             )),
-            Some(ds) => answer(ds, &raw, csv).map_err(query_error),
+            Some(ds) => answer(ds, &raw, csv, &quirks).map_err(query_error),
         }
     };
     match result {
@@ -283,7 +382,7 @@ async fn resource(
             r
         }
         Ok((body, rows, rows_updated_at)) => {
-            log(&shared, &path, select_param, 200, rows);
+            log_where(&shared, &path, select_param, where_param, 200, rows);
             let stamp = chrono::DateTime::from_timestamp(rows_updated_at, 0)
                 .unwrap_or_default()
                 .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -302,15 +401,60 @@ async fn resource(
                 .header(
                     "Last-Modified",
                     HeaderValue::from_str(&stamp).expect("ascii"),
-                );
-            send(b, body, cut)
+                )
+                .header("Date", date_header(&shared));
+            send(b, body, delivery)
         }
     }
 }
 
+/// The quirks that apply to one resource request, decided (and counted) when it arrives.
+#[derive(Debug, Clone, Copy, Default)]
+struct Applied {
+    limit_cap: Option<usize>,
+    ignore_where: bool,
+    count_lag: u64,
+}
+
+fn take_quirks(st: &mut State, select: Option<&str>, has_where: bool) -> Applied {
+    let is_count = select.is_some_and(|s| s.replace(' ', "").eq_ignore_ascii_case("count(*)"));
+    let q = &mut st.quirks;
+    let mut a = Applied {
+        limit_cap: q.limit_cap,
+        ..Applied::default()
+    };
+    if is_count {
+        if let Some((lag, times)) = q.count_lag.as_mut() {
+            if *times > 0 {
+                a.count_lag = *lag;
+                *times = times.saturating_sub(1);
+            }
+        }
+    } else if let Some((skip, times)) = q.ignore_where.as_mut().filter(|_| has_where) {
+        if *skip > 0 {
+            *skip -= 1;
+        } else if *times > 0 {
+            *times -= 1;
+            a.ignore_where = true;
+        }
+    }
+    a
+}
+
 /// Evaluates a query and renders it; returns the body, the number of rows and `rowsUpdatedAt`.
-fn answer(ds: &Dataset, raw: &str, csv: bool) -> Result<(Vec<u8>, usize, i64), QueryError> {
-    let p = parse_params(raw)?;
+fn answer(
+    ds: &Dataset,
+    raw: &str,
+    csv: bool,
+    quirks: &Applied,
+) -> Result<(Vec<u8>, usize, i64), QueryError> {
+    let mut p = parse_params(raw)?;
+    if let Some(cap) = quirks.limit_cap {
+        p.limit = p.limit.min(cap);
+    }
+    if quirks.ignore_where {
+        p.where_ = None;
+    }
     let selection = soql::parse_select(ds, &p.select)?;
     let filter = match &p.where_ {
         Some(w) => Some(soql::parse_where(ds, w)?),
@@ -334,7 +478,8 @@ fn answer(ds: &Dataset, raw: &str, csv: bool) -> Result<(Vec<u8>, usize, i64), Q
 
     let fields = match selection {
         Selection::Count => {
-            let n = ds.rows.values().filter(matches).count();
+            let n =
+                (ds.rows.values().filter(matches).count() as u64).saturating_sub(quirks.count_lag);
             let body = if csv {
                 format!("\"count\"\n\"{n}\"\n").into_bytes()
             } else {

@@ -1,6 +1,6 @@
 //! The emulator's SoQL subset: `$select`, `$where` and `$order` as dobsob (and a careless client) send them.
 //!
-//! Where: comparisons (`= != <> < <= > >=`, `IS [NOT] NULL`) of fields, system fields and literals, combined
+//! Where: comparisons (`= != <> < <= > >=`, `IS [NOT] NULL`, `IN (...)`) of fields, system fields and literals, combined
 //! with `AND`, `OR`, `NOT` and parentheses. Comparisons follow SQL's three-valued logic: anything compared
 //! with NULL is unknown, and unknown rows are not returned. Unknown columns are a 400 with
 //! `query.soql.no-such-column`, like the real query coordinator.
@@ -38,6 +38,8 @@ pub enum Expr {
     /// A comparison of two literals: always unknown here.
     Unknown,
     IsNull(Field, bool),
+    /// `field IN (literal, ...)`.
+    In(Field, Vec<Option<Val>>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
@@ -251,6 +253,38 @@ impl Parser<'_> {
             return Ok(e);
         }
         let l = self.operand()?;
+        if self.peek_kw("in") {
+            self.pos += 1;
+            let Operand::Field(f) = l else {
+                return Err(err("query.soql.type-mismatch", "IN needs a column"));
+            };
+            if self.toks.get(self.pos) != Some(&Tok::LParen) {
+                return Err(err("query.soql.unexpected-token", "Expected '(' after IN"));
+            }
+            self.pos += 1;
+            let mut vals = Vec::new();
+            loop {
+                let lit = self.operand()?;
+                if matches!(lit, Operand::Field(_)) {
+                    return Err(err("query.soql.type-mismatch", "IN takes literals"));
+                }
+                vals.push(literal_for(&f, self.ds, &lit)?);
+                match self.toks.get(self.pos) {
+                    Some(Tok::Comma) => self.pos += 1,
+                    Some(Tok::RParen) => {
+                        self.pos += 1;
+                        break;
+                    }
+                    other => {
+                        return Err(err(
+                            "query.soql.unexpected-token",
+                            format!("Expected ',' or ')' in IN, got {other:?}"),
+                        ))
+                    }
+                }
+            }
+            return Ok(Expr::In(f, vals));
+        }
         if self.peek_kw("is") {
             self.pos += 1;
             let negated = self.peek_kw("not");
@@ -470,6 +504,18 @@ pub fn eval(ds: &Dataset, row: &Row, e: &Expr) -> Option<bool> {
         Expr::Fields(f, op, g) => {
             let (a, b) = (field_val(ds, row, f)?, field_val(ds, row, g)?);
             Some(op.holds(cmp_vals(&a, &b)?))
+        }
+        Expr::In(f, vals) => {
+            let a = field_val(ds, row, f)?;
+            let mut unknown = false;
+            for v in vals {
+                match v.as_ref().and_then(|v| cmp_vals(&a, v)) {
+                    Some(Ordering::Equal) => return Some(true),
+                    Some(_) => {}
+                    None => unknown = true,
+                }
+            }
+            (!unknown).then_some(false)
         }
         Expr::Unknown => None,
         Expr::And(a, b) => match (eval(ds, row, a), eval(ds, row, b)) {

@@ -19,7 +19,10 @@ use crate::soda::Watermark;
 pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
 pub use writer::WarehouseHandle;
 
-const META_SQL: &str = include_str!("../../sql/warehouse/0001_meta.sql");
+const META_SQL: &[&str] = &[
+    include_str!("../../sql/warehouse/0001_meta.sql"),
+    include_str!("../../sql/warehouse/0002_schema_changes.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
@@ -74,6 +77,20 @@ pub struct PageFile<'a> {
     pub path: &'a Path,
     /// The CSV header: `:id`, `:created_at`, `:updated_at`, other system fields and column fieldNames.
     pub header: &'a [String],
+    /// Decimal columns with a value DECIMAL(38,18) cannot hold: widened before the page is merged.
+    pub wide_decimals: &'a [String],
+}
+
+/// What the id set of the source says against a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdSetDiff {
+    /// Ids listed, and how many of them are distinct.
+    pub listed: i64,
+    pub distinct: i64,
+    /// Local rows whose id the source did not list.
+    pub extra_local: i64,
+    /// Listed ids the table lacks.
+    pub missing_local: i64,
 }
 
 /// The table a full load fills before the swap.
@@ -98,8 +115,10 @@ impl Warehouse {
             quote_literal(&temp_dir.display().to_string())
         ))
         .ctx(|| "configuring DuckDB".into())?;
-        conn.execute_batch(META_SQL)
-            .ctx(|| "creating dobsob's tables".into())?;
+        for sql in META_SQL {
+            conn.execute_batch(sql)
+                .ctx(|| "creating dobsob's tables".into())?;
+        }
         Ok(Warehouse { conn })
     }
 
@@ -246,12 +265,89 @@ impl Warehouse {
             .ctx(|| format!("loading page {}", page.path.display()))
     }
 
+    /// Each column of `table` (schema `main`) and its DuckDB type as the table has it now.
+    fn column_types(
+        conn: &Connection,
+        table: &str,
+    ) -> Result<std::collections::HashMap<String, String>, WarehouseError> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT column_name, data_type FROM duckdb_columns()
+                 WHERE schema_name = 'main' AND table_name = ?",
+            )
+            .ctx(|| format!("reading the columns of {table}"))?;
+        let rows = stmt
+            .query_map(params![table], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx(|| format!("reading the columns of {table}"))?;
+        rows.collect::<Result<_, _>>()
+            .ctx(|| format!("reading the columns of {table}"))
+    }
+
+    /// Widens decimal columns of `table` that a page holds too-wide values for to VARCHAR, in the caller's
+    /// transaction: existing values become their exact text (trailing zeros dropped), values that had been
+    /// kept aside as uncastable come back into the column, and the change is recorded.
+    fn widen_decimals(
+        conn: &Connection,
+        table: &str,
+        page: &PageFile,
+    ) -> Result<(), WarehouseError> {
+        if page.wide_decimals.is_empty() {
+            return Ok(());
+        }
+        let types = Self::column_types(conn, table)?;
+        let t = quote_ident(table);
+        for name in page.wide_decimals {
+            let Some(from) = types.get(name).filter(|ty| ty.starts_with("DECIMAL")) else {
+                continue;
+            };
+            let c = quote_ident(name);
+            let text = format!("CAST({c} AS VARCHAR)");
+            conn.execute_batch(&format!(
+                "ALTER TABLE main.{t} ALTER COLUMN {c} SET DATA TYPE VARCHAR USING \
+                 (CASE WHEN contains({text}, '.') THEN rtrim(rtrim({text}, '0'), '.') ELSE {text} END)"
+            ))
+            .ctx(|| format!("widening {table}.{name} to VARCHAR"))?;
+            conn.execute(
+                &format!(
+                    "UPDATE main.{t} AS d SET {c} = u.raw_value FROM dobsob.uncastable u
+                     WHERE u.table_name = ? AND u.column_name = ? AND u.socrata_id = d.socrata_id"
+                ),
+                params![table, name],
+            )
+            .ctx(|| format!("restoring kept values of {table}.{name}"))?;
+            conn.execute(
+                "DELETE FROM dobsob.uncastable WHERE table_name = ? AND column_name = ?",
+                params![table, name],
+            )
+            .ctx(|| format!("restoring kept values of {table}.{name}"))?;
+            conn.execute(
+                "INSERT INTO dobsob.schema_changes VALUES (?, ?, ?, 'VARCHAR', ?, now())",
+                params![
+                    table,
+                    name,
+                    from,
+                    "a value needs more than 20 integer digits or 18 decimals; kept as exact text"
+                ],
+            )
+            .ctx(|| "recording the schema change".into())?;
+            tracing::warn!(
+                table,
+                column = name.as_str(),
+                "a value does not fit {from} exactly: the column is now VARCHAR holding the exact text \
+                 (recorded in dobsob.schema_changes)"
+            );
+        }
+        Ok(())
+    }
+
     /// The `INSERT INTO table SELECT ... FROM _dobsob_page` of a staged page, with typed columns.
     fn insert_sql(
+        conn: &Connection,
         table: &str,
         schema: &TableSchema,
         page: &PageFile,
     ) -> Result<String, WarehouseError> {
+        let types = Self::column_types(conn, table)?;
         let pos = |name: &str| page.header.iter().position(|h| h == name);
         let sys = |name: &str| {
             pos(name)
@@ -260,13 +356,14 @@ impl Warehouse {
         };
         let mut select = vec![
             sys(":id")?,
-            schema::timestamp_sql(&sys(":created_at")?),
-            schema::timestamp_sql(&sys(":updated_at")?),
+            schema::instant_sql(&sys(":created_at")?),
+            schema::instant_sql(&sys(":updated_at")?),
         ];
         for c in &schema.columns {
-            // A column the page does not carry is null in every row of it.
+            let stored = types.get(&c.name).map(String::as_str).unwrap_or("");
+            // A column the page does not carry is null in every row of it (reported by the page check).
             select.push(match pos(&c.name) {
-                Some(i) => c.kind.cast_sql(&format!("c{i}")),
+                Some(i) => c.kind.cast_sql(&format!("c{i}"), stored),
                 None => "NULL".into(),
             });
         }
@@ -285,12 +382,14 @@ impl Warehouse {
         page: &PageFile,
     ) -> Result<(), WarehouseError> {
         let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
+        let types = Self::column_types(conn, table)?;
         for c in &schema.columns {
             let Some(i) = page.header.iter().position(|h| h == &c.name) else {
                 continue;
             };
             let raw = format!("c{i}");
-            if let Some(pred) = c.uncastable_sql(&raw) {
+            let stored = types.get(&c.name).map(String::as_str).unwrap_or("");
+            if let Some(pred) = c.uncastable_sql(&raw, stored) {
                 conn.execute(
                     &format!("INSERT INTO dobsob.uncastable SELECT ?, c{id}, ?, ?, {raw} FROM _dobsob_page WHERE {pred}"),
                     params![table, c.name, c.socrata_type],
@@ -311,8 +410,9 @@ impl Warehouse {
     ) -> Result<(), WarehouseError> {
         let load = load_table(key);
         self.stage(page)?;
-        let insert = Self::insert_sql(&load, schema, page)?;
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        Self::widen_decimals(&tx, &load, page)?;
+        let insert = Self::insert_sql(&tx, &load, schema, page)?;
         tx.execute_batch(&insert)
             .ctx(|| format!("appending to {load}"))?;
         Self::keep_uncastable(&tx, &load, schema, page)?;
@@ -330,20 +430,22 @@ impl Warehouse {
         tx.commit().ctx(|| "COMMIT".into())
     }
 
-    /// Replaces the rows of a page in the live table (delete by `socrata_id`, insert) and advances the
-    /// watermark, in one transaction.
+    /// Replaces the rows of a page in the live table (delete by `socrata_id`, insert) and, for a page of an
+    /// incremental pass, advances the watermark, in one transaction. Rows fetched by id (late rows found by
+    /// the id check) leave the watermark where it is.
     pub fn upsert_page(
         &mut self,
         key: &str,
         schema: &TableSchema,
         page: &PageFile,
-        watermark: &Watermark,
+        watermark: Option<&Watermark>,
     ) -> Result<(), WarehouseError> {
         self.stage(page)?;
-        let insert = Self::insert_sql(key, schema, page)?;
         let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
         let t = quote_ident(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        Self::widen_decimals(&tx, key, page)?;
+        let insert = Self::insert_sql(&tx, key, schema, page)?;
         tx.execute_batch(&format!(
             "DELETE FROM main.{t} WHERE socrata_id IN (SELECT c{id} FROM _dobsob_page)"
         ))
@@ -356,13 +458,18 @@ impl Warehouse {
         tx.execute_batch(&insert)
             .ctx(|| format!("inserting into {key}"))?;
         Self::keep_uncastable(&tx, key, schema, page)?;
-        let n = tx
-            .execute(
+        let n = match watermark {
+            Some(w) => tx.execute(
                 "UPDATE dobsob.sync_state SET wm_updated_at = ?, wm_id = ?, updated_at = now()
                  WHERE dataset = ? AND phase = 'incremental'",
-                params![watermark.updated_at, watermark.id, key],
-            )
-            .ctx(|| "advancing the watermark".into())?;
+                params![w.updated_at, w.id, key],
+            ),
+            None => tx.execute(
+                "UPDATE dobsob.sync_state SET updated_at = now() WHERE dataset = ? AND phase = 'incremental'",
+                params![key],
+            ),
+        }
+        .ctx(|| "advancing the watermark".into())?;
         if n != 1 {
             return Err(WarehouseError::State(format!(
                 "{key} is not in its incremental phase"
@@ -397,19 +504,23 @@ impl Warehouse {
             params![key],
         )
         .ctx(|| "recording the column mapping".into())?;
+        let types = Self::column_types(&tx, key)?;
         for (i, c) in schema.columns.iter().enumerate() {
+            let ty = types
+                .get(&c.name)
+                .cloned()
+                .unwrap_or_else(|| c.kind.duckdb_type().to_string());
             tx.execute(
                 "INSERT INTO dobsob.columns VALUES (?, ?, ?, ?, ?)",
-                params![
-                    key,
-                    i as i64 + 1,
-                    c.name,
-                    c.socrata_type,
-                    c.kind.duckdb_type()
-                ],
+                params![key, i as i64 + 1, c.name, c.socrata_type, ty],
             )
             .ctx(|| "recording the column mapping".into())?;
         }
+        tx.execute(
+            "UPDATE dobsob.schema_changes SET table_name = ? WHERE table_name = ?",
+            params![key, load],
+        )
+        .ctx(|| "recording the column mapping".into())?;
         let n = tx
             .execute(
                 "UPDATE dobsob.sync_state SET phase = 'incremental', load_table = NULL, cursor_id = NULL,
@@ -444,6 +555,45 @@ impl Warehouse {
             .ctx(|| format!("loading ids from {}", path.display()))
     }
 
+    /// Compares the collected id set with `table`.
+    pub fn diff_ids(&self, table: &str) -> Result<IdSetDiff, WarehouseError> {
+        let t = quote_ident(table);
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT (SELECT count(*) FROM _dobsob_ids), (SELECT count(DISTINCT id) FROM _dobsob_ids),
+                            (SELECT count(*) FROM main.{t} WHERE socrata_id NOT IN (SELECT id FROM _dobsob_ids)),
+                            (SELECT count(*) FROM _dobsob_ids WHERE id NOT IN (SELECT socrata_id FROM main.{t}))"
+                ),
+                [],
+                |r| {
+                    Ok(IdSetDiff {
+                        listed: r.get(0)?,
+                        distinct: r.get(1)?,
+                        extra_local: r.get(2)?,
+                        missing_local: r.get(3)?,
+                    })
+                },
+            )
+            .ctx(|| format!("comparing the id set with {table}"))
+    }
+
+    /// Up to `limit` listed ids that `table` lacks.
+    pub fn missing_ids(&self, table: &str, limit: usize) -> Result<Vec<String>, WarehouseError> {
+        let t = quote_ident(table);
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT id FROM _dobsob_ids WHERE id NOT IN (SELECT socrata_id FROM main.{t}) LIMIT ?"
+            ))
+            .ctx(|| format!("finding ids {table} lacks"))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| r.get(0))
+            .ctx(|| format!("finding ids {table} lacks"))?;
+        rows.collect::<Result<_, _>>()
+            .ctx(|| format!("finding ids {table} lacks"))
+    }
+
     /// Deletes the rows whose id the source no longer has; returns how many.
     pub fn delete_missing(&mut self, key: &str) -> Result<i64, WarehouseError> {
         let t = quote_ident(key);
@@ -462,10 +612,65 @@ impl Warehouse {
         )
         .ctx(|| "deleting uncastable values of deleted rows".into())?;
         tx.commit().ctx(|| "COMMIT".into())?;
+        Ok(n as i64)
+    }
+
+    /// Removes ids from the collected id set (rows the source no longer returns when asked by id).
+    pub fn forget_ids(&mut self, ids: &[String]) -> Result<(), WarehouseError> {
+        let mut stmt = self
+            .conn
+            .prepare("DELETE FROM _dobsob_ids WHERE id = ?")
+            .ctx(|| "updating the id set".into())?;
+        for id in ids {
+            stmt.execute(params![id])
+                .ctx(|| "updating the id set".into())?;
+        }
+        Ok(())
+    }
+
+    /// Drops the collected id set.
+    pub fn end_ids(&mut self) -> Result<(), WarehouseError> {
         self.conn
             .execute_batch("DROP TABLE IF EXISTS _dobsob_ids")
-            .ctx(|| "dropping the id set".into())?;
-        Ok(n as i64)
+            .ctx(|| "dropping the id set".into())
+    }
+
+    /// Rows and distinct ids of a full load's table (checked before it is swapped in).
+    pub fn load_stats(&self, key: &str) -> Result<(i64, i64), WarehouseError> {
+        let l = quote_ident(&load_table(key));
+        self.conn
+            .query_row(
+                &format!("SELECT count(*), count(DISTINCT socrata_id) FROM main.{l}"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ctx(|| format!("checking the full load of {key}"))
+    }
+
+    /// Gives up a full load that failed its checks: drops the load table and its kept values, and leaves the
+    /// sync state in phase `full` with no cursor, so the next sync starts the load afresh. The live table,
+    /// if any, is untouched.
+    pub fn abort_full(&mut self, key: &str) -> Result<(), WarehouseError> {
+        let load = load_table(key);
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(&load)))
+            .ctx(|| format!("dropping {load}"))?;
+        tx.execute(
+            "DELETE FROM dobsob.uncastable WHERE table_name = ?",
+            params![load],
+        )
+        .ctx(|| "clearing uncastable values".into())?;
+        tx.execute(
+            "DELETE FROM dobsob.schema_changes WHERE table_name = ?",
+            params![load],
+        )
+        .ctx(|| "clearing schema changes".into())?;
+        tx.execute(
+            "UPDATE dobsob.sync_state SET cursor_id = NULL, updated_at = now() WHERE dataset = ? AND phase = 'full'",
+            params![key],
+        )
+        .ctx(|| "resetting the full load".into())?;
+        tx.commit().ctx(|| "COMMIT".into())
     }
 
     /// Writes everything to the main file (DuckDB would otherwise leave it in the WAL until close).

@@ -22,16 +22,35 @@ pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// How a Socrata type is stored.
+/// Bumped whenever the type mapping changes: it is part of every table's fingerprint, so a table built with
+/// an older mapping is reloaded in full (once) rather than merged into with new types.
+pub const TYPE_MAPPING_VERSION: &str = "types-2";
+
+/// The exact decimal type every `number`, `money` and `percent` column starts as: 20 integer digits and 18
+/// decimals hold NYC's coordinates (15-17 significant digits), money and counts exactly.
+pub const DECIMAL_TYPE: &str = "DECIMAL(38,18)";
+const DECIMAL_INT_DIGITS: u32 = 20;
+const DECIMAL_SCALE: u32 = 18;
+
+/// The SoQL/JSON number grammar dobsob accepts in a decimal column (a regex for DuckDB, matching
+/// [`decimal_shape`]): optional sign, digits with an optional point, an optional exponent.
+const NUMBER_REGEX: &str = "[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?";
+
+/// How a Socrata type is stored (see docs/warehouse.md for the reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
-    /// `text` and every type kept as received (geometry, location, url, ...): VARCHAR.
+    /// `text`, and every type kept as the resource CSV has it (point, location, url, phone, ...): VARCHAR.
     Text,
-    /// `number`, `money`, `percent`, `double`: DECIMAL(38,10). Values with more than 28 integer digits or
-    /// more than 10 decimals cannot be held exactly and go to `dobsob.uncastable`.
-    Number,
-    /// `calendar_date` (floating) and `date` (fixed, `Z`): TIMESTAMP, UTC for fixed timestamps.
+    /// `number`, `money`, `percent` (arbitrary-precision decimals at the source): DECIMAL(38,18). A column
+    /// that receives a value with more than 20 integer digits or 18 decimals is widened to VARCHAR holding
+    /// the exact text, never rounded or NULLed.
+    Decimal,
+    /// `double`: DOUBLE (the source is a binary double already).
+    Double,
+    /// `calendar_date` (floating: New York wall time with no zone): TIMESTAMP.
     Timestamp,
+    /// `date` (a fixed instant, sent with `Z`): TIMESTAMPTZ.
+    Instant,
     /// `checkbox`: BOOLEAN.
     Boolean,
 }
@@ -39,33 +58,43 @@ pub enum ColumnKind {
 impl ColumnKind {
     pub fn from_socrata(data_type_name: &str) -> ColumnKind {
         match data_type_name {
-            "number" | "money" | "percent" | "double" => ColumnKind::Number,
-            "calendar_date" | "date" => ColumnKind::Timestamp,
+            "number" | "money" | "percent" => ColumnKind::Decimal,
+            "double" => ColumnKind::Double,
+            "calendar_date" => ColumnKind::Timestamp,
+            "date" => ColumnKind::Instant,
             "checkbox" => ColumnKind::Boolean,
             _ => ColumnKind::Text,
         }
     }
 
+    /// The DuckDB type a new table gets.
     pub fn duckdb_type(self) -> &'static str {
         match self {
             ColumnKind::Text => "VARCHAR",
-            ColumnKind::Number => "DECIMAL(38,10)",
+            ColumnKind::Decimal => DECIMAL_TYPE,
+            ColumnKind::Double => "DOUBLE",
             ColumnKind::Timestamp => "TIMESTAMP",
+            ColumnKind::Instant => "TIMESTAMPTZ",
             ColumnKind::Boolean => "BOOLEAN",
         }
     }
 
-    /// The typed value of the text cell in `raw` (a quoted column of the staging table); NULL if it will not
-    /// cast exactly.
-    pub fn cast_sql(self, raw: &str) -> String {
+    /// The typed value of the text cell in `raw` (a column of the staging table) for a column stored as
+    /// `stored` (its type in the table now: a widened decimal column is VARCHAR); NULL if it will not cast.
+    pub fn cast_sql(self, raw: &str, stored: &str) -> String {
+        if stored == "VARCHAR" {
+            return raw.to_string();
+        }
         match self {
             ColumnKind::Text => raw.to_string(),
-            // A plain cast would round extra decimals away; only exact values are cast.
-            ColumnKind::Number => format!(
-                "CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]{{1,28}}(\\.[0-9]{{1,10}})?') \
-                 THEN CAST({raw} AS DECIMAL(38,10)) END"
+            // DuckDB's own cast accepts more than numbers (`1_000`) and rounds extra decimals; the grammar is
+            // checked here and the page check has already widened the column for values that would not fit.
+            ColumnKind::Decimal => format!(
+                "CASE WHEN regexp_full_match({raw}, '{NUMBER_REGEX}') THEN TRY_CAST({raw} AS {DECIMAL_TYPE}) END"
             ),
+            ColumnKind::Double => format!("TRY_CAST({raw} AS DOUBLE)"),
             ColumnKind::Timestamp => timestamp_sql(raw),
+            ColumnKind::Instant => instant_sql(raw),
             ColumnKind::Boolean => {
                 format!("CASE {raw} WHEN 'true' THEN true WHEN 'false' THEN false END")
             }
@@ -73,9 +102,91 @@ impl ColumnKind {
     }
 }
 
-/// A Socrata timestamp (`2026-08-06T09:20:17.588Z` or floating `2023-06-03T00:00:00.000`) as a TIMESTAMP.
+/// A floating Socrata timestamp (`2023-06-03T00:00:00.000`) as a TIMESTAMP.
 pub fn timestamp_sql(raw: &str) -> String {
     format!("TRY_CAST(regexp_replace({raw}, 'Z$', '') AS TIMESTAMP)")
+}
+
+/// A fixed Socrata timestamp (`2026-08-06T09:20:17.588Z`, UTC) as a TIMESTAMPTZ. The zone-less wall time is
+/// cast to TIMESTAMP and then to TIMESTAMPTZ, which DuckDB's core (no ICU in this build) reads as UTC.
+pub fn instant_sql(raw: &str) -> String {
+    format!("CAST(TRY_CAST(regexp_replace({raw}, 'Z$', '') AS TIMESTAMP) AS TIMESTAMPTZ)")
+}
+
+/// The exact size of a decimal literal: `(integer digits, decimals)` once leading zeros, trailing zeros and
+/// any exponent are accounted for (`-073.8600` is `(2, 2)`, `1.5E-3` is `(0, 4)`, `0` is `(0, 0)`). `None` if
+/// `s` is not a number in the grammar a decimal column accepts. Exponents saturate: `1e999999` is huge.
+pub fn decimal_shape(s: &str) -> Option<(u32, u32)> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if matches!(b.first(), Some(b'+' | b'-')) {
+        i = 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_part = &b[int_start..i];
+    let mut frac_part: &[u8] = &[];
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let f = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        frac_part = &b[f..i];
+    }
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    let mut exp: i64 = 0;
+    if i < b.len() && matches!(b[i], b'e' | b'E') {
+        i += 1;
+        let neg = match b.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let e = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            exp = exp
+                .saturating_mul(10)
+                .saturating_add(i64::from(b[i] - b'0'));
+            i += 1;
+        }
+        if i == e {
+            return None;
+        }
+        if neg {
+            exp = -exp;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    // All digits, with the point after `point` of them.
+    let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
+    let lead = digits.iter().take_while(|&&d| d == b'0').count();
+    let significant = &digits[lead..];
+    let trail = significant.iter().rev().take_while(|&&d| d == b'0').count();
+    let n = (significant.len() - trail) as i64;
+    if n == 0 {
+        return Some((0, 0));
+    }
+    let point = (int_part.len() as i64 - lead as i64).saturating_add(exp);
+    let clamp = |v: i64| v.clamp(0, u32::MAX as i64) as u32;
+    Some((clamp(point), clamp(n - point)))
+}
+
+/// Whether a decimal of this shape fits [`DECIMAL_TYPE`] exactly.
+pub fn fits_decimal(shape: (u32, u32)) -> bool {
+    shape.0 <= DECIMAL_INT_DIGITS && shape.1 <= DECIMAL_SCALE
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +198,12 @@ pub struct TableColumn {
 }
 
 impl TableColumn {
-    /// A predicate true when the cell in `raw` holds a value its type cannot hold.
-    pub fn uncastable_sql(&self, raw: &str) -> Option<String> {
-        (self.kind != ColumnKind::Text).then(|| {
+    /// A predicate true when the cell in `raw` holds a value the column (stored as `stored`) cannot hold.
+    pub fn uncastable_sql(&self, raw: &str, stored: &str) -> Option<String> {
+        (self.kind != ColumnKind::Text && stored != "VARCHAR").then(|| {
             format!(
                 "{raw} IS NOT NULL AND ({}) IS NULL",
-                self.kind.cast_sql(raw)
+                self.kind.cast_sql(raw, stored)
             )
         })
     }
@@ -136,9 +247,11 @@ impl TableSchema {
         Ok(TableSchema { columns })
     }
 
-    /// A digest of names and types: when it changes, the table is reloaded.
+    /// A digest of names, types and the type mapping: when it changes, the table is reloaded.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
+        h.update(TYPE_MAPPING_VERSION.as_bytes());
+        h.update([b'\n']);
         for c in &self.columns {
             h.update(c.name.as_bytes());
             h.update([0]);
@@ -151,8 +264,8 @@ impl TableSchema {
     pub fn create_table_sql(&self, table: &str) -> String {
         let mut cols = vec![
             "socrata_id VARCHAR NOT NULL".to_string(),
-            "socrata_created_at TIMESTAMP".to_string(),
-            "socrata_updated_at TIMESTAMP".to_string(),
+            "socrata_created_at TIMESTAMPTZ".to_string(),
+            "socrata_updated_at TIMESTAMPTZ".to_string(),
         ];
         cols.extend(
             self.columns
@@ -186,6 +299,8 @@ mod tests {
             col("f", "location"),
             col("g", "url"),
             col("h", "date"),
+            col("i", "double"),
+            col("j", "money"),
             col(":@computed_region_efsh_h5xi", "number"),
         ])
         .unwrap();
@@ -194,15 +309,61 @@ mod tests {
             kinds,
             [
                 "VARCHAR",
-                "DECIMAL(38,10)",
+                "DECIMAL(38,18)",
                 "TIMESTAMP",
                 "BOOLEAN",
                 "VARCHAR",
                 "VARCHAR",
                 "VARCHAR",
-                "TIMESTAMP"
+                "TIMESTAMPTZ",
+                "DOUBLE",
+                "DECIMAL(38,18)"
             ]
         );
+    }
+
+    #[test]
+    fn decimal_shapes_are_exact() {
+        for (s, want) in [
+            ("0", Some((0, 0))),
+            ("-0.000", Some((0, 0))),
+            ("42.50", Some((2, 1))),
+            ("-73.863754707308345", Some((2, 15))),
+            ("+007", Some((1, 0))),
+            (".5", Some((0, 1))),
+            ("5.", Some((1, 0))),
+            ("1.5E-3", Some((0, 4))),
+            ("1e5", Some((6, 0))),
+            ("12.5e+1", Some((3, 0))),
+            ("1000", Some((4, 0))),
+            ("0.0001000", Some((0, 4))),
+            ("123456789012345678901", Some((21, 0))),
+            ("", None),
+            (".", None),
+            ("-", None),
+            ("1e", None),
+            ("1_000", None),
+            (" 5", None),
+            ("1,000", None),
+            ("NaN", None),
+            ("0x10", None),
+        ] {
+            assert_eq!(decimal_shape(s), want, "{s:?}");
+        }
+        assert_eq!(
+            decimal_shape("1e999999999999999999999"),
+            Some((u32::MAX, 0))
+        );
+        assert!(fits_decimal(decimal_shape("-73.863754707308345").unwrap()));
+        assert!(fits_decimal(
+            decimal_shape("99999999999999999999.999999999999999999").unwrap()
+        ));
+        assert!(!fits_decimal(
+            decimal_shape("1.0000000000000000001").unwrap()
+        ));
+        assert!(!fits_decimal(
+            decimal_shape("123456789012345678901").unwrap()
+        ));
     }
 
     #[test]
@@ -212,8 +373,8 @@ mod tests {
         let s = TableSchema::from_view(&[col("x\"; DROP TABLE t; --", "text")]).unwrap();
         assert_eq!(
             s.create_table_sql("t"),
-            "CREATE TABLE \"t\" (socrata_id VARCHAR NOT NULL, socrata_created_at TIMESTAMP, \
-             socrata_updated_at TIMESTAMP, \"x\"\"; DROP TABLE t; --\" VARCHAR)"
+            "CREATE TABLE \"t\" (socrata_id VARCHAR NOT NULL, socrata_created_at TIMESTAMPTZ, \
+             socrata_updated_at TIMESTAMPTZ, \"x\"\"; DROP TABLE t; --\" VARCHAR)"
         );
         for bad in ["", "a\nb", "Socrata_ID"] {
             assert!(

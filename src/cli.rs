@@ -10,6 +10,7 @@ Examples:
   dobsob sync --primary                only the primary datasets
   dobsob sync --datasets dob_violations,hpd_violations
   dobsob status                        how fresh each dataset is
+  dobsob verify --deep                 compare every row's id and :updated_at with the portal
   dobsob rebuild --datasets dob_complaints
                                        reload one dataset in full, swapped in atomically
 
@@ -78,6 +79,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Reload datasets in full into fresh tables and swap them in atomically.
     Rebuild(SyncArgs),
+    /// Compare each dataset with the source without changing anything; exit 1 if anything differs.
+    Verify(VerifyArgs),
 }
 
 /// Which datasets a command works on.
@@ -126,6 +129,74 @@ pub struct SyncArgs {
 
     /// Seconds to wait for data from the portal before a request counts as failed (large NYC queries are slow).
     #[arg(long, help_heading = "Fetching", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// Seconds behind the watermark an incremental pass starts, to catch rows that became visible late
+    /// (a publisher's long transaction); re-read rows are upserted, so this costs only their download. 0
+    /// starts exactly at the watermark.
+    #[arg(
+        long,
+        help_heading = "Guards",
+        default_value_t = 300,
+        value_name = "SECS"
+    )]
+    pub overlap: u64,
+
+    /// Seconds behind the watermark whose rows' ids (ids only, a small listing) are compared with the
+    /// warehouse after each incremental pass, fetching rows that became visible later than the overlap
+    /// window. 0 turns it off.
+    #[arg(
+        long,
+        help_heading = "Guards",
+        default_value_t = 86_400,
+        value_name = "SECS"
+    )]
+    pub late_window: u64,
+
+    /// Refuse a sync whose id check would delete more than this many rows of a dataset.
+    #[arg(
+        long,
+        help_heading = "Guards",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_delete_rows: u64,
+
+    /// Refuse a sync whose id check would delete more than this percentage of a dataset's rows (deletions
+    /// of at most 100 rows are never refused for their share).
+    #[arg(long, help_heading = "Guards", default_value_t = 5.0, value_name = "PERCENT", value_parser = percent)]
+    pub max_delete_percent: f64,
+
+    /// Confirm that deletions past --max-delete-rows / --max-delete-percent are real, and let them happen.
+    #[arg(long, help_heading = "Guards")]
+    pub allow_mass_delete: bool,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 100"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// Also list the source's whole id set with each row's :updated_at and compare it row by row with the
+    /// warehouse (one small request per page of ids): missing, extra and stale rows, with examples.
+    #[arg(long)]
+    pub deep: bool,
+
+    /// Ids per request of the deep comparison.
+    #[arg(long, default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub page_size: u64,
+
+    /// Seconds to wait for data from the portal before a request counts as failed.
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
 

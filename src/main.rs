@@ -33,7 +33,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
     let printer = Printer {
         quiet: cli.global.quiet,
     };
-    let log_to_file = !matches!(cli.command, Command::Status(_));
+    let log_to_file = !matches!(cli.command, Command::Status(_) | Command::Verify(_));
     init_logging(&cli, &settings, log_to_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,6 +50,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
                 dobsob::commands::sync::run(&settings, a, Mode::Rebuild, printer, shutdown).await
             }
             Command::Status(a) => dobsob::commands::status::run(&settings, a.json, printer),
+            Command::Verify(a) => dobsob::commands::verify::run(&settings, a, printer).await,
         }
     })
 }

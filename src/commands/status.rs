@@ -29,6 +29,12 @@ pub struct DatasetStatus {
     pub stale: bool,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
+    /// ok | drift | failed | interrupted: how the last attempt ended.
+    pub last_outcome: Option<String>,
+    /// The source's row count at the last sync (differs from `rows` when the outcome is drift).
+    pub source_rows: Option<i64>,
+    /// Values kept verbatim in dobsob.uncastable because they are not of their column's type.
+    pub uncastable: Option<i64>,
 }
 
 /// Freshness of a dataset last synced `age_secs` ago (None = never): (due, stale).
@@ -65,6 +71,9 @@ pub fn dataset_status(
         stale,
         last_error: rec.and_then(|r| r.last_error.clone()),
         consecutive_failures: rec.map(|r| r.consecutive_failures).unwrap_or(0),
+        last_outcome: rec.and_then(|r| r.last_outcome.clone()),
+        source_rows: rec.and_then(|r| r.source_count),
+        uncastable: rec.and_then(|r| r.uncastable),
     }
 }
 
@@ -102,9 +111,19 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
             if err.chars().count() > 80 {
                 err = err.chars().take(77).collect::<String>() + "...";
             }
+            let rows = match (s.rows, s.source_rows) {
+                (Some(r), Some(src)) if r != src => format!("{r} (source {src})"),
+                (Some(r), _) => r.to_string(),
+                _ => "-".into(),
+            };
             vec![
                 s.key.clone(),
-                s.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                rows,
+                s.last_outcome.clone().unwrap_or_else(|| "-".into()),
+                s.uncastable
+                    .filter(|n| *n > 0)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
                 s.age_seconds.map(age).unwrap_or_else(|| "never".into()),
                 s.watermark
                     .as_ref()
@@ -119,6 +138,8 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
         &[
             "DATASET",
             "ROWS",
+            "LAST",
+            "UNCASTABLE",
             "LAST SUCCESS",
             "WATERMARK",
             "FRESHNESS",

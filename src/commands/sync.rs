@@ -11,7 +11,7 @@ use crate::ledger::{now, Ledger};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
-use crate::sync::{DatasetReport, Engine, Mode, Outcome, Shutdown};
+use crate::sync::{DatasetReport, DeleteGuard, Engine, Mode, Outcome, Shutdown};
 use crate::warehouse::{Warehouse, WarehouseHandle};
 
 /// The JSON report written to `<data-dir>/reports/` after every run.
@@ -63,12 +63,19 @@ pub async fn run(
         warehouse: handle,
         tmp_dir: settings.tmp_dir(),
         page_size: args.page_size,
+        overlap_ms: (args.overlap as i64).saturating_mul(1000),
+        late_window_ms: (args.late_window as i64).saturating_mul(1000),
+        deletes: DeleteGuard {
+            max_rows: args.max_delete_rows,
+            max_percent: args.max_delete_percent,
+            allow: args.allow_mass_delete,
+        },
         shutdown: shutdown.clone(),
     };
     let reports = engine.run(run_id, &datasets, mode).await?;
     let failed = reports
         .iter()
-        .filter(|r| r.outcome == Outcome::Failed)
+        .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::Drift))
         .count();
     let ok = reports.iter().filter(|r| r.outcome == Outcome::Ok).count();
     let outcome = if shutdown.is_triggered() {
@@ -113,7 +120,7 @@ pub async fn run(
     printer.line(&format!("report: {}", path.display()));
     Ok(match outcome {
         Outcome::Interrupted => ExitStatus::Interrupted,
-        Outcome::Failed => ExitStatus::Failed,
+        Outcome::Failed | Outcome::Drift => ExitStatus::Failed,
         Outcome::Ok => ExitStatus::Ok,
     })
 }
@@ -129,10 +136,11 @@ fn print_summary(printer: Printer, report: &RunReport) {
                 d.progress.mode.unwrap_or("-").to_string(),
                 d.progress.rows_fetched.to_string(),
                 d.progress.rows_deleted.to_string(),
-                d.progress
-                    .rows
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                match (d.progress.rows, d.progress.source_rows) {
+                    (Some(r), Some(s)) if r != s => format!("{r} (source {s})"),
+                    (Some(r), _) => r.to_string(),
+                    _ => "-".into(),
+                },
                 format!("{:.1}s", d.seconds),
                 d.error.clone().unwrap_or_default(),
             ]

@@ -12,7 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::soda::Watermark;
 
 /// The migrations, in order. `PRAGMA user_version` holds how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../sql/ledger/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../sql/ledger/0001_init.sql"),
+    include_str!("../../sql/ledger/0002_outcomes.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -47,6 +50,10 @@ pub struct DatasetRecord {
     pub last_attempt_at: Option<String>,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
+    /// ok | drift | failed | interrupted.
+    pub last_outcome: Option<String>,
+    pub source_count: Option<i64>,
+    pub uncastable: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -81,10 +88,15 @@ pub struct AttemptSuccess {
     pub mode: &'static str,
     pub rows_deleted: i64,
     pub row_count: i64,
+    pub source_count: Option<i64>,
+    pub uncastable: Option<i64>,
+    /// Set when the counts still differ: the attempt ends as `drift`, not ok.
+    pub drift: Option<String>,
     pub watermark: Option<Watermark>,
     pub schema_fingerprint: String,
     pub source_rows_updated_at: Option<i64>,
     pub sha256: String,
+    pub warnings: Vec<String>,
 }
 
 pub struct Ledger {
@@ -162,7 +174,7 @@ impl Ledger {
             .query_row(
                 "SELECT key, socrata_id, wm_updated_at, wm_id, row_count, schema_fingerprint,
                         source_rows_updated_at, last_success_at, last_attempt_at, last_error,
-                        consecutive_failures
+                        consecutive_failures, last_outcome, source_count, uncastable
                  FROM datasets WHERE key = ?1",
                 [key],
                 |r| {
@@ -181,6 +193,9 @@ impl Ledger {
                         last_attempt_at: r.get(8)?,
                         last_error: r.get(9)?,
                         consecutive_failures: r.get(10)?,
+                        last_outcome: r.get(11)?,
+                        source_count: r.get(12)?,
+                        uncastable: r.get(13)?,
                     })
                 },
             )
@@ -304,6 +319,8 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records an attempt that ran to its end: `ok`, or `drift` when the counts still differ (then the
+    /// watermark and count are recorded, being true, but not as a success).
     pub fn finish_attempt_ok(
         &mut self,
         attempt: AttemptId,
@@ -311,16 +328,18 @@ impl Ledger {
         s: &AttemptSuccess,
     ) -> Result<(), LedgerError> {
         let t = now();
+        let outcome = if s.drift.is_some() { "drift" } else { "ok" };
         self.write(|tx| {
             tx.execute(
-                "UPDATE attempts SET finished_at = ?2, outcome = 'ok', mode = ?3, rows_deleted = ?4, sha256 = ?5
+                "UPDATE attempts SET finished_at = ?2, outcome = ?3, mode = ?4, rows_deleted = ?5, sha256 = ?6,
+                                     source_count = ?7, error = ?8
                  WHERE id = ?1",
-                params![attempt, t, s.mode, s.rows_deleted, s.sha256],
+                params![attempt, t, outcome, s.mode, s.rows_deleted, s.sha256, s.source_count, s.drift],
             )?;
             tx.execute(
                 "UPDATE datasets SET wm_updated_at = ?2, wm_id = ?3, row_count = ?4, schema_fingerprint = ?5,
-                        source_rows_updated_at = ?6, last_success_at = ?7, last_error = NULL,
-                        consecutive_failures = 0
+                        source_rows_updated_at = ?6, source_count = ?7, last_outcome = ?8,
+                        uncastable = coalesce(?9, uncastable)
                  WHERE key = ?1",
                 params![
                     key,
@@ -329,9 +348,29 @@ impl Ledger {
                     s.row_count,
                     s.schema_fingerprint,
                     s.source_rows_updated_at,
-                    t
+                    s.source_count,
+                    outcome,
+                    s.uncastable
                 ],
             )?;
+            match &s.drift {
+                None => tx.execute(
+                    "UPDATE datasets SET last_success_at = ?2, last_error = NULL, consecutive_failures = 0
+                     WHERE key = ?1",
+                    params![key, t],
+                )?,
+                Some(why) => tx.execute(
+                    "UPDATE datasets SET last_error = ?2, consecutive_failures = consecutive_failures + 1
+                     WHERE key = ?1",
+                    params![key, format!("drift: {why}")],
+                )?,
+            };
+            for w in &s.warnings {
+                tx.execute(
+                    "INSERT INTO warnings (attempt_id, dataset_key, message, at) VALUES (?1, ?2, ?3, ?4)",
+                    params![attempt, key, w, t],
+                )?;
+            }
             Ok(())
         })
     }
@@ -353,7 +392,8 @@ impl Ledger {
             )?;
             if !interrupted {
                 tx.execute(
-                    "UPDATE datasets SET last_error = ?2, consecutive_failures = consecutive_failures + 1
+                    "UPDATE datasets SET last_error = ?2, consecutive_failures = consecutive_failures + 1,
+                                         last_outcome = 'failed'
                      WHERE key = ?1",
                     params![key, error],
                 )?;

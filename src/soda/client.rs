@@ -92,6 +92,10 @@ pub struct ViewMetadata {
     /// Epoch seconds of the last data change.
     pub rows_updated_at: Option<i64>,
     pub columns: Vec<ViewColumn>,
+    /// The portal's own clock when it answered (its `Date` header, epoch seconds): compared with
+    /// `rowsUpdatedAt`, both source facts, never with our clock.
+    #[serde(skip)]
+    pub portal_date: Option<i64>,
 }
 
 /// What a page download wrote.
@@ -154,10 +158,24 @@ impl SodaClient {
         u
     }
 
-    /// `GET /api/views/{id}.json`: the schema and the last data change.
+    /// `GET /api/views/{id}.json`: the schema and the last data change, with the portal's clock.
     pub async fn metadata(&self, dataset_id: &str) -> Result<ViewMetadata, SodaError> {
         let url = self.url(&format!("api/views/{dataset_id}.json"), None);
-        self.get_json(&url, "the metadata JSON").await
+        let (body, date) = self
+            .with_retry(|| async {
+                let resp = self.send(&url).await?;
+                let date = http_date(resp.headers().get(reqwest::header::DATE));
+                let body = resp.text().await.map_err(|e| network("GET", &url, &e))?;
+                Ok::<_, SodaError>((body, date))
+            })
+            .await?;
+        let mut meta: ViewMetadata =
+            serde_json::from_str(&body).map_err(|e| SodaError::BadResponse {
+                url: url.to_string(),
+                message: format!("expected the metadata JSON: {e}"),
+            })?;
+        meta.portal_date = date;
+        Ok(meta)
     }
 
     /// `GET /resource/{id}.json` for small answers (counts, the newest row).
@@ -190,8 +208,12 @@ impl SodaClient {
         dataset_id: &str,
         since: Option<&Watermark>,
     ) -> Result<u64, SodaError> {
-        let q = PageQuery::count(since);
-        let rows = self.query_json(dataset_id, &q).await?;
+        self.count_query(dataset_id, &PageQuery::count(since)).await
+    }
+
+    /// The answer of a `count(*)` query.
+    pub async fn count_query(&self, dataset_id: &str, q: &PageQuery) -> Result<u64, SodaError> {
+        let rows = self.query_json(dataset_id, q).await?;
         let v = rows.first().and_then(|r| r.values().next());
         let n = match v {
             Some(serde_json::Value::String(s)) => s.parse().ok(),
@@ -200,7 +222,7 @@ impl SodaClient {
         };
         n.ok_or_else(|| SodaError::BadResponse {
             url: self
-                .url(&format!("resource/{dataset_id}.json"), Some(&q))
+                .url(&format!("resource/{dataset_id}.json"), Some(q))
                 .to_string(),
             message: format!("count(*) answer has no number: {rows:?}"),
         })
@@ -219,6 +241,21 @@ impl SodaClient {
 
     async fn download_once(&self, url: &Url, path: &Path) -> Result<Download, SodaError> {
         let resp = self.send(url).await?;
+        // A proxy's HTML page or a JSON body with status 200 is not a page of rows: say what came instead.
+        let ctype = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !ctype.is_empty() && !ctype.contains("csv") && !ctype.starts_with("text/plain") {
+            let body = resp.text().await.unwrap_or_default();
+            let snippet: String = body.trim().chars().take(120).collect();
+            return Err(SodaError::BadResponse {
+                url: url.to_string(),
+                message: format!("expected CSV, got {ctype}: {snippet:?}"),
+            });
+        }
         let io = |source| SodaError::Io {
             path: path.display().to_string(),
             source,
@@ -261,12 +298,7 @@ impl SodaClient {
         if status == 200 {
             return Ok(resp);
         }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(resp.headers());
         let body = resp.text().await.unwrap_or_default();
         let (code, message) = parse_error_body(&body);
         Err(SodaError::Status {
@@ -302,6 +334,27 @@ impl SodaClient {
             }
         }
     }
+}
+
+/// An HTTP date header (`Sun, 06 Nov 1994 08:49:37 GMT`) as epoch seconds.
+fn http_date(v: Option<&HeaderValue>) -> Option<i64> {
+    let s = v?.to_str().ok()?;
+    chrono::DateTime::parse_from_rfc2822(s.trim())
+        .ok()
+        .map(|d| d.timestamp())
+}
+
+/// `Retry-After` in either form: seconds, or an HTTP date (measured against the portal's own `Date` header
+/// when it sent one, so the two clocks are never mixed).
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?.timestamp();
+    let now =
+        http_date(h.get(reqwest::header::DATE)).unwrap_or_else(|| chrono::Utc::now().timestamp());
+    Some(Duration::from_secs(at.saturating_sub(now).max(0) as u64))
 }
 
 fn network(method: &'static str, url: &Url, e: &reqwest::Error) -> SodaError {
@@ -345,6 +398,24 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date_against_the_portals_clock() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:30 GMT"),
+        );
+        h.insert(
+            reqwest::header::DATE,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
 
     #[test]
     fn token_is_never_shown() {

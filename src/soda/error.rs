@@ -38,10 +38,13 @@ pub enum SodaError {
 
 impl SodaError {
     /// Whether the same request may succeed later: throttling (429), server errors (5xx), server-side query
-    /// timeouts (408), "still processing" (202) and network errors. Other 4xx fail fast.
+    /// timeouts (408), "still processing" (202) and network errors. Other 4xx fail fast, and so do 501 (not
+    /// implemented) and 505 (HTTP version): answers that will not change on retry.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SodaError::Status { status, .. } => matches!(status, 202 | 408 | 429 | 500..=599),
+            SodaError::Status { status, .. } => {
+                matches!(status, 202 | 408 | 429 | 500..=599) && !matches!(status, 501 | 505)
+            }
             SodaError::Network { .. } => true,
             SodaError::BadResponse { .. } | SodaError::Io { .. } => false,
         }
@@ -116,7 +119,7 @@ mod tests {
         for s in [202, 408, 429, 500, 502, 503] {
             assert!(status(s).is_retryable(), "{s}");
         }
-        for s in [400, 401, 403, 404, 412] {
+        for s in [400, 401, 403, 404, 412, 501] {
             assert!(!status(s).is_retryable(), "{s}");
         }
     }

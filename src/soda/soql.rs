@@ -35,6 +35,15 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         .map(|d| d.and_utc().timestamp_millis())
 }
 
+/// `ts` (a Socrata timestamp) moved by `delta_ms`, in the same shape: with `Z` if it had one, milliseconds.
+/// Only for the overlap window's start, which is a time of our making; cursors are echoed verbatim.
+pub fn shift_timestamp(ts: &str, delta_ms: i64) -> Option<String> {
+    let ms = parse_timestamp_ms(ts)?.checked_add(delta_ms)?;
+    let t = chrono::DateTime::from_timestamp_millis(ms)?;
+    let zone = if ts.ends_with('Z') { "Z" } else { "" };
+    Some(format!("{}{zone}", t.format("%Y-%m-%dT%H:%M:%S%.3f")))
+}
+
 /// Quotes a value as a SoQL string literal: single quotes, with embedded quotes doubled.
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -77,11 +86,53 @@ impl PageQuery {
         }
     }
 
+    /// The first page of an incremental pass that re-reads an overlap window: every row changed at or after
+    /// `since` (a time behind the watermark), in `(:updated_at, :id)` order.
+    pub fn incremental_from(since: &str, limit: u64) -> Self {
+        PageQuery {
+            select: SELECT_ALL.into(),
+            where_: Some(format!(":updated_at >= {}", quote(since))),
+            order: Some(":updated_at,:id".into()),
+            limit: Some(limit),
+        }
+    }
+
+    /// The rows with these ids (rows the source has and the warehouse lacks), in `:id` order.
+    pub fn rows_with_ids(ids: &[String]) -> Self {
+        let list: Vec<String> = ids.iter().map(|id| quote(id)).collect();
+        PageQuery {
+            select: SELECT_ALL.into(),
+            where_: Some(format!(":id IN ({})", list.join(", "))),
+            order: Some(":id".into()),
+            limit: Some(ids.len().max(1) as u64),
+        }
+    }
+
+    /// The number of rows a pass starting with `first` covers: the same `$where`, `count(*)`.
+    pub fn count_like(first: &PageQuery) -> Self {
+        PageQuery {
+            select: "count(*)".into(),
+            where_: first.where_.clone(),
+            order: None,
+            limit: None,
+        }
+    }
+
     /// A page of the id set (for deletion detection): ids only, in `:id` order.
     pub fn id_page(after_id: Option<&str>, limit: u64) -> Self {
+        Self::id_page_since(after_id, None, limit)
+    }
+
+    /// A page of the ids of rows changed at or after `since` (all rows without it), in `:id` order.
+    pub fn id_page_since(after_id: Option<&str>, since: Option<&str>, limit: u64) -> Self {
+        let conds: Vec<String> = since
+            .map(|t| format!(":updated_at >= {}", quote(t)))
+            .into_iter()
+            .chain(after_id.map(|id| format!(":id > {}", quote(id))))
+            .collect();
         PageQuery {
             select: ":id".into(),
-            where_: after_id.map(|id| format!(":id > {}", quote(id))),
+            where_: (!conds.is_empty()).then(|| conds.join(" AND ")),
             order: Some(":id".into()),
             limit: Some(limit),
         }
@@ -133,6 +184,39 @@ mod tests {
         assert_eq!(parse_timestamp_ms("1970-01-01T00:00:01"), Some(1000));
         assert_eq!(parse_timestamp_ms("yesterday"), None);
         assert_eq!(parse_timestamp_ms("20190312"), None);
+    }
+
+    #[test]
+    fn shifted_timestamps_keep_the_shape() {
+        assert_eq!(
+            shift_timestamp("2026-08-06T09:20:17.588Z", -300_000).as_deref(),
+            Some("2026-08-06T09:15:17.588Z")
+        );
+        assert_eq!(
+            shift_timestamp("2026-01-01T00:00:00", -1).as_deref(),
+            Some("2025-12-31T23:59:59.999")
+        );
+        assert_eq!(shift_timestamp("soon", 1), None);
+    }
+
+    #[test]
+    fn ids_and_overlap_queries() {
+        let q = PageQuery::rows_with_ids(&["row-a".into(), "row-b'c".into()]);
+        assert_eq!(q.where_.as_deref(), Some(":id IN ('row-a', 'row-b''c')"));
+        assert_eq!(q.limit, Some(2));
+        let o = PageQuery::incremental_from("2026-01-01T00:00:00.000Z", 7);
+        assert_eq!(
+            o.where_.as_deref(),
+            Some(":updated_at >= '2026-01-01T00:00:00.000Z'")
+        );
+        assert_eq!(PageQuery::count_like(&o).where_, o.where_);
+        assert_eq!(PageQuery::count_like(&o).select, "count(*)");
+        let r = PageQuery::id_page_since(Some("row-a"), Some("2026-01-01T00:00:00.000Z"), 9);
+        assert_eq!(
+            r.where_.as_deref(),
+            Some(":updated_at >= '2026-01-01T00:00:00.000Z' AND :id > 'row-a'")
+        );
+        assert_eq!(PageQuery::id_page(None, 9).where_, None);
     }
 
     #[test]

@@ -1,34 +1,17 @@
-//! One dataset's sync: plan, full load, incremental pass, deletion check.
+//! One dataset's sync: read the metadata, repair the ledger from the warehouse, plan, run the passes,
+//! reconcile, and record the outcome.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::Digest;
-
-use super::page::{self, PageInfo};
+use super::page::Cursor;
+use super::pass::Pass;
 use super::{Engine, Mode, Progress, SyncError};
 use crate::catalog::Dataset;
 use crate::ledger::DatasetRecord;
-use crate::ledger::{AttemptId, AttemptSuccess, PageRecord};
+use crate::ledger::{AttemptId, AttemptSuccess};
 use crate::soda::{PageQuery, Watermark};
-use crate::warehouse::{PageFile, Phase, SyncState, TableSchema};
-
-impl Progress {
-    fn add_page(&mut self, f: &Fetched) {
-        self.pages += 1;
-        self.bytes += f.dl.bytes;
-        self.rows_fetched += f.info.rows;
-        self.digest.update(f.dl.sha256.as_bytes());
-    }
-}
-
-/// A page on disk, checked.
-struct Fetched {
-    path: PathBuf,
-    info: PageInfo,
-    dl: crate::soda::Download,
-}
+use crate::warehouse::{Phase, SyncState, TableSchema};
 
 /// What one sync of a dataset does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,29 +20,25 @@ enum Plan {
     Unchanged,
     /// Load every row into a fresh table and swap it in; `resume` continues an interrupted load.
     Full { resume: bool },
-    /// Fetch the rows changed after the watermark.
+    /// Fetch the rows changed after the watermark (and an overlap window behind it).
     Incremental,
 }
 
-/// The two kinds of keyset pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    /// `$order=:id` into the load table.
-    Full,
-    /// `$order=:updated_at,:id` upserted into the live table.
-    Incremental,
+/// How many seconds the portal's clock must be past `rowsUpdatedAt` before that value may gate the next sync:
+/// `rowsUpdatedAt` has one-second resolution, so a change in the same second, after the metadata was read,
+/// would not move it. Both times are the portal's (its `Date` header), never ours: clock skew between us and
+/// the portal cannot skip a change.
+const GATE_MARGIN_SECS: i64 = 2;
+
+/// The `rowsUpdatedAt` a sync may record for the next one's change gate, if any.
+fn gate_value(rows_updated_at: Option<i64>, portal_date: Option<i64>) -> Option<i64> {
+    let (r, d) = (rows_updated_at?, portal_date?);
+    (d >= r + GATE_MARGIN_SECS).then_some(r)
 }
-
-/// Two page files: one being merged while the next downloads.
-pub(super) const PAGE_SLOTS: [&str; 2] = ["page0", "page1"];
-
-/// A `rowsUpdatedAt` this recent (seconds) is not trusted to gate the next sync: a change in the same
-/// second, after we read it, would not move it.
-const GATE_MARGIN_SECS: i64 = 120;
 
 impl Engine {
     /// Runs `fut` unless shutdown is asked for first.
-    async fn interruptible<T, E>(
+    pub(super) async fn interruptible<T, E>(
         &self,
         fut: impl Future<Output = Result<T, E>>,
     ) -> Result<T, SyncError>
@@ -72,10 +51,6 @@ impl Engine {
         }
     }
 
-    pub(super) fn page_path(&self, key: &str, what: &str) -> PathBuf {
-        self.tmp_dir.join(format!("{key}.{what}.csv"))
-    }
-
     pub(super) async fn sync_dataset(
         &mut self,
         ds: &Dataset,
@@ -84,30 +59,19 @@ impl Engine {
         progress: &mut Progress,
     ) -> Result<(), SyncError> {
         let key = ds.key.to_string();
-        let started_epoch = chrono::Utc::now().timestamp();
         let meta = self
             .interruptible(self.client.metadata(ds.id.as_str()))
             .await?;
         let schema = Arc::new(TableSchema::from_view(&meta.columns).map_err(SyncError::Schema)?);
-        // The source's identity and columns: when either changes, the table is reloaded in full.
+        // The source's identity, columns and dobsob's type mapping: when any changes, the table is reloaded.
         let fingerprint = format!("{}/{}", ds.id, schema.fingerprint());
         let state = {
             let k = key.clone();
             self.warehouse.call(move |w| w.state(&k)).await?
         };
         let record = self.ledger.dataset(&key)?;
-
-        // The warehouse's state is the truth; a ledger behind it (crash between the two commits) is repaired.
-        if let Some(s) = state.as_ref().filter(|s| s.phase == Phase::Incremental) {
-            let ledger_wm = record.as_ref().and_then(|r| r.watermark.clone());
-            if ledger_wm != s.watermark.as_ref().map(Into::into) {
-                let k = key.clone();
-                let rows = self.warehouse.call(move |w| w.count(&k)).await?;
-                tracing::warn!(dataset = %key, "ledger was behind the warehouse; repaired from the warehouse");
-                self.ledger
-                    .repair_from_warehouse(&key, s.watermark.as_ref(), rows)?;
-            }
-        }
+        self.repair_ledger(&key, state.as_ref(), record.as_ref())
+            .await?;
 
         let plan = self
             .plan(
@@ -124,6 +88,7 @@ impl Engine {
             progress.mode = Some("unchanged");
             let k = key.clone();
             let rows = self.warehouse.call(move |w| w.count(&k)).await?;
+            progress.source_rows = record.as_ref().and_then(|r| r.source_count);
             return self.finish(
                 ds,
                 attempt,
@@ -144,29 +109,102 @@ impl Engine {
         let start = match plan {
             Plan::Incremental | Plan::Unchanged => wm,
             Plan::Full { resume } => {
-                let resume = state.as_ref().filter(|_| resume);
+                let resume = state.as_ref().filter(|s| resume && s.cursor_id.is_some());
                 self.full_load(ds, &schema, attempt, progress, &fingerprint, resume)
                     .await?
             }
         };
-        let watermark = self
-            .pages(ds, &schema, attempt, progress, Pass::Incremental, start)
+        // Re-read an overlap window behind the watermark: a row committed late with an older :updated_at
+        // is caught here (the upsert makes re-reading harmless).
+        let cursor = match &start {
+            None => Cursor::Start,
+            Some(w) if self.overlap_ms > 0 => {
+                match crate::soda::soql::shift_timestamp(&w.updated_at, -self.overlap_ms) {
+                    Some(t) => Cursor::From(t),
+                    None => Cursor::After(w.clone()),
+                }
+            }
+            Some(w) => Cursor::After(w.clone()),
+        };
+        let first = Pass::Incremental.query(&cursor, self.page_size);
+        let expected = self
+            .interruptible(
+                self.client
+                    .count_query(ds.id.as_str(), &PageQuery::count_like(&first)),
+            )
             .await?;
-        let rows = self.reconcile_deletions(ds, attempt, progress).await?;
+        let last = self
+            .pages(
+                ds,
+                &schema,
+                attempt,
+                progress,
+                Pass::Incremental,
+                cursor,
+                Some(expected),
+            )
+            .await?;
+        // Late rows further behind than the overlap: their ids, within the late window.
+        if let Some(w) = &start {
+            if self.late_window_ms > 0 {
+                if let Some(since) =
+                    crate::soda::soql::shift_timestamp(&w.updated_at, -self.late_window_ms)
+                {
+                    self.catch_late_rows(ds, &schema, attempt, progress, &since)
+                        .await?;
+                }
+            }
+        }
+        // An empty pass keeps the watermark it started from.
+        let watermark = last.or(start);
+        let rec = self.reconcile(ds, &schema, attempt, progress).await?;
         let k = key.clone();
         let uncastable = self.warehouse.call(move |w| w.uncastable_count(&k)).await?;
         if uncastable > 0 {
             tracing::warn!(
                 dataset = %key,
-                "{uncastable} values did not fit their column's type; they are kept verbatim in dobsob.uncastable"
+                "{uncastable} values are not of their column's type (text in a number column, ...); they are \
+                 kept verbatim in dobsob.uncastable"
             );
         }
         progress.uncastable = Some(uncastable);
-        // Only a rowsUpdatedAt safely older than this sync's start may gate the next one.
-        let gate = meta
-            .rows_updated_at
-            .filter(|t| *t < started_epoch - GATE_MARGIN_SECS);
-        self.finish(ds, attempt, progress, rows, watermark, fingerprint, gate)
+        progress.source_rows = Some(rec.source);
+        // A drifting dataset records no gate value: the next sync looks again, whatever rowsUpdatedAt says.
+        let gate =
+            gate_value(meta.rows_updated_at, meta.portal_date).filter(|_| rec.drift.is_none());
+        progress.drift = rec.drift.clone();
+        self.finish(
+            ds,
+            attempt,
+            progress,
+            rec.local,
+            watermark,
+            fingerprint,
+            gate,
+        )
+    }
+
+    /// The warehouse's state is the truth; a ledger behind it (a crash between the two commits) is repaired:
+    /// its watermark and its row count.
+    async fn repair_ledger(
+        &mut self,
+        key: &str,
+        state: Option<&SyncState>,
+        record: Option<&DatasetRecord>,
+    ) -> Result<(), SyncError> {
+        let Some(s) = state.filter(|s| s.phase == Phase::Incremental) else {
+            return Ok(());
+        };
+        let k = key.to_string();
+        let rows = self.warehouse.call(move |w| w.count(&k)).await?;
+        let ledger_wm = record.and_then(|r| r.watermark.clone());
+        let ledger_rows = record.and_then(|r| r.row_count);
+        if ledger_wm != s.watermark.as_ref().map(Into::into) || ledger_rows != Some(rows) {
+            tracing::warn!(dataset = %key, "ledger was behind the warehouse; repaired from the warehouse");
+            self.ledger
+                .repair_from_warehouse(key, s.watermark.as_ref(), rows)?;
+        }
+        Ok(())
     }
 
     /// Decides what this sync of a dataset does.
@@ -188,13 +226,14 @@ impl Engine {
                 })
             }
             Some(_) if !same_schema => {
-                tracing::warn!(dataset = %ds.key, "the dataset's columns changed on the portal: reloading it in full");
+                tracing::warn!(dataset = %ds.key, "the dataset's columns (or dobsob's type mapping) changed: reloading it in full");
                 return Ok(Plan::Full { resume: false });
             }
             Some(_) if mode == Mode::Rebuild => return Ok(Plan::Full { resume: false }),
             Some(_) => {}
         }
-        // Gate: nothing changed at the source since a sync that started safely after the last change.
+        // Gate: nothing changed at the source since a sync that read a rowsUpdatedAt the portal's own clock
+        // had safely passed.
         if meta.rows_updated_at.is_some()
             && record.and_then(|r| r.source_rows_updated_at) == meta.rows_updated_at
         {
@@ -244,6 +283,7 @@ impl Engine {
         fingerprint: String,
         source_rows_updated_at: Option<i64>,
     ) -> Result<(), SyncError> {
+        use sha2::Digest;
         progress.rows = Some(rows);
         let digest = std::mem::take(&mut progress.digest);
         self.ledger.finish_attempt_ok(
@@ -253,238 +293,34 @@ impl Engine {
                 mode: progress.mode.unwrap_or("incremental"),
                 rows_deleted: progress.rows_deleted as i64,
                 row_count: rows,
+                source_count: progress.source_rows,
+                uncastable: progress.uncastable,
+                drift: progress.drift.clone(),
                 watermark,
                 schema_fingerprint: fingerprint,
                 source_rows_updated_at,
                 sha256: crate::soda::client::hex(&digest.finalize()),
+                warnings: progress.warnings.clone(),
             },
         )?;
         Ok(())
     }
+}
 
-    /// Downloads one page of rows into page file `slot` and checks it.
-    async fn fetch_rows(
-        &self,
-        ds: &Dataset,
-        q: &PageQuery,
-        schema: &Arc<TableSchema>,
-        slot: usize,
-    ) -> Result<Fetched, SyncError> {
-        let path = self.page_path(ds.key.as_str(), PAGE_SLOTS[slot]);
-        let dl = self
-            .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
-            .await?;
-        // Parsing a page is CPU work: keep it off the runtime's workers.
-        let (p, s) = (path.clone(), schema.clone());
-        let checked = tokio::task::spawn_blocking(move || page::inspect_rows(&p, &s))
-            .await
-            .unwrap_or_else(|e| Err(format!("the page check panicked: {e}")));
-        let info = checked.map_err(|message| SyncError::Page {
-            url: dl.url.clone(),
-            message,
-        })?;
-        tracing::debug!(dataset = %ds.key, rows = info.rows, bytes = dl.bytes, "page fetched");
-        Ok(Fetched { path, info, dl })
-    }
+#[cfg(test)]
+mod tests {
+    use super::gate_value;
 
-    /// Loads every row in `:id` order into a fresh load table and swaps it in. Returns the watermark the
-    /// incremental pass starts from: the newest row when the load began, so rows changed during the load
-    /// (behind the cursor) are caught.
-    async fn full_load(
-        &mut self,
-        ds: &Dataset,
-        schema: &Arc<TableSchema>,
-        attempt: AttemptId,
-        progress: &mut Progress,
-        fingerprint: &str,
-        resume: Option<&SyncState>,
-    ) -> Result<Option<Watermark>, SyncError> {
-        let key = ds.key.to_string();
-        let (start, cursor) = match resume {
-            Some(s) => {
-                tracing::info!(dataset = %key, "resuming the interrupted full load");
-                (s.watermark.clone(), s.cursor_id.clone())
-            }
-            None => {
-                let newest = self
-                    .interruptible(self.client.query_json(ds.id.as_str(), &PageQuery::newest()))
-                    .await?;
-                let start = newest.first().and_then(|r| {
-                    Some(Watermark {
-                        updated_at: r.get(":updated_at")?.as_str()?.to_string(),
-                        id: r.get(":id")?.as_str()?.to_string(),
-                    })
-                });
-                let (k, s, f, st) = (
-                    key.clone(),
-                    schema.clone(),
-                    fingerprint.to_string(),
-                    start.clone(),
-                );
-                self.warehouse
-                    .call(move |w| w.begin_full(&k, &s, &f, st.as_ref()))
-                    .await?;
-                (start, None)
-            }
-        };
-        // A full pass pages by :id alone; the cursor's :updated_at is not used.
-        let cursor = cursor.map(|id| Watermark {
-            updated_at: String::new(),
-            id,
-        });
-        self.pages(ds, schema, attempt, progress, Pass::Full, cursor)
-            .await?;
-        let (k, s) = (key.clone(), schema.clone());
-        self.warehouse.call(move |w| w.finish_full(&k, &s)).await?;
-        tracing::info!(dataset = %key, "full load swapped in");
-        Ok(start)
-    }
-
-    /// Pages through a pass from `cursor` (the last row already committed), merging each page. The download
-    /// of page N+1 overlaps the merge of page N (the cursor for N+1 is known once N is checked); a page is
-    /// recorded in the ledger only after its merge committed. Returns the last row committed.
-    async fn pages(
-        &mut self,
-        ds: &Dataset,
-        schema: &Arc<TableSchema>,
-        attempt: AttemptId,
-        progress: &mut Progress,
-        pass: Pass,
-        mut cursor: Option<Watermark>,
-    ) -> Result<Option<Watermark>, SyncError> {
-        let key = ds.key.to_string();
-        let query = |cursor: Option<&Watermark>, limit| match pass {
-            Pass::Full => PageQuery::full_page(cursor.map(|w| w.id.as_str()), limit),
-            Pass::Incremental => PageQuery::incremental_page(cursor, limit),
-        };
-        let mut slot = 0;
-        let mut fetched = self
-            .fetch_rows(ds, &query(cursor.as_ref(), self.page_size), schema, slot)
-            .await?;
-        loop {
-            progress.add_page(&fetched);
-            let Some(last) = fetched.info.last.clone() else {
-                break;
-            };
-            let more = fetched.info.rows >= self.page_size;
-            let (k, s, p, h, l) = (
-                key.clone(),
-                schema.clone(),
-                fetched.path.clone(),
-                fetched.info.header.clone(),
-                last.clone(),
-            );
-            let merge = self.warehouse.call(move |w| {
-                let page = PageFile {
-                    path: &p,
-                    header: &h,
-                };
-                match pass {
-                    Pass::Full => {
-                        w.load_page(&k, &s, &page, &l.id)?;
-                        w.count(&crate::warehouse::load_table(&k))
-                    }
-                    Pass::Incremental => {
-                        w.upsert_page(&k, &s, &page, &l)?;
-                        w.count(&k)
-                    }
-                }
-            });
-            let next_q = query(Some(&last), self.page_size);
-            let next = async {
-                if more && !self.shutdown.is_triggered() {
-                    Some(self.fetch_rows(ds, &next_q, schema, 1 - slot).await)
-                } else {
-                    None
-                }
-            };
-            let (merged, next) = tokio::join!(merge, next);
-            let rows = merged?;
-            let wm = (pass == Pass::Incremental).then_some(&last);
-            self.ledger.record_page(
-                attempt,
-                &key,
-                &Self::page_record(progress.pages, &fetched),
-                wm,
-                rows,
-            )?;
-            cursor = Some(last);
-            match next {
-                Some(n) => fetched = n?,
-                None if self.shutdown.is_triggered() => return Err(SyncError::Interrupted),
-                None => break,
-            }
-            slot = 1 - slot;
-        }
-        Ok(cursor)
-    }
-
-    fn page_record(seq: u64, f: &Fetched) -> PageRecord {
-        PageRecord {
-            seq: seq as i64,
-            rows: f.info.rows as i64,
-            bytes: f.dl.bytes as i64,
-            sha256: f.dl.sha256.clone(),
-            first: f.info.first.clone(),
-            last: f.info.last.clone(),
-        }
-    }
-
-    /// An `:updated_at` cursor never sees deletions: compare counts, and if they differ, fetch the source's id
-    /// set (ids only, in `:id` order) and delete the local rows it lacks. Returns the local row count.
-    async fn reconcile_deletions(
-        &mut self,
-        ds: &Dataset,
-        attempt: AttemptId,
-        progress: &mut Progress,
-    ) -> Result<i64, SyncError> {
-        let key = ds.key.to_string();
-        let source = self
-            .interruptible(self.client.count(ds.id.as_str(), None))
-            .await? as i64;
-        let k = key.clone();
-        let local = self.warehouse.call(move |w| w.count(&k)).await?;
-        if source == local {
-            return Ok(local);
-        }
-        tracing::info!(dataset = %key, source, local, "row counts differ: checking the id set for deletions");
-        self.warehouse.call(|w| w.begin_ids()).await?;
-        let path = self.page_path(&key, "ids");
-        let mut cursor: Option<String> = None;
-        loop {
-            if self.shutdown.is_triggered() {
-                return Err(SyncError::Interrupted);
-            }
-            let q = PageQuery::id_page(cursor.as_deref(), self.page_size);
-            let dl = self
-                .interruptible(self.client.download_csv(ds.id.as_str(), &q, &path))
-                .await?;
-            let (n, last) = page::inspect_ids(&path).map_err(|message| SyncError::Page {
-                url: dl.url.clone(),
-                message,
-            })?;
-            progress.bytes += dl.bytes;
-            self.ledger.add_bytes(attempt, dl.bytes as i64)?;
-            if n > 0 {
-                let p = path.clone();
-                self.warehouse.call(move |w| w.append_ids(&p)).await?;
-            }
-            match last {
-                Some(l) if n >= self.page_size => cursor = Some(l),
-                _ => break,
-            }
-        }
-        let k = key.clone();
-        let deleted = self.warehouse.call(move |w| w.delete_missing(&k)).await?;
-        progress.rows_deleted += deleted as u64;
-        let k = key.clone();
-        let local = self.warehouse.call(move |w| w.count(&k)).await?;
-        if local != source {
-            tracing::warn!(
-                dataset = %key, source, local,
-                "row counts still differ after the id check: the source changed during the sync; the next sync catches up"
-            );
-        }
-        Ok(local)
+    #[test]
+    fn the_gate_compares_the_portals_clocks_only() {
+        // The portal answered well after its last change: safe to gate on.
+        assert_eq!(gate_value(Some(1000), Some(1005)), Some(1000));
+        // In the same second (or nearly): a later change could keep the same rowsUpdatedAt.
+        assert_eq!(gate_value(Some(1000), Some(1000)), None);
+        assert_eq!(gate_value(Some(1000), Some(1001)), None);
+        // The portal's clock behind its own stamp (replicas): not safe.
+        assert_eq!(gate_value(Some(1000), Some(990)), None);
+        assert_eq!(gate_value(Some(1000), None), None);
+        assert_eq!(gate_value(None, Some(1000)), None);
     }
 }

@@ -7,7 +7,10 @@
 //! `docs/architecture.md`).
 
 mod dataset;
+mod full;
 pub mod page;
+mod pass;
+pub mod reconcile;
 pub mod shutdown;
 
 use std::path::PathBuf;
@@ -19,6 +22,7 @@ use crate::catalog::Dataset;
 use crate::ledger::{Ledger, LedgerError, RunId};
 use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
+pub use reconcile::DeleteGuard;
 pub use shutdown::Shutdown;
 
 /// What to do with each dataset.
@@ -42,6 +46,23 @@ pub enum SyncError {
     Schema(String),
     #[error("bad page from {url}: {message}")]
     Page { url: String, message: String },
+    /// A page that does not move the pass forward (a portal ignoring `$where` or `$order`); nothing of it
+    /// was committed.
+    #[error("page {page}: {message}")]
+    Paging { page: u64, message: String },
+    /// A full load that failed its completeness checks and was not swapped in.
+    #[error("{0}")]
+    Incomplete(String),
+    /// The id check would delete more than the limits allow without confirmation.
+    #[error(
+        "refusing to delete {would_delete} of {rows} rows ({why}): the portal may be serving a partial \
+         dataset. If the deletions are real, run again with --allow-mass-delete, or `dobsob rebuild` the dataset"
+    )]
+    MassDelete {
+        would_delete: u64,
+        rows: u64,
+        why: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -51,6 +72,8 @@ pub enum SyncError {
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Ok,
+    /// Synced, but the warehouse's row count still differs from the source's (both are reported): not ok.
+    Drift,
     Failed,
     /// Stopped by Ctrl-C or SIGTERM at a page boundary; the next run resumes.
     Interrupted,
@@ -60,6 +83,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Drift => "drift",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
         }
@@ -75,6 +99,12 @@ pub struct Progress {
     pub rows_deleted: u64,
     /// Rows in the table after the sync.
     pub rows: Option<i64>,
+    /// Rows the source counted at the end of the sync.
+    pub source_rows: Option<i64>,
+    /// Why the table does not equal the source (outcome `drift`).
+    pub drift: Option<String>,
+    /// Things the portal did that dobsob worked around (capped `$limit`, columns the metadata lacks, ...).
+    pub warnings: Vec<String>,
     /// Values that did not fit their column's type, kept in `dobsob.uncastable`.
     pub uncastable: Option<i64>,
     pub pages: u64,
@@ -104,6 +134,11 @@ pub struct Engine {
     /// Where pages are written while they are checked and loaded.
     pub tmp_dir: PathBuf,
     pub page_size: u64,
+    /// How far behind the watermark an incremental pass starts (milliseconds; 0: exactly at it).
+    pub overlap_ms: i64,
+    /// How far behind the watermark the ids of changed rows are listed to find late rows (ms; 0: never).
+    pub late_window_ms: i64,
+    pub deletes: DeleteGuard,
     pub shutdown: Shutdown,
 }
 
@@ -134,7 +169,7 @@ impl Engine {
             )?;
             let mut progress = Progress::default();
             let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
-            for what in dataset::PAGE_SLOTS.iter().chain(&["ids"]) {
+            for what in pass::PAGE_SLOTS.iter().chain(&["ids"]) {
                 let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
             }
             let seconds = started.elapsed().as_secs_f64();
@@ -147,6 +182,12 @@ impl Engine {
                 error: None,
             };
             match result {
+                Ok(()) if report.progress.drift.is_some() => {
+                    let why = report.progress.drift.clone().unwrap_or_default();
+                    tracing::error!("{}: drift: {why}", ds.key);
+                    report.outcome = Outcome::Drift;
+                    report.error = Some(format!("{}: drift: {why}", ds.key));
+                }
                 Ok(()) => {
                     tracing::info!(
                         dataset = %ds.key,

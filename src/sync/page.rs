@@ -1,22 +1,36 @@
-//! Checks a downloaded CSV page before it goes near the warehouse, streaming it once: the header names known
-//! fields, every row has as many cells as the header, ids are unique within the page, and `:updated_at`
-//! values are Socrata timestamps. It also finds the first and last row's `(:updated_at, :id)`, the keyset
-//! cursor for the next page. Memory: one record plus the page's ids.
+//! Checks a downloaded CSV page before it goes near the warehouse, streaming it once: the header names its
+//! fields once and carries the system fields, every row has as many cells as the header, ids are unique
+//! within the page, `:updated_at` values are Socrata timestamps, and whether the rows come in
+//! `:updated_at` order. It also finds the first and last row's `(:updated_at, :id)`, the keyset cursor for
+//! the next page, and the decimal columns holding a value too wide for DECIMAL(38,18) (the merge widens them
+//! first). [`check_step`] then checks that the page moved past the cursor. Memory: one record plus the
+//! page's keys.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::soda::soql::parse_timestamp_ms;
 use crate::soda::Watermark;
-use crate::warehouse::TableSchema;
+use crate::warehouse::schema::{decimal_shape, fits_decimal};
+use crate::warehouse::{ColumnKind, TableSchema};
 
 /// What a page holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PageInfo {
     pub header: Vec<String>,
     pub rows: u64,
     pub first: Option<Watermark>,
     pub last: Option<Watermark>,
+    /// Every row's `:id` and `:updated_at` (for the check that consecutive pages do not repeat rows).
+    pub keys: HashMap<String, String>,
+    /// The first row (1-based) whose `:updated_at` is older than the row before it, with its id.
+    pub time_order_break: Option<(u64, String)>,
+    /// Decimal columns with a value that DECIMAL(38,18) cannot hold exactly.
+    pub wide_decimals: Vec<String>,
+    /// Fields in the page that the metadata does not list (not stored; reported).
+    pub unknown_columns: Vec<String>,
+    /// Metadata columns the page does not carry (stored as NULL; reported).
+    pub missing_columns: Vec<String>,
 }
 
 fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
@@ -38,8 +52,41 @@ fn csv_error(e: csv::Error) -> String {
     }
 }
 
+/// A CSV body whose quote characters do not pair up was cut inside a quoted field (the CSV reader would take
+/// the rest of the file as that field's text).
+fn check_quotes(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read the page: {e}"))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut quotes, mut offset, mut last_open) = (0u64, 0u64, 0u64);
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read the page: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'"' {
+                quotes += 1;
+                if quotes % 2 == 1 {
+                    last_open = offset + i as u64;
+                }
+            }
+        }
+        offset += n as u64;
+    }
+    if quotes % 2 == 1 {
+        return Err(format!(
+            "malformed CSV: unterminated quoted field opened at byte {last_open}"
+        ));
+    }
+    Ok(())
+}
+
 /// Inspects a page of `$select=:*,*` rows against the dataset's schema.
 pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, String> {
+    check_quotes(path)?;
     let mut rdr = reader(path)?;
     let header: Vec<String> = rdr
         .headers()
@@ -47,18 +94,22 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         .iter()
         .map(str::to_string)
         .collect();
-    let mut seen = HashSet::new();
+    let mut info = PageInfo::default();
+    let mut seen = std::collections::HashSet::new();
     for h in &header {
         if !seen.insert(h.as_str()) {
             return Err(format!("the header names {h:?} twice"));
         }
         if !h.starts_with(':') && !schema.columns.iter().any(|c| &c.name == h) {
-            return Err(format!(
-                "the page has a column {h:?} that the dataset's metadata does not list (the schema changed \
-                 during the sync; run it again)"
-            ));
+            info.unknown_columns.push(h.clone());
         }
     }
+    info.missing_columns = schema
+        .columns
+        .iter()
+        .filter(|c| !seen.contains(c.name.as_str()))
+        .map(|c| c.name.clone())
+        .collect();
     let find = |name: &str| {
         header
             .iter()
@@ -67,19 +118,21 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
     };
     let (id_col, upd_col) = (find(":id")?, find(":updated_at")?);
     find(":created_at")?;
-    let mut info = PageInfo {
-        header: header.clone(),
-        rows: 0,
-        first: None,
-        last: None,
-    };
-    let mut ids = HashSet::new();
+    // Decimal columns by position in the page, and whether one of their values was too wide.
+    let decimals: Vec<(usize, &str)> = schema
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Decimal)
+        .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.name.as_str())))
+        .collect();
+    let mut wide = vec![false; decimals.len()];
     // Two records swapped after each row: the last row is at hand at the end without copying every row.
     let (mut rec, mut prev) = (csv::StringRecord::new(), csv::StringRecord::new());
     let key = |r: &csv::StringRecord| Watermark {
         updated_at: r[upd_col].to_string(),
         id: r[id_col].to_string(),
     };
+    let mut prev_ms = i64::MIN;
     while rdr.read_record(&mut rec).map_err(csv_error)? {
         info.rows += 1;
         let id = &rec[id_col];
@@ -87,17 +140,27 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         if id.is_empty() {
             return Err(format!("row {} has an empty :id", info.rows));
         }
-        if parse_timestamp_ms(upd).is_none() {
+        let Some(ms) = parse_timestamp_ms(upd) else {
             return Err(format!(
                 "row {} (:id {id}) has :updated_at {upd:?}, not a timestamp",
                 info.rows
             ));
+        };
+        if ms < prev_ms && info.time_order_break.is_none() {
+            info.time_order_break = Some((info.rows, id.to_string()));
         }
-        if !ids.insert(id.to_string()) {
+        prev_ms = ms;
+        if info.keys.insert(id.to_string(), upd.to_string()).is_some() {
             return Err(format!(
                 "row {} repeats :id {id} within one page",
                 info.rows
             ));
+        }
+        for (w, (pos, _)) in wide.iter_mut().zip(&decimals) {
+            if !*w {
+                let cell = &rec[*pos];
+                *w = !cell.is_empty() && decimal_shape(cell).is_some_and(|s| !fits_decimal(s));
+            }
         }
         if info.rows == 1 {
             info.first = Some(key(&rec));
@@ -107,26 +170,132 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
     if info.rows > 0 {
         info.last = Some(key(&prev));
     }
+    info.wide_decimals = decimals
+        .iter()
+        .zip(&wide)
+        .filter(|(_, w)| **w)
+        .map(|((_, name), _)| name.to_string())
+        .collect();
+    info.header = header;
     Ok(info)
 }
 
-/// Inspects a page of `$select=:id` rows; returns the row count and the last id.
-pub fn inspect_ids(path: &Path) -> Result<(u64, Option<String>), String> {
+/// Where a pass stands before a page: what the page must come after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// The first page of a pass from the beginning.
+    Start,
+    /// Strictly after this row (in the pass's order).
+    After(Watermark),
+    /// At or after this `:updated_at` (an incremental pass that re-reads an overlap window).
+    From(String),
+}
+
+/// How a pass orders its pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// `$order=:id`: ids cannot be compared here (the server's order is not alphabetical), only told apart.
+    Id,
+    /// `$order=:updated_at,:id`: times can be compared.
+    UpdatedAt,
+}
+
+/// Checks that a page moved the pass forward: its first row is after the cursor, its rows are in the pass's
+/// order as far as they can be compared, and it repeats no row of the page before (`prev`: id to
+/// `:updated_at`). A portal that ignores `$where` or `$order` fails here instead of looping or loading rows
+/// twice. In `:updated_at` order a row may come back with a newer time (it changed during the pass); the
+/// same id with the same time is a repeat.
+pub fn check_step(
+    order: Order,
+    cursor: &Cursor,
+    info: &PageInfo,
+    prev: &HashMap<String, String>,
+) -> Result<(), String> {
+    let Some(first) = &info.first else {
+        return Ok(());
+    };
+    let ms = |t: &str| parse_timestamp_ms(t).unwrap_or(i64::MIN);
+    match cursor {
+        Cursor::Start => {}
+        Cursor::After(c) => {
+            if first.id == c.id {
+                return Err(format!(
+                    "the page starts with the cursor's own row {} instead of the row after it (the portal                      ignored $where?)",
+                    c.id
+                ));
+            }
+            if order == Order::UpdatedAt && ms(&first.updated_at) < ms(&c.updated_at) {
+                return Err(format!(
+                    "the page starts at {} (:id {}), before the cursor {} (the portal ignored $where?)",
+                    first.updated_at, first.id, c.updated_at
+                ));
+            }
+        }
+        Cursor::From(t) => {
+            if ms(&first.updated_at) < ms(t) {
+                return Err(format!(
+                    "the page starts at {} (:id {}), before {t} that was asked for (the portal ignored $where?)",
+                    first.updated_at, first.id
+                ));
+            }
+        }
+    }
+    if order == Order::UpdatedAt {
+        if let Some((row, id)) = &info.time_order_break {
+            return Err(format!(
+                "row {row} (:id {id}) is older than the row before it: the page is not in :updated_at order                  (the portal ignored $order?)"
+            ));
+        }
+    }
+    for (id, t) in &info.keys {
+        if let Some(pt) = prev.get(id) {
+            if order == Order::Id || pt == t {
+                return Err(format!(
+                    "the page repeats :id {id} of the page before (the portal ignored $where?)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A page of the id set.
+#[derive(Debug, Clone, Default)]
+pub struct IdPage {
+    pub rows: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub ids: std::collections::HashSet<String>,
+}
+
+/// Inspects a page of `$select=:id` rows: one `:id` column, no empty or repeated id.
+pub fn inspect_ids(path: &Path) -> Result<IdPage, String> {
+    check_quotes(path)?;
     let mut rdr = reader(path)?;
     let header = rdr.headers().map_err(csv_error)?;
     if header.len() != 1 || &header[0] != ":id" {
         return Err(format!("expected a single :id column, got {header:?}"));
     }
-    let (mut rec, mut prev) = (csv::StringRecord::new(), csv::StringRecord::new());
-    let mut n = 0;
+    let mut page = IdPage::default();
+    let mut rec = csv::StringRecord::new();
     while rdr.read_record(&mut rec).map_err(csv_error)? {
-        n += 1;
-        if rec[0].is_empty() {
-            return Err(format!("row {n} has an empty :id"));
+        page.rows += 1;
+        let id = &rec[0];
+        if id.is_empty() {
+            return Err(format!("row {} has an empty :id", page.rows));
         }
-        std::mem::swap(&mut rec, &mut prev);
+        if !page.ids.insert(id.to_string()) {
+            return Err(format!(
+                "row {} repeats :id {id} within one page",
+                page.rows
+            ));
+        }
+        if page.rows == 1 {
+            page.first = Some(id.to_string());
+        }
+        page.last = Some(id.to_string());
     }
-    Ok((n, (n > 0).then(|| prev[0].to_string())))
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -181,15 +350,135 @@ mod tests {
                 format!("{HEAD}\"row-a\",{ts},{ts},\"x\"\n\"row-a\",{ts},{ts},\"y\"\n"),
                 "repeats :id row-a",
             ),
-            (
-                "\":id\",\":created_at\",\":updated_at\",\"b\"\n".to_string(),
-                "does not list",
-            ),
             ("\"a\"\n".to_string(), "no :id"),
         ] {
             let e = page(&body).unwrap_err();
             assert!(e.contains(needle), "{e}");
         }
         assert_eq!(page(HEAD).unwrap().rows, 0);
+        // A field the metadata lacks is reported, not fatal; a metadata column the page lacks too.
+        let info = page("\":id\",\":created_at\",\":updated_at\",\"b\"\n").unwrap();
+        assert_eq!(info.unknown_columns, ["b"]);
+        assert_eq!(info.missing_columns, ["a"]);
+    }
+
+    fn wm(t: &str, id: &str) -> Watermark {
+        Watermark {
+            updated_at: t.into(),
+            id: id.into(),
+        }
+    }
+
+    fn info_of(rows: &[(&str, &str)]) -> PageInfo {
+        let mut info = PageInfo {
+            rows: rows.len() as u64,
+            first: rows.first().map(|(t, id)| wm(t, id)),
+            last: rows.last().map(|(t, id)| wm(t, id)),
+            ..PageInfo::default()
+        };
+        let mut prev = i64::MIN;
+        for (i, (t, id)) in rows.iter().enumerate() {
+            let ms = parse_timestamp_ms(t).unwrap();
+            if ms < prev && info.time_order_break.is_none() {
+                info.time_order_break = Some((i as u64 + 1, id.to_string()));
+            }
+            prev = ms;
+            info.keys.insert(id.to_string(), t.to_string());
+        }
+        info
+    }
+
+    #[test]
+    fn a_page_must_move_past_the_cursor() {
+        let (t1, t2) = ("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z");
+        let none = HashMap::new();
+        let page = info_of(&[(t1, "row-b"), (t2, "row-c")]);
+        assert!(check_step(
+            Order::UpdatedAt,
+            &Cursor::After(wm(t1, "row-a")),
+            &page,
+            &none
+        )
+        .is_ok());
+        // The cursor's own row again: $where ignored.
+        let again = info_of(&[(t1, "row-a"), (t2, "row-c")]);
+        let e = check_step(
+            Order::UpdatedAt,
+            &Cursor::After(wm(t1, "row-a")),
+            &again,
+            &none,
+        )
+        .unwrap_err();
+        assert!(e.contains("cursor's own row"), "{e}");
+        // Older than the cursor.
+        let e = check_step(
+            Order::UpdatedAt,
+            &Cursor::After(wm(t2, "row-z")),
+            &page,
+            &none,
+        )
+        .unwrap_err();
+        assert!(e.contains("before the cursor"), "{e}");
+        let e = check_step(Order::UpdatedAt, &Cursor::From(t2.into()), &page, &none).unwrap_err();
+        assert!(e.contains("before"), "{e}");
+        // Out of :updated_at order.
+        let shuffled = info_of(&[(t2, "row-b"), (t1, "row-c")]);
+        let e = check_step(Order::UpdatedAt, &Cursor::Start, &shuffled, &none).unwrap_err();
+        assert!(e.contains("row 2 (:id row-c)"), "{e}");
+        // In :id order, time order means nothing.
+        assert!(check_step(Order::Id, &Cursor::Start, &shuffled, &none).is_ok());
+        // A repeat of the page before: any shared id by :id, the same (id, time) by :updated_at.
+        let prev = page.keys.clone();
+        let next = info_of(&[(t2, "row-c"), (t2, "row-d")]);
+        assert!(check_step(Order::Id, &Cursor::After(wm(t2, "row-x")), &next, &prev).is_err());
+        assert!(check_step(
+            Order::UpdatedAt,
+            &Cursor::After(wm(t2, "row-x")),
+            &next,
+            &prev
+        )
+        .is_err());
+        let changed = info_of(&[(t2, "row-d"), ("2026-01-01T00:00:09.000Z", "row-b")]);
+        assert!(
+            check_step(
+                Order::UpdatedAt,
+                &Cursor::After(wm(t2, "row-c")),
+                &changed,
+                &prev
+            )
+            .is_ok(),
+            "a row that changed during the pass comes back with a newer time"
+        );
+    }
+
+    #[test]
+    fn wide_decimals_are_found() {
+        let schema = TableSchema::from_view(&[
+            ViewColumn {
+                field_name: "lat".into(),
+                data_type_name: "number".into(),
+                name: "lat".into(),
+            },
+            ViewColumn {
+                field_name: "n".into(),
+                data_type_name: "number".into(),
+                name: "n".into(),
+            },
+        ])
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.csv");
+        let ts = "\"2026-01-01T00:00:00.000Z\"";
+        std::fs::write(
+            &p,
+            format!(
+                "\":id\",\":created_at\",\":updated_at\",\"lat\",\"n\"\n\
+                 \"row-a\",{ts},{ts},\"40.123456789012345678901\",\"1\"\n\
+                 \"row-b\",{ts},{ts},\"-73.863754707308345\",\"N/A\"\n"
+            ),
+        )
+        .unwrap();
+        let info = inspect_rows(&p, &schema).unwrap();
+        assert_eq!(info.wide_decimals, ["lat"]);
     }
 }

@@ -30,8 +30,9 @@ fn ledger_state(
 #[test]
 fn first_sync_equals_source_across_small_pages() {
     let env = TestEnv::new();
-    // Pages of 4 rows: ids and :updated_at ties cross page boundaries.
-    let out = env.run_ok(&["sync", "--page-size", "4"]);
+    // Pages of 4 rows: ids and :updated_at ties cross page boundaries. No overlap window, so each row is
+    // fetched exactly once.
+    let out = env.run_ok(&["sync", "--page-size", "4", "--overlap", "0"]);
     assert!(stdout(&out).contains("dob_violations"), "{}", stdout(&out));
     env.assert_all_equal_to_source();
     // Each row was fetched once by the full load (the incremental pass after it found nothing new).
@@ -39,25 +40,68 @@ fn first_sync_equals_source_across_small_pages() {
         let n = env.emu.state().datasets[id].rows.len();
         assert_eq!(env.full_rows_served(id), n, "{id}");
     }
-    // Values that do not fit their type were kept, not nulled.
     let conn = env.warehouse();
+    // Exponents, signs and trailing zeros are numbers, held exactly: 1e3 is 1000 in a DECIMAL column.
+    let (ty, n): (String, i64) = conn
+        .query_row(
+            "SELECT (SELECT data_type FROM duckdb_columns() WHERE table_name = 'ecb_violations'
+                     AND column_name = 'penality_imposed'),
+                    (SELECT count(*) FROM ecb_violations WHERE penality_imposed = 1000)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(ty, "DECIMAL(38,18)");
+    assert!(n > 0, "1e3 landed as 1000");
+    // A 29-digit balance does not fit DECIMAL(38,18): the column was widened to exact text, and recorded.
+    let (ty, changes): (String, i64) = conn
+        .query_row(
+            "SELECT (SELECT data_type FROM duckdb_columns() WHERE table_name = 'ecb_violations'
+                     AND column_name = 'balance_due'),
+                    (SELECT count(*) FROM dobsob.schema_changes WHERE table_name = 'ecb_violations'
+                     AND column_name = 'balance_due' AND to_type = 'VARCHAR')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((ty.as_str(), changes), ("VARCHAR", 1));
+    // Only values that are not numbers at all are kept aside: text, an empty string, a bad double, and
+    // `1_000`, which DuckDB alone would read as 1000.
     let raw: Vec<String> = conn
-        .prepare("SELECT DISTINCT raw_value FROM dobsob.uncastable WHERE table_name = 'ecb_violations' ORDER BY 1")
+        .prepare("SELECT DISTINCT raw_value FROM dobsob.uncastable ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for r in &raw {
+        assert!(
+            ["", "N/A", "nan?", "1_000"].contains(&r.as_str()),
+            "{r:?} should have been typed: {raw:?}"
+        );
+    }
+    // Geocoder coordinates keep every digit.
+    let lat: Vec<String> = conn
+        .prepare("SELECT DISTINCT CAST(latitude AS VARCHAR) FROM every_type WHERE latitude IS NOT NULL ORDER BY 1")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert!(
-        raw.contains(&"1e3".to_string()) || raw.contains(&"0.12345678901234".to_string()),
-        "{raw:?}"
+        lat.contains(&"-73.863754707308345000".to_string()),
+        "{lat:?}"
+    );
+    assert!(
+        lat.contains(&"40.712776400000001200".to_string()),
+        "{lat:?}"
     );
 }
 
 #[test]
 fn second_sync_fetches_only_changed_rows_and_equals_source() {
     let env = TestEnv::new();
-    env.run_ok(&["sync"]);
+    env.run_ok(&["sync", "--overlap", "0"]);
     let before = env.full_rows_served(DOB_VIOLATIONS);
     let ids = env.emu.state().datasets[DOB_VIOLATIONS].ids();
     env.emu.state().edit(DOB_VIOLATIONS, |e| {
@@ -77,7 +121,7 @@ fn second_sync_fetches_only_changed_rows_and_equals_source() {
         row.insert("isn_dob_bis_viol".into(), json!("9999998"));
         e.insert(row);
     });
-    let out = env.run_ok(&["sync", "--page-size", "2"]);
+    let out = env.run_ok(&["sync", "--page-size", "2", "--overlap", "0"]);
     env.assert_all_equal_to_source();
     // 3 updated + 2 inserted rows fetched, nothing else; the deletions came from the id check.
     assert_eq!(
@@ -107,7 +151,15 @@ fn bulk_update_with_one_timestamp_is_paged_by_id_without_loss() {
         }
     });
     let before = env.full_rows_served(HPD_VIOLATIONS);
-    env.run_ok(&["sync", "--datasets", "hpd_violations", "--page-size", "3"]);
+    env.run_ok(&[
+        "sync",
+        "--datasets",
+        "hpd_violations",
+        "--page-size",
+        "3",
+        "--overlap",
+        "0",
+    ]);
     assert_eq!(env.full_rows_served(HPD_VIOLATIONS) - before, 20);
     env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
 }
@@ -153,7 +205,15 @@ fn kill_mid_full_load_then_resume_equals_source() {
         e.set(&ids[45], "class", Some(json!("B")));
     });
     let served_before = env.full_rows_served(HPD_VIOLATIONS);
-    env.run_ok(&["sync", "--datasets", "hpd_violations", "--page-size", "5"]);
+    env.run_ok(&[
+        "sync",
+        "--datasets",
+        "hpd_violations",
+        "--page-size",
+        "5",
+        "--overlap",
+        "0",
+    ]);
     env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
     // It resumed: the 15 rows committed before the kill were not all fetched again.
     let total = env.emu.state().datasets[HPD_VIOLATIONS].rows.len();
@@ -232,6 +292,8 @@ fn rebuild_reloads_in_full_and_swaps_atomically() {
         "dob_violations",
         "--page-size",
         "10",
+        "--overlap",
+        "0",
     ]);
     env.assert_all_equal_to_source();
     let n = env.emu.state().datasets[DOB_VIOLATIONS].rows.len();
@@ -651,7 +713,15 @@ fn a_ledger_behind_the_warehouse_is_repaired_from_it() {
 #[test]
 fn run_report_counts_what_happened() {
     let env = TestEnv::new();
-    env.run_ok(&["sync", "--datasets", "ecb_violations", "--page-size", "10"]);
+    env.run_ok(&[
+        "sync",
+        "--datasets",
+        "every_type",
+        "--page-size",
+        "10",
+        "--overlap",
+        "0",
+    ]);
     let reports: Vec<_> = env
         .data_dir()
         .join("reports")
@@ -664,7 +734,7 @@ fn run_report_counts_what_happened() {
         serde_json::from_str(&std::fs::read_to_string(reports[0].path()).unwrap()).unwrap();
     assert_eq!(r["outcome"], "ok");
     let d = &r["datasets"][0];
-    let n = env.emu.state().datasets[ECB_VIOLATIONS].rows.len();
+    let n = env.emu.state().datasets[EVERY_TYPE].rows.len();
     assert_eq!(d["mode"], "full");
     assert_eq!(d["rows"], n);
     assert_eq!(d["rows_fetched"], n);
@@ -676,13 +746,14 @@ fn run_report_counts_what_happened() {
     let kept: i64 = env
         .warehouse()
         .query_row(
-            "SELECT count(*) FROM dobsob.uncastable WHERE table_name = 'ecb_violations'",
+            "SELECT count(*) FROM dobsob.uncastable WHERE table_name = 'every_type'",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert!(kept > 0);
+    assert!(kept > 0, "every_type has text in a number column");
     assert_eq!(d["uncastable"], kept);
+    assert_eq!(d["source_rows"], n);
     let pages: i64 = env
         .ledger()
         .query_row(

@@ -102,13 +102,27 @@ impl TestEnv {
     /// Runs `dobsob sync --datasets KEY --page-size N`, stalls its row request number `stall_at` (0-based),
     /// and SIGKILLs it once the pages before that were served and had time to commit: a crash mid-run.
     pub fn kill_sync_mid_run(&self, key: &str, id: &str, page_size: usize, stall_at: u32) {
+        self.kill_mid_run("sync", key, id, page_size, stall_at, 300);
+    }
+
+    /// Like [`TestEnv::kill_sync_mid_run`] for `command` (sync or rebuild), killing `settle_ms` after the
+    /// pages before the stall were served.
+    pub fn kill_mid_run(
+        &self,
+        command: &str,
+        key: &str,
+        id: &str,
+        page_size: usize,
+        stall_at: u32,
+        settle_ms: u64,
+    ) {
         let base = self.full_rows_served(id);
         self.emu.state().faults.push(
             Fault::on(&format!("/resource/{id}.csv"), FaultKind::DelayMs(30_000)).skip(stall_at),
         );
         let mut child = self
             .cmd(&[
-                "sync",
+                command,
                 "--datasets",
                 key,
                 "--page-size",
@@ -118,10 +132,68 @@ impl TestEnv {
             .spawn()
             .expect("dobsob starts");
         self.wait_for_rows_served(id, base + page_size * stall_at as usize);
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(std::time::Duration::from_millis(settle_ms));
         child.kill().expect("SIGKILL"); // no cleanup of any kind
         child.wait().expect("the killed process is reaped");
         self.emu.state().faults.clear();
+    }
+
+    /// The newest run report.
+    pub fn last_report(&self) -> serde_json::Value {
+        let mut reports: Vec<PathBuf> = files_under(&self.data_dir().join("reports"));
+        reports.sort();
+        let last = reports.last().expect("a run report");
+        serde_json::from_str(&std::fs::read_to_string(last).unwrap()).unwrap()
+    }
+
+    /// Requests answered for dataset `id` whose `$select` was `select` (any status).
+    pub fn requests_with_select(&self, id: &str, select: &str) -> usize {
+        self.emu
+            .state()
+            .log
+            .iter()
+            .filter(|s| s.path.contains(id) && s.select.as_deref() == Some(select))
+            .count()
+    }
+
+    /// Every request answered so far for dataset `id`.
+    pub fn requests_for(&self, id: &str) -> usize {
+        self.emu
+            .state()
+            .log
+            .iter()
+            .filter(|s| s.path.contains(id))
+            .count()
+    }
+
+    /// A table's rows as text (every column cast to VARCHAR), ordered by id: to show that a failed sync
+    /// changed nothing.
+    pub fn table_dump(&self, key: &str) -> Vec<Vec<Option<String>>> {
+        let conn = self.warehouse();
+        let cols: Vec<String> = conn
+            .prepare("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index")
+            .unwrap()
+            .query_map([key], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let select: Vec<String> = cols
+            .iter()
+            .map(|c| format!("CAST(\"{}\" AS VARCHAR)", c.replace('"', "\"\"")))
+            .collect();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {} FROM main.\"{key}\" ORDER BY socrata_id",
+                select.join(", ")
+            ))
+            .unwrap();
+        let n = cols.len();
+        let mut rows = stmt.query([]).unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            out.push((0..n).map(|i| r.get(i).unwrap()).collect());
+        }
+        out
     }
 
     pub fn warehouse(&self) -> duckdb::Connection {
@@ -151,15 +223,20 @@ impl TestEnv {
         };
         let (cols, rows) = source;
         let conn = self.warehouse();
+        // Instants are TIMESTAMPTZ: read back as UTC wall time (this DuckDB build has no ICU).
         let mut select = vec![
             "socrata_id".to_string(),
-            "strftime(socrata_created_at, '%Y-%m-%dT%H:%M:%S.%gZ')".to_string(),
-            "strftime(socrata_updated_at, '%Y-%m-%dT%H:%M:%S.%gZ')".to_string(),
+            "strftime(CAST(socrata_created_at AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%gZ')".to_string(),
+            "strftime(CAST(socrata_updated_at AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%gZ')".to_string(),
         ];
         for (name, t) in &cols {
             let q = format!("\"{}\"", name.replace('"', "\"\""));
             select.push(match t.as_str() {
-                "calendar_date" | "date" => format!("strftime({q}, '%Y-%m-%dT%H:%M:%S.%g')"),
+                "calendar_date" | "date" => {
+                    format!("strftime(CAST({q} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%g')")
+                }
+                // Doubles as their exact bits, printed in full.
+                "double" => format!("CAST({q} AS VARCHAR)"),
                 _ => format!("CAST({q} AS VARCHAR)"),
             });
         }
@@ -225,6 +302,47 @@ impl TestEnv {
         }
     }
 
+    /// The ledger never claims a page the warehouse lacks: the last row of every page recorded for the
+    /// dataset's latest attempt is in the live table or in the load table.
+    pub fn assert_ledger_not_ahead(&self, key: &str) {
+        let last_ids: Vec<String> = self
+            .ledger()
+            .prepare(
+                "SELECT last_id FROM pages WHERE last_id IS NOT NULL AND attempt_id =
+                 (SELECT max(id) FROM attempts WHERE dataset_key = ?1)",
+            )
+            .unwrap()
+            .query_map([key], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let conn = self.warehouse();
+        let tables: Vec<String> = conn
+            .prepare("SELECT table_name FROM duckdb_tables() WHERE table_name IN (?, ?)")
+            .unwrap()
+            .query_map([key.to_string(), format!("_dobsob_load_{key}")], |r| {
+                r.get(0)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for id in last_ids {
+            let found = tables.iter().any(|t| {
+                conn.query_row(
+                    &format!("SELECT count(*) FROM main.\"{t}\" WHERE socrata_id = ?"),
+                    [&id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                    > 0
+            });
+            assert!(
+                found,
+                "{key}: the ledger records a page ending at {id} that the warehouse lacks"
+            );
+        }
+    }
+
     pub fn assert_all_equal_to_source(&self) {
         for (key, id) in FIXTURES {
             self.assert_equal_to_source(key, id);
@@ -232,20 +350,59 @@ impl TestEnv {
     }
 }
 
-/// Text of a typed value in a comparable form: numbers without trailing zeros, timestamps without `Z`.
+/// Text of a typed value in a comparable form: decimals in plain notation without redundant zeros, doubles
+/// by value, timestamps without `Z`. Written apart from dobsob's own number code on purpose.
 fn normalize(t: &str, s: &str) -> String {
     match t {
-        "number" | "money" | "percent" | "double" => {
-            let s = s.trim_start_matches('+');
-            if s.contains('.') {
-                s.trim_end_matches('0').trim_end_matches('.').to_string()
-            } else {
-                s.to_string()
-            }
-        }
+        "number" | "money" | "percent" => plain_decimal(s).unwrap_or_else(|| s.to_string()),
+        "double" => s
+            .parse::<f64>()
+            .map(|v| format!("{v:e}"))
+            .unwrap_or_else(|_| s.to_string()),
         "calendar_date" | "date" => s.trim_end_matches('Z').to_string(),
         _ => s.to_string(),
     }
+}
+
+/// `-1.50E+2` as `-150`, `0.00100` as `0.001`, `+7` as `7`; None if not a decimal literal.
+pub fn plain_decimal(s: &str) -> Option<String> {
+    let (neg, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut digits: Vec<char> = int.chars().chain(frac.chars()).collect();
+    let mut point = int.len() as i64 + exp;
+    while digits.first() == Some(&'0') {
+        digits.remove(0);
+        point -= 1;
+    }
+    while digits.last() == Some(&'0') {
+        digits.pop();
+    }
+    if digits.is_empty() {
+        return Some("0".into());
+    }
+    let d: String = digits.iter().collect();
+    let n = d.len() as i64;
+    let body = if point <= 0 {
+        format!("0.{}{d}", "0".repeat((-point) as usize))
+    } else if point >= n {
+        format!("{d}{}", "0".repeat((point - n) as usize))
+    } else {
+        format!("{}.{}", &d[..point as usize], &d[point as usize..])
+    };
+    Some(if neg { format!("-{body}") } else { body })
 }
 
 pub fn assert_exit(out: &Output, code: i32) {

@@ -1,0 +1,126 @@
+//! Property tests ("fuzzing") of the parsers dobsob owns: decimal shapes, timestamps, SoQL quoting, the page
+//! checker and the catalog loader. `PROPTEST_CASES=100000 cargo test --release --test fuzz` runs them longer
+//! (docs/testing.md).
+
+use std::io::Write;
+
+use dobsob::catalog::{Catalog, CatalogSource};
+use dobsob::emulator::soql::{parse_where, Expr, Val};
+use dobsob::emulator::{format_time, Dataset};
+use dobsob::soda::soql::{parse_timestamp_ms, quote};
+use dobsob::sync::page::inspect_rows;
+use dobsob::warehouse::schema::{decimal_shape, fits_decimal};
+use dobsob::warehouse::TableSchema;
+use proptest::prelude::*;
+
+/// The shape of a decimal computed another way: build the plain-notation digits and count.
+fn oracle(neg: bool, int: &str, frac: &str, exp: i32) -> (u32, u32) {
+    let _ = neg;
+    let digits: String = format!("{int}{frac}");
+    let point = int.len() as i64 + exp as i64;
+    // Place the point, padding with zeros as needed.
+    let (mut ip, mut fp) = if point <= 0 {
+        (
+            String::new(),
+            format!("{}{digits}", "0".repeat((-point) as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        (
+            digits[..point as usize].to_string(),
+            digits[point as usize..].to_string(),
+        )
+    };
+    ip = ip.trim_start_matches('0').to_string();
+    fp = fp.trim_end_matches('0').to_string();
+    (ip.len() as u32, fp.len() as u32)
+}
+
+fn every_type() -> Dataset {
+    let view = serde_json::json!({"columns": [
+        {"fieldName": "name", "dataTypeName": "text"},
+        {"fieldName": "amount", "dataTypeName": "number"}
+    ]});
+    Dataset::new("abcd-1234", view.as_object().unwrap().clone()).unwrap()
+}
+
+proptest! {
+    #[test]
+    fn decimal_shapes_match_the_plain_notation(
+        neg in any::<bool>(),
+        int in "[0-9]{0,30}",
+        frac in "[0-9]{0,30}",
+        point in any::<bool>(),
+        exp in proptest::option::of(-60i32..60),
+    ) {
+        prop_assume!(!int.is_empty() || !frac.is_empty());
+        let mut s = String::new();
+        if neg { s.push('-'); }
+        s.push_str(&int);
+        if point || !frac.is_empty() { s.push('.'); s.push_str(&frac); }
+        if let Some(e) = exp { s.push_str(&format!("e{e}")); }
+        let want = oracle(neg, &int, &frac, exp.unwrap_or(0));
+        prop_assert_eq!(decimal_shape(&s), Some(want), "{}", s);
+        prop_assert_eq!(fits_decimal(want), want.0 <= 20 && want.1 <= 18);
+    }
+
+    #[test]
+    fn decimal_shape_never_panics_and_rejects_what_is_not_a_number(s in ".{0,40}") {
+        if let Some(shape) = decimal_shape(&s) {
+            // Whatever it accepts is digits with at most a sign, a point and an exponent.
+            prop_assert!(s.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)), "{} {:?}", s, shape);
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_and_garbage_never_panics(ms in -2_000_000_000_000i64..8_000_000_000_000, junk in ".{0,30}") {
+        let t = format_time(ms);
+        prop_assert_eq!(parse_timestamp_ms(&t), Some(ms));
+        prop_assert_eq!(parse_timestamp_ms(t.trim_end_matches('Z')), Some(ms));
+        let _ = parse_timestamp_ms(&junk);
+    }
+
+    #[test]
+    fn quoted_values_reach_the_portal_as_the_same_string(s in "\\PC{0,40}") {
+        let ds = every_type();
+        let e = parse_where(&ds, &format!("name = {}", quote(&s))).unwrap();
+        prop_assert_eq!(e, Expr::Test(dobsob::emulator::soql::Field::Column(0), dobsob::emulator::soql::CmpOp::Eq, Some(Val::Text(s.clone()))));
+        // Nothing in a quoted value can end the literal and add a condition.
+        let e = parse_where(&ds, &format!("name = {} AND amount IS NULL", quote(&s))).unwrap();
+        prop_assert!(matches!(e, Expr::And(_, _)));
+    }
+
+    #[test]
+    fn the_page_checker_never_panics_and_counts_what_it_accepts(body in proptest::collection::vec(any::<u8>(), 0..600), rows in proptest::collection::vec(("\\PC{0,12}", proptest::option::of("\\PC{0,12}")), 0..20)) {
+        let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn {
+            field_name: "a".into(), data_type_name: "number".into(), name: "a".into(),
+        }]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.csv");
+        std::fs::write(&p, &body).unwrap();
+        let _ = inspect_rows(&p, &schema);
+        // A well-formed page in the portal's own form is accepted with the right count and last key.
+        let mut f = std::fs::File::create(&p).unwrap();
+        writeln!(f, "\":id\",\":created_at\",\":updated_at\",\"a\"").unwrap();
+        for (i, (_, a)) in rows.iter().enumerate() {
+            let cell = a.as_ref().map(|v| format!("\"{}\"", v.replace('"', "\"\""))).unwrap_or_default();
+            writeln!(f, "\"row-{i}\",\"2026-01-01T00:00:00.000Z\",\"2026-01-0{}T00:00:00.000Z\",{cell}", 1 + i % 9).unwrap();
+        }
+        drop(f);
+        let info = inspect_rows(&p, &schema).unwrap();
+        prop_assert_eq!(info.rows as usize, rows.len());
+        prop_assert_eq!(info.last.map(|w| w.id), rows.len().checked_sub(1).map(|i| format!("row-{i}")));
+    }
+
+    #[test]
+    fn the_catalog_loader_never_panics(text in "\\PC{0,200}", key in "[a-z_]{0,12}", id in "[a-z0-9-]{0,10}") {
+        let src = CatalogSource::Builtin;
+        let _ = Catalog::parse(&text, &src);
+        let doc = format!("[[dataset]]\nkey = \"{key}\"\nid = \"{id}\"\nname = \"x\"\ngroup = \"primary\"\nfrequency = \"daily\"\nsize_mb = 1\n");
+        let _ = Catalog::parse(&doc, &src);
+    }
+}

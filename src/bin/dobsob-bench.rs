@@ -2,7 +2,7 @@
 //! the real `dobsob` binary, against a baseline measured in the same run: plain keyset download of the same
 //! pages to disk (HTTP + a file + finding the next cursor), with no checking or loading.
 //!
-//! Run: `cargo run --release --bin dobsob-bench [-- --rows N --page-size N]`
+//! Run: `cargo run --release --bin dobsob-bench [-- --rows N --page-size N] [-- SYNC_ARGS]`
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +26,10 @@ struct Args {
     /// Percent of rows changed before the incremental sync.
     #[arg(long, default_value_t = 1.0)]
     change_percent: f64,
+    /// Extra arguments for `dobsob sync` after `--`, e.g. `-- --overlap 0 --late-window 0` to measure what
+    /// the late-row guards cost.
+    #[arg(last = true, value_name = "SYNC_ARGS")]
+    sync_args: Vec<String>,
 }
 
 /// The baseline: keyset pages streamed to disk; the only parsing is finding the last `:id` for the cursor.
@@ -74,7 +78,14 @@ struct Measured {
     peak_rss: u64,
 }
 
-fn run_dobsob(exe: &Path, data: &Path, catalog: &Path, url: &str, page_size: u64) -> Measured {
+fn run_dobsob(
+    exe: &Path,
+    data: &Path,
+    catalog: &Path,
+    url: &str,
+    page_size: u64,
+    extra: &[String],
+) -> Measured {
     let started = Instant::now();
     let out = std::process::Command::new(exe)
         .args([
@@ -91,6 +102,7 @@ fn run_dobsob(exe: &Path, data: &Path, catalog: &Path, url: &str, page_size: u64
             "--page-size",
             &page_size.to_string(),
         ])
+        .args(extra)
         .output()
         .expect("dobsob runs");
     let seconds = started.elapsed().as_secs_f64();
@@ -145,7 +157,14 @@ fn main() -> ExitCode {
     let base_s = t.elapsed().as_secs_f64();
 
     let data = dir.path().join("data");
-    let full = run_dobsob(&exe, &data, &catalog, &emu.url(), args.page_size);
+    let full = run_dobsob(
+        &exe,
+        &data,
+        &catalog,
+        &emu.url(),
+        args.page_size,
+        &args.sync_args,
+    );
 
     let changed = ((args.rows as f64) * args.change_percent / 100.0) as usize;
     {
@@ -162,7 +181,14 @@ fn main() -> ExitCode {
             }
         });
     }
-    let incr = run_dobsob(&exe, &data, &catalog, &emu.url(), args.page_size);
+    let incr = run_dobsob(
+        &exe,
+        &data,
+        &catalog,
+        &emu.url(),
+        args.page_size,
+        &args.sync_args,
+    );
 
     let rate = |rows: u64, s: f64| rows as f64 / s;
     println!(

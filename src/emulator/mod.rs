@@ -529,7 +529,8 @@ impl Drop for Emulator {
 }
 
 /// A generated dataset of `rows` rows with NYC-like columns of every type (for benchmarks and the emulator's
-/// `--synthetic` flag). Deterministic for a given `rows`; `:updated_at` has ties every 100 rows.
+/// `--synthetic` flag). Deterministic for a given `rows`; `:updated_at` has ties every 100 rows, 50 minutes
+/// apart.
 pub fn synthetic(id: &str, rows: u64) -> Dataset {
     let fields = [
         ("isn_dob_bis_viol", "text"),
@@ -592,7 +593,9 @@ pub fn synthetic(id: &str, rows: u64) -> Dataset {
         ];
         let seq = ds.next_seq;
         ds.next_seq += 1;
-        let t = base + (i as i64 / 100) * 1000;
+        // Ties of 100 rows, spread over about a year as a real dataset's changes are (a late-row window of
+        // a day then holds a day's rows, not the whole dataset).
+        let t = base + (i as i64 / 100) * 3_000_000;
         ds.rows.insert(
             seq,
             Row {
@@ -604,7 +607,7 @@ pub fn synthetic(id: &str, rows: u64) -> Dataset {
             },
         );
     }
-    ds.touch_view(base + rows as i64 * 10);
+    ds.touch_view(base + (rows as i64 / 100 + 1) * 3_000_000);
     ds
 }
 

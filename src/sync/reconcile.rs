@@ -138,10 +138,10 @@ impl Engine {
             self.list_ids(ds, attempt, progress, expected, Some(since))
                 .await?;
             let k = key.clone();
-            let diff = self.warehouse.call(move |w| w.diff_ids(&k)).await?;
-            if diff.missing_local > 0 {
+            let missing = self.warehouse.call(move |w| w.missing_count(&k)).await?;
+            if missing > 0 {
                 tracing::info!(
-                    dataset = %key, missing = diff.missing_local,
+                    dataset = %key, missing,
                     "rows changed since {since} that the warehouse lacks (late rows): fetching them by id"
                 );
                 self.fetch_missing(ds, schema, attempt, progress).await?;

@@ -578,14 +578,32 @@ impl Warehouse {
             .ctx(|| format!("comparing the id set with {table}"))
     }
 
+    /// The listed ids `table` lacks, as SQL. The table's ids are first narrowed to the listed ones (a semi
+    /// join that hashes the listing, not the table), so a short listing against a large table stays small.
+    fn missing_sql(table: &str) -> String {
+        let t = quote_ident(table);
+        format!(
+            "SELECT id FROM _dobsob_ids WHERE id NOT IN \
+             (SELECT socrata_id FROM main.{t} WHERE socrata_id IN (SELECT id FROM _dobsob_ids))"
+        )
+    }
+
+    /// How many listed ids `table` lacks.
+    pub fn missing_count(&self, table: &str) -> Result<i64, WarehouseError> {
+        self.conn
+            .query_row(
+                &format!("SELECT count(*) FROM ({})", Self::missing_sql(table)),
+                [],
+                |r| r.get(0),
+            )
+            .ctx(|| format!("finding ids {table} lacks"))
+    }
+
     /// Up to `limit` listed ids that `table` lacks.
     pub fn missing_ids(&self, table: &str, limit: usize) -> Result<Vec<String>, WarehouseError> {
-        let t = quote_ident(table);
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT id FROM _dobsob_ids WHERE id NOT IN (SELECT socrata_id FROM main.{t}) LIMIT ?"
-            ))
+            .prepare(&format!("{} LIMIT ?", Self::missing_sql(table)))
             .ctx(|| format!("finding ids {table} lacks"))?;
         let rows = stmt
             .query_map(params![limit as i64], |r| r.get(0))

@@ -619,6 +619,20 @@ fn a_corrupt_or_foreign_ledger_or_warehouse_is_refused_and_left_alone() {
             garbage,
             "{file} was not overwritten"
         );
+        // The way out the message gives: move it aside and sync.
+        assert!(err.contains("move it aside"), "{err}");
+        std::fs::rename(&path, path.with_extension("damaged")).unwrap();
+        env.run_ok(&["sync", "--datasets", "every_type"]);
+        env.assert_equal_to_source("every_type", EVERY_TYPE);
+        let rows: i64 = env
+            .ledger()
+            .query_row(
+                "SELECT row_count FROM datasets WHERE key = 'every_type'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 25, "{file}: the ledger knows the table again");
     }
     // A ledger written by a newer dobsob.
     let env = TestEnv::new();
@@ -662,4 +676,57 @@ fn a_full_load_short_of_the_source_count_is_not_swapped_in() {
     );
     env.run_ok(&["sync", "--datasets", "hpd_violations", "--page-size", "10"]);
     env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
+}
+
+/// A tmpfs of `size` mounted at `dir` for the life of the value (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?
+            .success();
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_next_run_with_space_completes() {
+    let env = TestEnv::new();
+    let mnt = env.dir.path().join("data");
+    // The data directory on a file system too small for the warehouse (a 1.5 MB tmpfs).
+    let Some(fs) = Tmpfs::mount(&mnt, "1500k") else {
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the disk-full test did not run"
+        );
+        return;
+    };
+    let out = env.run(&["sync"]);
+    assert_exit(&out, 1);
+    let all = stdout(&out) + &stderr(&out);
+    assert!(all.contains("No space left on device"), "{all}");
+    fs.resize("64m");
+    env.run_ok(&["sync"]);
+    env.assert_all_equal_to_source();
+    drop(fs);
 }

@@ -19,7 +19,7 @@ const MIGRATIONS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("ledger {path}: {source}")]
+    #[error("ledger {path}: {source}{}", sqlite_hint(.source))]
     Sqlite {
         path: String,
         source: rusqlite::Error,
@@ -32,6 +32,17 @@ pub enum LedgerError {
         found: i64,
         known: i64,
     },
+}
+
+/// The way out of a ledger that is not one.
+fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            " (the file is damaged or not a dobsob ledger: move it aside; the next sync starts a new ledger \
+             from the warehouse's own state, without the old run history)"
+        }
+        _ => "",
+    }
 }
 
 pub type RunId = i64;

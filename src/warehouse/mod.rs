@@ -26,7 +26,7 @@ const META_SQL: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
-    #[error("cannot open the warehouse {path}: {source} (is another dobsob, or a DuckDB client, holding it open?)")]
+    #[error("cannot open the warehouse {path}: {source}{}", open_hint(.source))]
     Open { path: String, source: duckdb::Error },
     #[error("warehouse: {context}: {source}")]
     Sql {
@@ -37,6 +37,19 @@ pub enum WarehouseError {
     State(String),
     #[error("the warehouse writer thread has stopped")]
     WriterGone,
+}
+
+/// What to do about a warehouse that will not open: another holder, or a file that is not a warehouse.
+fn open_hint(e: &duckdb::Error) -> &'static str {
+    let m = e.to_string();
+    if m.contains("lock") {
+        " (is another dobsob, or a DuckDB client, holding it open?)"
+    } else if m.contains("not a valid DuckDB database") || m.contains("Failure while replaying WAL")
+    {
+        " (the file is damaged or not a DuckDB warehouse: move it aside and run `dobsob sync` to load afresh)"
+    } else {
+        ""
+    }
 }
 
 trait Context<T> {
@@ -301,10 +314,12 @@ impl Warehouse {
                 continue;
             };
             let c = quote_ident(name);
-            let text = format!("CAST({c} AS VARCHAR)");
+            // No USING expression: DuckDB logs it in the WAL, and this build cannot replay a WAL whose
+            // expressions need functions from its core_functions extension (found when a checkpoint failed
+            // for a full disk). The plain cast, then an UPDATE (logged as data) dropping trailing zeros.
             conn.execute_batch(&format!(
-                "ALTER TABLE main.{t} ALTER COLUMN {c} SET DATA TYPE VARCHAR USING \
-                 (CASE WHEN contains({text}, '.') THEN rtrim(rtrim({text}, '0'), '.') ELSE {text} END)"
+                "ALTER TABLE main.{t} ALTER COLUMN {c} SET DATA TYPE VARCHAR;
+                 UPDATE main.{t} SET {c} = rtrim(rtrim({c}, '0'), '.') WHERE contains({c}, '.');"
             ))
             .ctx(|| format!("widening {table}.{name} to VARCHAR"))?;
             conn.execute(
@@ -331,7 +346,7 @@ impl Warehouse {
             )
             .ctx(|| "recording the schema change".into())?;
             tracing::warn!(
-                table,
+                dataset = table.trim_start_matches("_dobsob_load_"),
                 column = name.as_str(),
                 "a value does not fit {from} exactly: the column is now VARCHAR holding the exact text \
                  (recorded in dobsob.schema_changes)"

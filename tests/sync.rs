@@ -803,3 +803,59 @@ fn rows_changed_behind_the_cursor_during_a_full_load_are_caught() {
     assert_exit(&out, 0);
     env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
 }
+
+#[test]
+fn points_and_locations_are_kept_as_text_and_queryable_as_coordinates() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    env.assert_equal_to_source("every_type", EVERY_TYPE);
+    // The coordinates beside the text are the source's own numbers.
+    // Per row: point longitude and latitude, location longitude and latitude.
+    type Coords = (Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+    let want: Vec<(String, Coords)> = {
+        let st = env.emu.state();
+        let ds = &st.datasets[EVERY_TYPE];
+        let (g, l) = (
+            ds.column_index("the_geom").unwrap(),
+            ds.column_index("location").unwrap(),
+        );
+        ds.rows
+            .values()
+            .map(|r| {
+                let geom = r.cells[g].as_ref().map(|v| v["coordinates"].clone());
+                let loc = r.cells[l].as_ref();
+                let num =
+                    |v: Option<&Value>| v.and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+                (
+                    dobsob::emulator::ids::encode(r.seq),
+                    (
+                        geom.as_ref().and_then(|c| c[0].as_f64()),
+                        geom.as_ref().and_then(|c| c[1].as_f64()),
+                        num(loc.and_then(|l| l.get("longitude"))),
+                        num(loc.and_then(|l| l.get("latitude"))),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let conn = env.warehouse();
+    let mut stmt = conn
+        .prepare(
+            "SELECT socrata_id, the_geom_longitude, the_geom_latitude, location_longitude, location_latitude
+             FROM every_type ORDER BY socrata_id",
+        )
+        .unwrap();
+    let got: std::collections::BTreeMap<String, Coords> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut some = 0;
+    for (id, c) in want {
+        assert_eq!(got[&id], c, "{id}");
+        some += usize::from(c.0.is_some()) + usize::from(c.3.is_some());
+    }
+    assert!(some > 10, "the fixture has points and locations");
+}

@@ -382,6 +382,12 @@ impl Warehouse {
                 None => "NULL".into(),
             });
         }
+        for d in &schema.derived {
+            select.push(match pos(&d.source) {
+                Some(i) => d.sql(&format!("c{i}")),
+                None => "NULL".into(),
+            });
+        }
         Ok(format!(
             "INSERT INTO main.{} SELECT {} FROM _dobsob_page",
             quote_ident(table),
@@ -528,6 +534,18 @@ impl Warehouse {
             tx.execute(
                 "INSERT INTO dobsob.columns VALUES (?, ?, ?, ?, ?)",
                 params![key, i as i64 + 1, c.name, c.socrata_type, ty],
+            )
+            .ctx(|| "recording the column mapping".into())?;
+        }
+        for (i, d) in schema.derived.iter().enumerate() {
+            let what = format!(
+                "{} of {}",
+                if d.longitude { "longitude" } else { "latitude" },
+                d.source
+            );
+            tx.execute(
+                "INSERT INTO dobsob.columns VALUES (?, ?, ?, ?, 'DOUBLE')",
+                params![key, (schema.columns.len() + i) as i64 + 1, d.name, what],
             )
             .ctx(|| "recording the column mapping".into())?;
         }

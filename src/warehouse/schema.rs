@@ -209,9 +209,37 @@ impl TableColumn {
     }
 }
 
+/// A coordinate dobsob derives from a `point` (WKT) or `location` column, stored beside the original text
+/// as `{column}_longitude` / `{column}_latitude` DOUBLE so that analysts can filter and join on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedColumn {
+    pub name: String,
+    /// The portal column it is read from.
+    pub source: String,
+    pub longitude: bool,
+    /// `point` (WKT `POINT (lng lat)`) or `location` (text ending `(lat, lng)`).
+    pub socrata_type: String,
+}
+
+impl DerivedColumn {
+    /// The coordinate out of the cell in `raw`; NULL when the cell has none.
+    pub fn sql(&self, raw: &str) -> String {
+        const NUM: &str = "[-+0-9.eE]+";
+        let (pattern, group) = match (self.socrata_type.as_str(), self.longitude) {
+            ("point", true) => (format!("^POINT \\(({NUM}) {NUM}\\)$"), 1),
+            ("point", false) => (format!("^POINT \\({NUM} ({NUM})\\)$"), 1),
+            (_, false) => (format!("\\(({NUM}), ({NUM})\\)$"), 1),
+            (_, true) => (format!("\\(({NUM}), ({NUM})\\)$"), 2),
+        };
+        format!("TRY_CAST(NULLIF(regexp_extract({raw}, '{pattern}', {group}), '') AS DOUBLE)")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSchema {
     pub columns: Vec<TableColumn>,
+    /// Coordinates derived from point and location columns, after the portal's columns.
+    pub derived: Vec<DerivedColumn>,
 }
 
 impl TableSchema {
@@ -244,7 +272,31 @@ impl TableSchema {
                 kind: ColumnKind::from_socrata(&c.data_type_name),
             });
         }
-        Ok(TableSchema { columns })
+        // Coordinates beside point and location columns, unless the name is taken (then the text alone).
+        let mut derived = Vec::new();
+        for c in &columns {
+            if !matches!(c.socrata_type.as_str(), "point" | "location") {
+                continue;
+            }
+            for longitude in [true, false] {
+                let name = format!(
+                    "{}_{}",
+                    c.name,
+                    if longitude { "longitude" } else { "latitude" }
+                );
+                if seen.contains(&name.to_lowercase()) {
+                    continue;
+                }
+                seen.push(name.to_lowercase());
+                derived.push(DerivedColumn {
+                    name,
+                    source: c.name.clone(),
+                    longitude,
+                    socrata_type: c.socrata_type.clone(),
+                });
+            }
+        }
+        Ok(TableSchema { columns, derived })
     }
 
     /// A digest of names, types and the type mapping: when it changes, the table is reloaded.
@@ -271,6 +323,11 @@ impl TableSchema {
             self.columns
                 .iter()
                 .map(|c| format!("{} {}", quote_ident(&c.name), c.kind.duckdb_type())),
+        );
+        cols.extend(
+            self.derived
+                .iter()
+                .map(|d| format!("{} DOUBLE", quote_ident(&d.name))),
         );
         format!("CREATE TABLE {} ({})", quote_ident(table), cols.join(", "))
     }
@@ -320,6 +377,28 @@ mod tests {
                 "DECIMAL(38,18)"
             ]
         );
+    }
+
+    #[test]
+    fn points_and_locations_get_coordinates_beside_them_unless_the_name_is_taken() {
+        let s = TableSchema::from_view(&[
+            col("the_geom", "point"),
+            col("location", "location"),
+            col("location_latitude", "number"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = s.derived.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "the_geom_longitude",
+                "the_geom_latitude",
+                "location_longitude"
+            ]
+        );
+        assert!(s
+            .create_table_sql("t")
+            .ends_with("\"the_geom_longitude\" DOUBLE, \"the_geom_latitude\" DOUBLE, \"location_longitude\" DOUBLE)"));
     }
 
     #[test]

@@ -442,7 +442,7 @@ fn malformed_pages_fail_naming_dataset_and_page_and_commit_nothing() {
         assert_exit(&out, 1);
         let err = stderr(&out);
         assert!(
-            err.contains("dob_violations") && err.contains(needle),
+            err.contains("dob_violations") && err.contains("page 1") && err.contains(needle),
             "{needle}: {err}"
         );
         assert_eq!(env.table_dump("dob_violations"), before, "{needle}");
@@ -634,6 +634,22 @@ fn a_corrupt_or_foreign_ledger_or_warehouse_is_refused_and_left_alone() {
             .unwrap();
         assert_eq!(rows, 25, "{file}: the ledger knows the table again");
     }
+    // A warehouse written by a newer dobsob.
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    duckdb::Connection::open(env.data_dir().join("warehouse.duckdb"))
+        .unwrap()
+        .execute_batch("UPDATE dobsob.meta SET value = '99' WHERE key = 'format'")
+        .unwrap();
+    let before = env.table_dump("every_type");
+    let out = env.run(&["sync", "--datasets", "every_type"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("written by a newer dobsob"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.table_dump("every_type"), before);
     // A ledger written by a newer dobsob.
     let env = TestEnv::new();
     env.run_ok(&["sync", "--datasets", "every_type"]);

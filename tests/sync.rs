@@ -643,7 +643,7 @@ fn malformed_page_fails_naming_the_line_and_loses_nothing() {
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(
-        err.contains("bad page from") && err.contains("line 2"),
+        err.contains("bad page 2 from") && err.contains("line 2"),
         "{err}"
     );
     // The first page (5 rows) was committed before the bad one; the watermark moved exactly that far.

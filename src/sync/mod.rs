@@ -44,8 +44,13 @@ pub enum SyncError {
     Ledger(#[from] LedgerError),
     #[error("unusable schema: {0}")]
     Schema(String),
-    #[error("bad page from {url}: {message}")]
-    Page { url: String, message: String },
+    /// A page that is not a page of rows (malformed CSV, a header without the system fields, ...).
+    #[error("bad page {page} from {url}: {message}")]
+    Page {
+        page: u64,
+        url: String,
+        message: String,
+    },
     /// A page that does not move the pass forward (a portal ignoring `$where` or `$order`); nothing of it
     /// was committed.
     #[error("page {page}: {message}")]

@@ -106,24 +106,33 @@ impl Engine {
         self.tmp_dir.join(format!("{key}.{what}.csv"))
     }
 
-    /// Downloads one page of rows into page file `slot` and checks it.
+    /// Downloads page number `page` of a pass into page file `slot` and checks it.
     pub(super) async fn fetch_rows(
         &self,
         ds: &Dataset,
         q: &PageQuery,
         schema: &Arc<TableSchema>,
         slot: usize,
+        page: u64,
     ) -> Result<Fetched, SyncError> {
         let path = self.page_path(ds.key.as_str(), PAGE_SLOTS[slot]);
         let dl = self
             .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // An answer that is not CSV at all is a bad page too: say which.
+                SyncError::Soda(crate::soda::SodaError::BadResponse { url, message }) => {
+                    SyncError::Page { page, url, message }
+                }
+                other => other,
+            })?;
         // Parsing a page is CPU work: keep it off the runtime's workers.
         let (p, s) = (path.clone(), schema.clone());
         let checked = tokio::task::spawn_blocking(move || page::inspect_rows(&p, &s))
             .await
             .unwrap_or_else(|e| Err(format!("the page check panicked: {e}")));
         let info = checked.map_err(|message| SyncError::Page {
+            page,
             url: dl.url.clone(),
             message,
         })?;
@@ -178,7 +187,7 @@ impl Engine {
         let mut last_committed = None;
         let mut slot = 0;
         let mut fetched = self
-            .fetch_rows(ds, &pass.query(&cursor, limit), schema, slot)
+            .fetch_rows(ds, &pass.query(&cursor, limit), schema, slot, 1)
             .await?;
         loop {
             seq += 1;
@@ -242,7 +251,10 @@ impl Engine {
             let next_q = pass.query(&next_cursor, limit);
             let next = async {
                 if more && !self.shutdown.is_triggered() {
-                    Some(self.fetch_rows(ds, &next_q, schema, 1 - slot).await)
+                    Some(
+                        self.fetch_rows(ds, &next_q, schema, 1 - slot, seq + 1)
+                            .await,
+                    )
                 } else {
                     None
                 }

@@ -182,6 +182,7 @@ impl Engine {
             progress.bytes += dl.bytes;
             self.ledger.add_bytes(attempt, dl.bytes as i64)?;
             let ids = page::inspect_ids(&path).map_err(|message| SyncError::Page {
+                page: seq,
                 url: dl.url.clone(),
                 message,
             })?;
@@ -332,7 +333,13 @@ impl Engine {
             }
             let wanted: HashSet<&String> = ids.iter().collect();
             let fetched = self
-                .fetch_rows(ds, &PageQuery::rows_with_ids(&ids), schema, 0)
+                .fetch_rows(
+                    ds,
+                    &PageQuery::rows_with_ids(&ids),
+                    schema,
+                    0,
+                    progress.pages + 1,
+                )
                 .await?;
             if let Some(stray) = fetched.info.keys.keys().find(|id| !wanted.contains(id)) {
                 return Err(SyncError::Paging {

@@ -22,7 +22,12 @@ pub use writer::WarehouseHandle;
 const META_SQL: &[&str] = &[
     include_str!("../../sql/warehouse/0001_meta.sql"),
     include_str!("../../sql/warehouse/0002_schema_changes.sql"),
+    include_str!("../../sql/warehouse/0003_meta.sql"),
 ];
+
+/// The layout of dobsob's own tables and of the dataset tables (type mapping included) that this dobsob
+/// writes, recorded in `dobsob.meta`. 1: the first recorded layout (DECIMAL(38,18), TIMESTAMPTZ instants).
+const WAREHOUSE_FORMAT: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
@@ -35,6 +40,15 @@ pub enum WarehouseError {
     },
     #[error("warehouse: {0}")]
     State(String),
+    #[error(
+        "the warehouse {path} was written by a newer dobsob (layout {found}; this one knows up to {known}): \
+         upgrade dobsob, or move the file aside to load afresh"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("the warehouse writer thread has stopped")]
     WriterGone,
 }
@@ -128,10 +142,41 @@ impl Warehouse {
             quote_literal(&temp_dir.display().to_string())
         ))
         .ctx(|| "configuring DuckDB".into())?;
+        // Refuse a newer layout before writing anything.
+        let has_meta: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'dobsob' AND table_name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
+            .ctx(|| "reading the warehouse's layout".into())?;
+        if has_meta > 0 {
+            let found: Option<String> = conn
+                .query_row(
+                    "SELECT value FROM dobsob.meta WHERE key = 'format'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ctx(|| "reading the warehouse's layout".into())?;
+            let found = found.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            if found > WAREHOUSE_FORMAT {
+                return Err(WarehouseError::TooNew {
+                    path: path.display().to_string(),
+                    found,
+                    known: WAREHOUSE_FORMAT,
+                });
+            }
+        }
         for sql in META_SQL {
             conn.execute_batch(sql)
                 .ctx(|| "creating dobsob's tables".into())?;
         }
+        conn.execute(
+            "INSERT OR REPLACE INTO dobsob.meta VALUES ('format', ?)",
+            params![WAREHOUSE_FORMAT.to_string()],
+        )
+        .ctx(|| "recording the warehouse's layout".into())?;
         Ok(Warehouse { conn })
     }
 

@@ -186,8 +186,9 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub selection: Selection,
 
-    /// Also list the source's whole id set with each row's :updated_at and compare it row by row with the
-    /// warehouse (one small request per page of ids): missing, extra and stale rows, with examples.
+    /// Also list the source's whole id set with each row's :updated_at and :version and compare it row by
+    /// row with the warehouse (one small request per page of ids): missing, extra and stale rows, with
+    /// examples.
     #[arg(long)]
     pub deep: bool,
 

@@ -582,7 +582,7 @@ fn verify_says_in_step_or_exactly_what_differs_and_changes_nothing() {
     );
     assert!(
         o.contains(&format!(
-            "1 rows stale (older :updated_at than the source), e.g. {}",
+            "1 rows stale (another :version or :updated_at than the source), e.g. {}",
             ids[4]
         )),
         "{o}"

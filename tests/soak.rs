@@ -1,6 +1,6 @@
 //! Proof at scale: random kills during sync and rebuild, and a seeded soak of random source mutations,
 //! portal faults and quirks interleaved with syncs, the warehouse compared with the source after every
-//! completed sync. `DOBSOB_SOAK_ROUNDS` (default 40) and `DOBSOB_SOAK_SEED` run it longer or replay a
+//! completed sync. `DOBSOB_SOAK_ROUNDS` (default 200) and `DOBSOB_SOAK_SEED` run it longer or replay a
 //! failure; the seed is printed when a round fails.
 
 mod support;
@@ -80,7 +80,7 @@ fn kill_9_at_random_moments_of_sync_and_rebuild_then_rerun_equals_source() {
 
 #[test]
 fn soak_random_mutations_faults_and_quirks_keep_the_warehouse_equal_to_the_source() {
-    let rounds = env_u64("DOBSOB_SOAK_ROUNDS", 40);
+    let rounds = env_u64("DOBSOB_SOAK_ROUNDS", 200);
     let seed = env_u64("DOBSOB_SOAK_SEED", 20_261_201);
     let mut rng = StdRng::seed_from_u64(seed);
     let env = TestEnv::new();

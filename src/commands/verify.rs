@@ -1,6 +1,6 @@
 //! `dobsob verify`: compare each dataset in the warehouse with the source, changing nothing. Counts and the
-//! newest `:updated_at` always; with `--deep`, the source's whole `(:id, :updated_at)` set against the
-//! table's, naming missing, extra and stale rows. It is how a user checks, on the real portal, that the
+//! newest `:updated_at` always; with `--deep`, the source's whole `(:id, :updated_at, :version)` set against
+//! the table's, naming missing, extra and stale rows. It is how a user checks, on the real portal, that the
 //! warehouse equals the source.
 //!
 //! The warehouse is attached read-only to an in-memory DuckDB, where the source's ids are collected: nothing
@@ -61,7 +61,10 @@ impl Verdict {
         for (what, v) in [
             ("missing from the warehouse", &self.missing),
             ("in the warehouse but gone from the source", &self.extra),
-            ("stale (older :updated_at than the source)", &self.stale),
+            (
+                "stale (another :version or :updated_at than the source)",
+                &self.stale,
+            ),
         ] {
             if let Some((n, ex)) = v.as_ref().filter(|(n, _)| *n > 0) {
                 d.push(format!("{n} rows {what}, e.g. {}", ex.join(", ")));
@@ -191,7 +194,8 @@ async fn verify_one(
     Ok(v)
 }
 
-/// Lists the source's `(:id, :updated_at)` into an in-memory table and compares it with the warehouse's.
+/// Lists the source's `(:id, :updated_at, :version)` into an in-memory table and compares it with the
+/// warehouse's.
 async fn deep(
     conn: &Connection,
     client: &SodaClient,
@@ -201,23 +205,29 @@ async fn deep(
     tmp: &Path,
     v: &mut Verdict,
 ) -> Result<(), String> {
-    conn.execute_batch("CREATE OR REPLACE TABLE src (id VARCHAR, updated_ms BIGINT)")
-        .map_err(sql_err("creating the id table"))?;
+    conn.execute_batch(
+        "CREATE OR REPLACE TABLE src (id VARCHAR, updated_ms BIGINT, version VARCHAR)",
+    )
+    .map_err(sql_err("creating the id table"))?;
     let path = tmp.join(format!("{}.verify.csv", ds.key));
     let mut cursor: Option<String> = None;
     let mut listed = 0u64;
     loop {
         let mut q = PageQuery::id_page(cursor.as_deref(), limit);
-        q.select = ":id,:updated_at".into();
+        q.select = ":id,:updated_at,:version".into();
         client
             .download_csv(ds.id.as_str(), &q, &path)
             .await
             .map_err(|e| e.to_string())?;
         let mut rdr = csv::Reader::from_path(&path).map_err(|e| e.to_string())?;
         let header = rdr.headers().map_err(|e| e.to_string())?.clone();
-        if header.len() != 2 || &header[0] != ":id" || &header[1] != ":updated_at" {
+        if header.len() != 3
+            || &header[0] != ":id"
+            || &header[1] != ":updated_at"
+            || &header[2] != ":version"
+        {
             return Err(format!(
-                "the id listing has header {header:?}, not :id,:updated_at"
+                "the id listing has header {header:?}, not :id,:updated_at,:version"
             ));
         }
         let mut app = conn.appender("src").map_err(sql_err("appending ids"))?;
@@ -226,7 +236,8 @@ async fn deep(
             let rec = rec.map_err(|e| format!("the id listing: {e}"))?;
             let ms = parse_timestamp_ms(&rec[1])
                 .ok_or_else(|| format!("the id listing has :updated_at {:?}", &rec[1]))?;
-            app.append_row(params![&rec[0], ms])
+            let version = (!rec[2].is_empty()).then(|| rec[2].to_string());
+            app.append_row(params![&rec[0], ms, version])
                 .map_err(sql_err("appending ids"))?;
             n += 1;
             last = Some(rec[0].to_string());
@@ -261,7 +272,8 @@ async fn deep(
     ))?);
     v.stale = Some(count(&format!(
         "SELECT s.id FROM src s JOIN {table} t ON t.socrata_id = s.id \
-         WHERE epoch_ms(CAST(t.socrata_updated_at AS TIMESTAMP)) <> s.updated_ms"
+         WHERE epoch_ms(CAST(t.socrata_updated_at AS TIMESTAMP)) <> s.updated_ms \
+            OR t.socrata_version IS DISTINCT FROM s.version"
     ))?);
     let dup: i64 = conn
         .query_row("SELECT count(*) - count(DISTINCT id) FROM src", [], |r| {

@@ -207,6 +207,7 @@ impl Dataset {
                 id: ids::encode(r.seq),
                 created_at: format_time(r.created_at),
                 updated_at: format_time(r.updated_at),
+                version: r.version.clone(),
                 cells: r
                     .cells
                     .iter()
@@ -224,6 +225,7 @@ pub struct SourceRow {
     pub id: String,
     pub created_at: String,
     pub updated_at: String,
+    pub version: String,
     pub cells: Vec<Option<String>>,
 }
 

@@ -418,6 +418,10 @@ impl Warehouse {
             sys(":id")?,
             schema::instant_sql(&sys(":created_at")?),
             schema::instant_sql(&sys(":updated_at")?),
+            // `:version` changes with every change of the row: `verify --deep` compares it.
+            pos(":version")
+                .map(|i| format!("c{i}"))
+                .unwrap_or_else(|| "NULL".into()),
         ];
         for c in &schema.columns {
             let stored = types.get(&c.name).map(String::as_str).unwrap_or("");

@@ -10,7 +10,12 @@ use sha2::{Digest, Sha256};
 use crate::soda::ViewColumn;
 
 /// The system columns every dataset table starts with.
-pub const SYSTEM_COLUMNS: [&str; 3] = ["socrata_id", "socrata_created_at", "socrata_updated_at"];
+pub const SYSTEM_COLUMNS: [&str; 4] = [
+    "socrata_id",
+    "socrata_created_at",
+    "socrata_updated_at",
+    "socrata_version",
+];
 
 /// Quotes an identifier for DuckDB: double quotes, embedded quotes doubled.
 pub fn quote_ident(name: &str) -> String {
@@ -24,7 +29,7 @@ pub fn quote_literal(value: &str) -> String {
 
 /// Bumped whenever the type mapping changes: it is part of every table's fingerprint, so a table built with
 /// an older mapping is reloaded in full (once) rather than merged into with new types.
-pub const TYPE_MAPPING_VERSION: &str = "types-2";
+pub const TYPE_MAPPING_VERSION: &str = "types-3";
 
 /// The exact decimal type every `number`, `money` and `percent` column starts as: 20 integer digits and 18
 /// decimals hold NYC's coordinates (15-17 significant digits), money and counts exactly.
@@ -318,6 +323,7 @@ impl TableSchema {
             "socrata_id VARCHAR NOT NULL".to_string(),
             "socrata_created_at TIMESTAMPTZ".to_string(),
             "socrata_updated_at TIMESTAMPTZ".to_string(),
+            "socrata_version VARCHAR".to_string(),
         ];
         cols.extend(
             self.columns
@@ -453,7 +459,7 @@ mod tests {
         assert_eq!(
             s.create_table_sql("t"),
             "CREATE TABLE \"t\" (socrata_id VARCHAR NOT NULL, socrata_created_at TIMESTAMPTZ, \
-             socrata_updated_at TIMESTAMPTZ, \"x\"\"; DROP TABLE t; --\" VARCHAR)"
+             socrata_updated_at TIMESTAMPTZ, socrata_version VARCHAR, \"x\"\"; DROP TABLE t; --\" VARCHAR)"
         );
         for bad in ["", "a\nb", "Socrata_ID"] {
             assert!(

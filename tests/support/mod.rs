@@ -228,6 +228,7 @@ impl TestEnv {
             "socrata_id".to_string(),
             "strftime(CAST(socrata_created_at AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%gZ')".to_string(),
             "strftime(CAST(socrata_updated_at AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%gZ')".to_string(),
+            "socrata_version".to_string(),
         ];
         for (name, t) in &cols {
             let q = format!("\"{}\"", name.replace('"', "\"\""));
@@ -284,9 +285,15 @@ impl TestEnv {
                 "{key} {}: :updated_at",
                 src.id
             );
+            assert_eq!(
+                l[3].as_deref(),
+                Some(src.version.as_str()),
+                "{key} {}: :version",
+                src.id
+            );
             for (i, (name, t)) in cols.iter().enumerate() {
                 let want = &src.cells[i];
-                let got = &l[3 + i];
+                let got = &l[4 + i];
                 let ok = match (want, got) {
                     (None, None) => true,
                     (Some(w), None) => uncastable.get(&(src.id.clone(), name.clone())) == Some(w),

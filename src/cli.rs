@@ -18,7 +18,8 @@ Offline trial against the bundled emulator:
   cargo run --release --bin socrata-emulator -- --port 8080 &
   dobsob --portal http://127.0.0.1:8080 --catalog fixtures/catalog.toml sync
 
-Exit codes: 0 all requested datasets succeeded, 1 some failed, 2 usage or configuration error, 130 interrupted.";
+Exit codes: 0 all requested datasets succeeded, 1 some failed or drifted, 2 usage or configuration error,
+75 another sync or rebuild is running on this data directory, 130 interrupted.";
 
 /// Keep a local DuckDB copy of Socrata open data (NYC buildings and housing records) in step with the portal,
 /// fetching only what changed.

@@ -1,12 +1,14 @@
 //! The errors a command ends with, and the exit codes they map to.
 
 /// Exit codes: 0 all requested datasets succeeded, 1 some failed, 2 usage or configuration error,
-/// 130 interrupted.
+/// 75 another run holds the data directory (EX_TEMPFAIL: try again later), 130 interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Ok = 0,
     Failed = 1,
     Usage = 2,
+    /// Another `sync` or `rebuild` holds the data directory's lock.
+    Locked = 75,
     Interrupted = 130,
 }
 
@@ -19,6 +21,9 @@ pub enum Error {
     /// Something failed while running (data directory, ledger, warehouse): exit 1.
     #[error("{0}")]
     Runtime(String),
+    /// Another run holds the data directory: exit 75, so that cron wrappers tell it from a failure.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {
@@ -26,6 +31,7 @@ impl Error {
         match self {
             Error::Config(_) => ExitStatus::Usage,
             Error::Runtime(_) => ExitStatus::Failed,
+            Error::Locked(_) => ExitStatus::Locked,
         }
     }
 }
@@ -33,6 +39,15 @@ impl Error {
 impl From<crate::catalog::CatalogError> for Error {
     fn from(e: crate::catalog::CatalogError) -> Self {
         Error::Config(e.to_string())
+    }
+}
+
+impl From<crate::lock::LockError> for Error {
+    fn from(e: crate::lock::LockError) -> Self {
+        match e {
+            crate::lock::LockError::Held { .. } => Error::Locked(e.to_string()),
+            crate::lock::LockError::Io { .. } => Error::Runtime(e.to_string()),
+        }
     }
 }
 

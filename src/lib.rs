@@ -13,6 +13,7 @@ pub mod commands;
 pub mod emulator;
 pub mod error;
 pub mod ledger;
+pub mod lock;
 pub mod printer;
 pub mod settings;
 pub mod soda;

@@ -859,3 +859,67 @@ fn points_and_locations_are_kept_as_text_and_queryable_as_coordinates() {
     }
     assert!(some > 10, "the fixture has points and locations");
 }
+
+#[test]
+fn one_run_at_a_time_and_a_killed_run_is_marked_abandoned() {
+    let env = TestEnv::new();
+    // A sync held up by a slow portal.
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{DOB_VIOLATIONS}.csv"),
+            FaultKind::DelayMs(30_000),
+        )
+        .skip(1),
+    );
+    let mut first = env
+        .cmd(&[
+            "sync",
+            "--datasets",
+            "dob_violations",
+            "--page-size",
+            "5",
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    env.wait_for_rows_served(DOB_VIOLATIONS, 5);
+    // A second sync or rebuild exits at once with its own code, naming the holder.
+    let started = std::time::Instant::now();
+    for cmd in ["sync", "rebuild"] {
+        let out = env.run(&[cmd, "--datasets", "every_type"]);
+        assert_exit(&out, 75);
+        assert!(
+            stderr(&out).contains(&format!("pid {}", first.id()))
+                && stderr(&out).contains("started"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // status works meanwhile.
+    env.run_ok(&["status"]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    env.emu.state().faults.clear();
+    // The kernel released the lock with the process; the next run marks the dead one abandoned.
+    env.run_ok(&["sync", "--datasets", "dob_violations"]);
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+    let outcomes: Vec<String> = env
+        .ledger()
+        .prepare("SELECT outcome FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(outcomes, ["abandoned", "ok"]);
+    let running: i64 = env
+        .ledger()
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE outcome = 'running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(running, 0);
+}

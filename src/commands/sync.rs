@@ -42,6 +42,8 @@ pub async fn run(
         "sync"
     };
     settings.prepare_data_dir()?;
+    // Held until this function returns: one run per data directory.
+    let _lock = crate::lock::RunLock::acquire(&settings.data_dir)?;
     let client = SodaClient::new(
         &settings.portal,
         settings.token.clone(),
@@ -50,6 +52,12 @@ pub async fn run(
     )
     .map_err(Error::Config)?;
     let mut ledger = Ledger::open(&settings.ledger_path())?;
+    let abandoned = ledger.mark_abandoned()?;
+    if abandoned > 0 {
+        tracing::warn!(
+            "{abandoned} earlier run(s) ended without finishing (killed?): marked abandoned in the ledger"
+        );
+    }
     let warehouse = Warehouse::open(&settings.warehouse_path(), &settings.tmp_dir())?;
     let (handle, writer) = WarehouseHandle::spawn(warehouse);
 

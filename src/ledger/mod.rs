@@ -214,6 +214,22 @@ impl Ledger {
             .map_err(self.err())
     }
 
+    /// Marks runs and attempts still recorded as running as `abandoned` (their process died: the caller holds
+    /// the run lock, so nothing else is running). Returns how many runs.
+    pub fn mark_abandoned(&mut self) -> Result<usize, LedgerError> {
+        let t = now();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE attempts SET outcome = 'abandoned', finished_at = ?1 WHERE outcome = 'running'",
+                params![t],
+            )?;
+            tx.execute(
+                "UPDATE runs SET outcome = 'abandoned', finished_at = ?1 WHERE outcome = 'running'",
+                params![t],
+            )
+        })
+    }
+
     pub fn start_run(&mut self, command: &str) -> Result<RunId, LedgerError> {
         self.conn
             .execute(

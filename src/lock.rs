@@ -1,0 +1,97 @@
+//! One run at a time per data directory: `sync` and `rebuild` hold an OS file lock (`flock`) on
+//! `<data-dir>/dobsob.lock` for their whole length. The kernel releases it when the process dies, however it
+//! dies, so no stale lock survives a crash. The file holds the holder's pid and start time, for the message
+//! the next run prints.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// The held lock; dropping it (or the process ending) releases it.
+pub struct RunLock {
+    _file: File,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another dobsob run holds {path} ({holder}); it is still running. Wait for it, or check `dobsob status`"
+    )]
+    Held { path: String, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl RunLock {
+    /// Takes the lock on `data_dir`, or says who holds it.
+    pub fn acquire(data_dir: &Path) -> Result<RunLock, LockError> {
+        let path = data_dir.join("dobsob.lock");
+        let p = path.display().to_string();
+        let io = |source| LockError::Io {
+            path: p.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock on a file descriptor this function owns; no memory is shared with the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(LockError::Held {
+                    path: p,
+                    holder: if holder.is_empty() {
+                        "holder unknown".into()
+                    } else {
+                        holder.to_string()
+                    },
+                });
+            }
+            return Err(io(err));
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(
+            file,
+            "pid {}, started {}",
+            std::process::id(),
+            crate::ledger::now()
+        )
+        .map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        // flock locks belong to the open file description: a second open in this process conflicts too.
+        let e = RunLock::acquire(dir.path()).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(first);
+        assert!(RunLock::acquire(dir.path()).is_ok());
+    }
+}

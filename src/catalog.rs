@@ -165,6 +165,31 @@ impl fmt::Display for Frequency {
     }
 }
 
+/// How urgently a dataset is synced: jobs start in this order (then smallest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Priority {
+    /// The catalog marks it `critical` (the datasets investigators open first).
+    Critical,
+    /// Published daily.
+    High,
+    /// Published weekly or monthly.
+    Medium,
+    /// Published quarterly or less.
+    Low,
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Priority::Critical => "CRITICAL",
+            Priority::High => "HIGH",
+            Priority::Medium => "MEDIUM",
+            Priority::Low => "LOW",
+        })
+    }
+}
+
 /// One dataset to keep in step.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -175,6 +200,18 @@ pub struct Dataset {
     pub frequency: Frequency,
     pub size_mb: u32,
     pub critical: bool,
+}
+
+impl Dataset {
+    /// The priority from the catalog's `critical` flag and the publication frequency.
+    pub fn priority(&self) -> Priority {
+        match (self.critical, self.frequency) {
+            (true, _) => Priority::Critical,
+            (false, Frequency::Daily) => Priority::High,
+            (false, Frequency::Weekly | Frequency::Monthly) => Priority::Medium,
+            (false, Frequency::Quarterly) => Priority::Low,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -111,6 +111,48 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub selection: Selection,
 
+    /// Only the datasets that are due by their catalog frequency since their last success (less --grace);
+    /// among those the change gate still skips a source that has not changed. The nightly job.
+    #[arg(long, help_heading = "Which datasets and how", conflicts_with_all = ["force", "retry_failed"])]
+    pub schedule_check: bool,
+
+    /// With --schedule-check: a dataset is due this many seconds before its period is over, so a nightly run
+    /// a little earlier than yesterday's still syncs it.
+    #[arg(
+        long,
+        help_heading = "Which datasets and how",
+        default_value_t = 3600,
+        value_name = "SECS"
+    )]
+    pub grace: u64,
+
+    /// Sync even when not due and even when the source reports no change (ignores the change gate).
+    #[arg(long, help_heading = "Which datasets and how")]
+    pub force: bool,
+
+    /// Never start a full load: a dataset that needs one (never loaded, columns changed, interrupted load) is
+    /// skipped with that reason.
+    #[arg(
+        long,
+        help_heading = "Which datasets and how",
+        conflicts_with = "no_incremental"
+    )]
+    pub incremental_only: bool,
+
+    /// Reload the selected datasets in full into fresh tables, swapped in atomically (what `rebuild` does).
+    #[arg(long, help_heading = "Which datasets and how")]
+    pub no_incremental: bool,
+
+    /// Exactly the datasets whose last attempt failed or drifted (within the selection).
+    #[arg(long, help_heading = "Which datasets and how")]
+    pub retry_failed: bool,
+
+    /// Print the plan and change nothing on disk: per dataset its priority, due or not and why, full /
+    /// incremental / skip, the size estimate, and the limits in force. It asks the portal for each dataset's
+    /// metadata (one request each, for the change gate) but fetches no rows.
+    #[arg(long, help_heading = "Which datasets and how")]
+    pub dry_run: bool,
+
     /// Rows per request. Memory use grows with it, not with the dataset.
     #[arg(long, help_heading = "Fetching", default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub page_size: u64,

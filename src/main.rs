@@ -33,7 +33,11 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
     let printer = Printer {
         quiet: cli.global.quiet,
     };
-    let log_to_file = !matches!(cli.command, Command::Status(_) | Command::Verify(_));
+    // Read-only commands (and a dry run) leave the data directory as it is: no log file.
+    let log_to_file = match &cli.command {
+        Command::Status(_) | Command::Verify(_) => false,
+        Command::Sync(a) | Command::Rebuild(a) => !a.dry_run,
+    };
     init_logging(&cli, &settings, log_to_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

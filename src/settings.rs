@@ -69,8 +69,8 @@ impl Settings {
         Ok(())
     }
 
-    /// The datasets a selection names, in priority order: critical first, then by group, then smallest first
-    /// (so the most needed and quickest data is fresh first).
+    /// The datasets a selection names, in priority order (CRITICAL, HIGH, MEDIUM, LOW), then by group, then
+    /// smallest first (so the most needed and quickest data is fresh first).
     pub fn select(&self, s: &Selection) -> Result<Vec<&Dataset>, Error> {
         let group = if s.primary {
             Some(Group::Primary)
@@ -109,7 +109,7 @@ impl Settings {
                 .filter(|d| group.is_none_or(|g| d.group == g))
                 .collect()
         };
-        out.sort_by_key(|d| (!d.critical, d.group, d.size_mb));
+        out.sort_by_key(|d| (d.priority(), d.group, d.size_mb));
         Ok(out)
     }
 }

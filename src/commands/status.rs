@@ -19,6 +19,9 @@ pub struct DatasetStatus {
     pub name: String,
     pub group: String,
     pub frequency: String,
+    pub priority: crate::catalog::Priority,
+    /// When the dataset is (or became) due for `sync --schedule-check`; null if never synced.
+    pub next_due_at: Option<String>,
     pub rows: Option<i64>,
     pub last_success_at: Option<String>,
     pub age_seconds: Option<i64>,
@@ -63,6 +66,15 @@ pub fn dataset_status(
         name: d.name.clone(),
         group: d.group.to_string(),
         frequency: d.frequency.to_string(),
+        priority: d.priority(),
+        next_due_at: crate::sync::schedule::due(
+            d.frequency,
+            last.as_deref().and_then(crate::sync::schedule::parse_time),
+            now,
+            crate::sync::schedule::DEFAULT_GRACE_SECS,
+        )
+        .next_due_at()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         rows: rec.and_then(|r| r.row_count),
         last_success_at: last,
         age_seconds,
@@ -118,6 +130,7 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
             };
             vec![
                 s.key.clone(),
+                s.priority.to_string(),
                 rows,
                 s.last_outcome.clone().unwrap_or_else(|| "-".into()),
                 s.uncastable
@@ -137,6 +150,7 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
     printer.data(&table(
         &[
             "DATASET",
+            "PRIORITY",
             "ROWS",
             "LAST",
             "UNCASTABLE",

@@ -11,7 +11,7 @@ use crate::ledger::{now, Ledger};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
-use crate::sync::{DatasetReport, DeleteGuard, Engine, Mode, Outcome, Shutdown};
+use crate::sync::{DatasetReport, DeleteGuard, Engine, Mode, Outcome, RunOptions, Shutdown};
 use crate::warehouse::{Warehouse, WarehouseHandle};
 
 /// The JSON report written to `<data-dir>/reports/` after every run.
@@ -35,12 +35,29 @@ pub async fn run(
     printer: Printer,
     shutdown: Shutdown,
 ) -> Result<ExitStatus, Error> {
-    let datasets = settings.select(&args.selection)?;
+    let mut datasets = settings.select(&args.selection)?;
     let command = if mode == Mode::Rebuild {
         "rebuild"
     } else {
         "sync"
     };
+    let mode = if args.no_incremental {
+        Mode::Rebuild
+    } else {
+        mode
+    };
+    if args.retry_failed {
+        let failed = failed_last_time(settings)?;
+        datasets.retain(|d| failed.iter().any(|k| k == d.key.as_str()));
+        if datasets.is_empty() {
+            printer
+                .line("--retry-failed: no selected dataset failed or drifted in its last attempt");
+            return Ok(ExitStatus::Ok);
+        }
+    }
+    if args.dry_run {
+        return super::plan::print(settings, args, mode, &datasets, printer).await;
+    }
     settings.prepare_data_dir()?;
     // Held until this function returns: one run per data directory.
     let _lock = crate::lock::RunLock::acquire(&settings.data_dir)?;
@@ -78,6 +95,11 @@ pub async fn run(
             max_percent: args.max_delete_percent,
             allow: args.allow_mass_delete,
         },
+        options: RunOptions {
+            schedule_grace: args.schedule_check.then_some(args.grace as i64),
+            force: args.force,
+            incremental_only: args.incremental_only,
+        },
         shutdown: shutdown.clone(),
     };
     let reports = engine.run(run_id, &datasets, mode).await?;
@@ -85,7 +107,10 @@ pub async fn run(
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::Drift))
         .count();
-    let ok = reports.iter().filter(|r| r.outcome == Outcome::Ok).count();
+    let ok = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Skipped))
+        .count();
     let outcome = if shutdown.is_triggered() {
         Outcome::Interrupted
     } else if failed > 0 {
@@ -129,7 +154,7 @@ pub async fn run(
     Ok(match outcome {
         Outcome::Interrupted => ExitStatus::Interrupted,
         Outcome::Failed | Outcome::Drift => ExitStatus::Failed,
-        Outcome::Ok => ExitStatus::Ok,
+        Outcome::Ok | Outcome::Skipped => ExitStatus::Ok,
     })
 }
 
@@ -140,6 +165,7 @@ fn print_summary(printer: Printer, report: &RunReport) {
         .map(|d| {
             vec![
                 d.key.clone(),
+                d.priority.to_string(),
                 d.outcome.as_str().to_string(),
                 d.progress.mode.unwrap_or("-").to_string(),
                 d.progress.rows_fetched.to_string(),
@@ -150,16 +176,37 @@ fn print_summary(printer: Printer, report: &RunReport) {
                     _ => "-".into(),
                 },
                 format!("{:.1}s", d.seconds),
-                d.error.clone().unwrap_or_default(),
+                d.error
+                    .clone()
+                    .or_else(|| d.progress.reason.clone())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
     printer.line(&crate::printer::table(
         &[
-            "DATASET", "OUTCOME", "MODE", "FETCHED", "DELETED", "ROWS", "TIME", "ERROR",
+            "DATASET", "PRIORITY", "OUTCOME", "MODE", "FETCHED", "DELETED", "ROWS", "TIME", "NOTE",
         ],
         &rows,
     ));
+}
+
+/// Keys of the datasets whose last attempt failed or drifted, from the ledger (none without one).
+fn failed_last_time(settings: &Settings) -> Result<Vec<String>, Error> {
+    let path = settings.ledger_path();
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let ledger = Ledger::open(&path)?;
+    let mut out = Vec::new();
+    for d in &settings.catalog.datasets {
+        if let Some(r) = ledger.dataset(d.key.as_str())? {
+            if matches!(r.last_outcome.as_deref(), Some("failed" | "drift")) {
+                out.push(d.key.to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// VmHWM from /proc/self/status: the peak resident set of this process.

@@ -15,6 +15,7 @@ use crate::soda::Watermark;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/ledger/0001_init.sql"),
     include_str!("../../sql/ledger/0002_outcomes.sql"),
+    include_str!("../../sql/ledger/0003_skips.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,15 @@ pub enum LedgerError {
         "ledger {path} has schema version {found}, newer than this dobsob knows ({known}): upgrade dobsob"
     )]
     TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "ledger {path} has schema version {found}, this dobsob's is {known}: a plan cannot be read from it \
+         without migrating it (run a sync first, or upgrade dobsob)"
+    )]
+    Version {
         path: String,
         found: i64,
         known: i64,
@@ -108,6 +118,8 @@ pub struct AttemptSuccess {
     pub source_rows_updated_at: Option<i64>,
     pub sha256: String,
     pub warnings: Vec<String>,
+    /// Why the attempt fetched nothing, e.g. "source unchanged since ...".
+    pub reason: Option<String>,
 }
 
 pub struct Ledger {
@@ -155,6 +167,42 @@ impl Ledger {
             tx.commit().map_err(err)?;
         }
         Ok(Ledger { conn, path: p })
+    }
+
+    /// Opens an existing ledger read-only, without migrating it (for plans that must change nothing).
+    /// `None` if there is no ledger yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<Ledger>, LedgerError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let p = path.display().to_string();
+        let err = |source| LedgerError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        // `immutable`: even a read-only open of a WAL-mode database creates its -wal and -shm files. The plan
+        // reads the ledger as of its last checkpoint, which a preview can live with, and writes nothing.
+        let invalid = || err(rusqlite::Error::InvalidPath(path.to_path_buf()));
+        let absolute = std::path::absolute(path).map_err(|_| invalid())?;
+        let mut uri = url::Url::from_file_path(absolute).map_err(|_| invalid())?;
+        uri.set_query(Some("immutable=1"));
+        let conn = Connection::open_with_flags(
+            uri.as_str(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let known = MIGRATIONS.len() as i64;
+        if version != known {
+            return Err(LedgerError::Version {
+                path: p,
+                found: version,
+                known,
+            });
+        }
+        Ok(Some(Ledger { conn, path: p }))
     }
 
     /// Runs `f` in one transaction.
@@ -359,9 +407,19 @@ impl Ledger {
         self.write(|tx| {
             tx.execute(
                 "UPDATE attempts SET finished_at = ?2, outcome = ?3, mode = ?4, rows_deleted = ?5, sha256 = ?6,
-                                     source_count = ?7, error = ?8
+                                     source_count = ?7, error = ?8, reason = ?9
                  WHERE id = ?1",
-                params![attempt, t, outcome, s.mode, s.rows_deleted, s.sha256, s.source_count, s.drift],
+                params![
+                    attempt,
+                    t,
+                    outcome,
+                    s.mode,
+                    s.rows_deleted,
+                    s.sha256,
+                    s.source_count,
+                    s.drift,
+                    s.reason
+                ],
             )?;
             tx.execute(
                 "UPDATE datasets SET wm_updated_at = ?2, wm_id = ?3, row_count = ?4, schema_fingerprint = ?5,
@@ -400,6 +458,35 @@ impl Ledger {
             }
             Ok(())
         })
+    }
+
+    /// Records a dataset a run skipped without starting it (not due), with the reason.
+    pub fn record_skip(&mut self, run: RunId, key: &str, reason: &str) -> Result<(), LedgerError> {
+        let t = now();
+        self.conn
+            .execute(
+                "INSERT INTO attempts (run_id, dataset_key, mode, started_at, finished_at, outcome, reason)
+                 VALUES (?1, ?2, 'skip', ?3, ?3, 'skipped', ?4)",
+                params![run, key, t, reason],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Ends a started attempt as skipped (it found it had nothing it was allowed to do).
+    pub fn finish_attempt_skipped(
+        &mut self,
+        attempt: AttemptId,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = 'skipped', mode = 'skip', reason = ?3
+                 WHERE id = ?1",
+                params![attempt, now(), reason],
+            )
+            .map_err(self.err())?;
+        Ok(())
     }
 
     /// Records a failed (or interrupted) attempt; the watermark and counts stay as they were.

@@ -84,8 +84,27 @@ impl Engine {
             )
             .await?;
         let wm = state.as_ref().and_then(|s| s.watermark.clone());
+        if let (Plan::Full { .. }, true) = (plan, self.options.incremental_only) {
+            return Err(SyncError::Skipped(format!(
+                "a full load is needed ({}) and --incremental-only is set",
+                if state.is_none() {
+                    "never loaded"
+                } else {
+                    "columns changed, an interrupted load, or a full replace"
+                }
+            )));
+        }
         if plan == Plan::Unchanged {
             progress.mode = Some("unchanged");
+            progress.reason = meta
+                .rows_updated_at
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| {
+                    format!(
+                        "source unchanged since {}",
+                        t.format("%Y-%m-%d %H:%M:%S UTC")
+                    )
+                });
             let k = key.clone();
             let rows = self.warehouse.call(move |w| w.count(&k)).await?;
             progress.source_rows = record.as_ref().and_then(|r| r.source_count);
@@ -233,8 +252,9 @@ impl Engine {
             Some(_) => {}
         }
         // Gate: nothing changed at the source since a sync that read a rowsUpdatedAt the portal's own clock
-        // had safely passed.
-        if meta.rows_updated_at.is_some()
+        // had safely passed. --force looks anyway.
+        if !self.options.force
+            && meta.rows_updated_at.is_some()
             && record.and_then(|r| r.source_rows_updated_at) == meta.rows_updated_at
         {
             return Ok(Plan::Unchanged);
@@ -301,6 +321,7 @@ impl Engine {
                 source_rows_updated_at,
                 sha256: crate::soda::client::hex(&digest.finalize()),
                 warnings: progress.warnings.clone(),
+                reason: progress.reason.clone(),
             },
         )?;
         Ok(())

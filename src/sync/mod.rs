@@ -11,6 +11,7 @@ mod full;
 pub mod page;
 mod pass;
 pub mod reconcile;
+pub mod schedule;
 pub mod shutdown;
 
 use std::path::PathBuf;
@@ -68,6 +69,9 @@ pub enum SyncError {
         rows: u64,
         why: String,
     },
+    /// The dataset was not synced, for this reason (not an error).
+    #[error("skipped: {0}")]
+    Skipped(String),
     #[error("interrupted")]
     Interrupted,
 }
@@ -80,6 +84,9 @@ pub enum Outcome {
     /// Synced, but the warehouse's row count still differs from the source's (both are reported): not ok.
     Drift,
     Failed,
+    /// Not synced, with a reason: not due (`--schedule-check`), or a full load needed under
+    /// `--incremental-only`.
+    Skipped,
     /// Stopped by Ctrl-C or SIGTERM at a page boundary; the next run resumes.
     Interrupted,
 }
@@ -90,6 +97,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Drift => "drift",
             Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
         }
     }
@@ -110,6 +118,8 @@ pub struct Progress {
     pub drift: Option<String>,
     /// Things the portal did that dobsob worked around (capped `$limit`, columns the metadata lacks, ...).
     pub warnings: Vec<String>,
+    /// Why nothing was fetched: "source unchanged since T", "not due until T", ...
+    pub reason: Option<String>,
     /// Values that did not fit their column's type, kept in `dobsob.uncastable`.
     pub uncastable: Option<i64>,
     pub pages: u64,
@@ -124,6 +134,7 @@ pub struct Progress {
 pub struct DatasetReport {
     pub key: String,
     pub id: String,
+    pub priority: crate::catalog::Priority,
     pub outcome: Outcome,
     #[serde(flatten)]
     pub progress: Progress,
@@ -144,7 +155,19 @@ pub struct Engine {
     /// How far behind the watermark the ids of changed rows are listed to find late rows (ms; 0: never).
     pub late_window_ms: i64,
     pub deletes: DeleteGuard,
+    pub options: RunOptions,
     pub shutdown: Shutdown,
+}
+
+/// How a run picks and treats datasets (the sync command's flags).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// `--schedule-check`: skip datasets not due; the grace in seconds.
+    pub schedule_grace: Option<i64>,
+    /// `--force`: ignore the change gate.
+    pub force: bool,
+    /// `--incremental-only`: never start a full load.
+    pub incremental_only: bool,
 }
 
 impl Engine {
@@ -161,7 +184,33 @@ impl Engine {
                 break;
             }
             let started = Instant::now();
-            tracing::info!(dataset = %ds.key, id = %ds.id, "sync starting");
+            if let Some(grace) = self.options.schedule_grace {
+                let last = self
+                    .ledger
+                    .dataset(ds.key.as_str())?
+                    .and_then(|r| r.last_success_at)
+                    .and_then(|t| schedule::parse_time(&t));
+                let due = schedule::due(ds.frequency, last, chrono::Utc::now(), grace);
+                if !due.is_due() {
+                    let reason = due.reason();
+                    tracing::info!(dataset = %ds.key, "skipped: {reason}");
+                    self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
+                    reports.push(DatasetReport {
+                        key: ds.key.to_string(),
+                        id: ds.id.to_string(),
+                        priority: ds.priority(),
+                        outcome: Outcome::Skipped,
+                        progress: Progress {
+                            reason: Some(reason),
+                            ..Progress::default()
+                        },
+                        seconds: 0.0,
+                        error: None,
+                    });
+                    continue;
+                }
+            }
+            tracing::info!(dataset = %ds.key, id = %ds.id, priority = %ds.priority(), "sync starting");
             let attempt = self.ledger.start_attempt(
                 run,
                 ds.key.as_str(),
@@ -181,6 +230,7 @@ impl Engine {
             let mut report = DatasetReport {
                 key: ds.key.to_string(),
                 id: ds.id.to_string(),
+                priority: ds.priority(),
                 outcome: Outcome::Ok,
                 progress,
                 seconds,
@@ -202,6 +252,12 @@ impl Engine {
                         rows = report.progress.rows.unwrap_or(0),
                         "sync done in {seconds:.1}s"
                     );
+                }
+                Err(SyncError::Skipped(reason)) => {
+                    tracing::warn!("{}: skipped: {reason}", ds.key);
+                    self.ledger.finish_attempt_skipped(attempt, &reason)?;
+                    report.outcome = Outcome::Skipped;
+                    report.progress.reason = Some(reason);
                 }
                 Err(e) => {
                     let interrupted = matches!(e, SyncError::Interrupted);

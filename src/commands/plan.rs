@@ -1,0 +1,141 @@
+//! `dobsob sync --dry-run`: what a sync would do, changing nothing on disk. It reads the ledger read-only
+//! (when there is one) and asks the portal for each dataset's metadata, the change gate's one request; it
+//! fetches no rows, creates no data directory, takes no lock.
+
+use crate::catalog::Dataset;
+use crate::cli::SyncArgs;
+use crate::error::{Error, ExitStatus};
+use crate::ledger::{DatasetRecord, Ledger};
+use crate::printer::Printer;
+use crate::settings::{retry_policy, Settings};
+use crate::soda::SodaClient;
+use crate::sync::{schedule, Mode};
+use crate::warehouse::TableSchema;
+
+pub async fn print(
+    settings: &Settings,
+    args: &SyncArgs,
+    mode: Mode,
+    datasets: &[&Dataset],
+    printer: Printer,
+) -> Result<ExitStatus, Error> {
+    let ledger = Ledger::open_read_only(&settings.ledger_path())?;
+    let client = SodaClient::new(
+        &settings.portal,
+        settings.token.clone(),
+        retry_policy(args),
+        std::time::Duration::from_secs(args.timeout),
+    )
+    .map_err(Error::Config)?;
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
+    for ds in datasets {
+        let rec = match &ledger {
+            Some(l) => l.dataset(ds.key.as_str())?,
+            None => None,
+        };
+        let last = rec
+            .as_ref()
+            .and_then(|r| r.last_success_at.as_deref())
+            .and_then(schedule::parse_time);
+        let grace = args.grace as i64;
+        let due = schedule::due(ds.frequency, last, now, grace);
+        let action = if args.schedule_check && !due.is_due() {
+            format!("skip: {}", due.reason())
+        } else {
+            action(&client, ds, rec.as_ref(), args, mode).await
+        };
+        let size = match rec.as_ref().and_then(|r| r.row_count) {
+            Some(n) => format!("{} MB, {n} rows", ds.size_mb),
+            None => format!("{} MB", ds.size_mb),
+        };
+        rows.push(vec![
+            ds.key.to_string(),
+            ds.priority().to_string(),
+            if args.schedule_check {
+                due.reason()
+            } else {
+                "-".into()
+            },
+            action,
+            size,
+        ]);
+    }
+    printer.line(&format!(
+        "dry run: nothing is fetched or written; {} datasets, portal {}",
+        datasets.len(),
+        settings.portal
+    ));
+    printer.line(&crate::printer::table(
+        &["DATASET", "PRIORITY", "SCHEDULE", "WOULD", "SIZE"],
+        &rows,
+    ));
+    printer.line(&format!(
+        "limits: --page-size {}, --max-retries {}, --timeout {}s, --overlap {}s, --late-window {}s, \
+         --max-delete-rows {}, --max-delete-percent {}{}{}",
+        args.page_size,
+        args.max_retries,
+        args.timeout,
+        args.overlap,
+        args.late_window,
+        args.max_delete_rows,
+        args.max_delete_percent,
+        if args.allow_mass_delete {
+            ", --allow-mass-delete"
+        } else {
+            ""
+        },
+        if args.force { ", --force" } else { "" }
+    ));
+    Ok(ExitStatus::Ok)
+}
+
+/// What a sync would do with a due dataset, from the ledger and one metadata request.
+async fn action(
+    client: &SodaClient,
+    ds: &Dataset,
+    rec: Option<&DatasetRecord>,
+    args: &SyncArgs,
+    mode: Mode,
+) -> String {
+    let full = |why: &str| {
+        if args.incremental_only {
+            format!("skip: a full load is needed ({why}) and --incremental-only is set")
+        } else {
+            format!("full load ({why})")
+        }
+    };
+    let Some(rec) = rec.filter(|r| r.watermark.is_some() && r.schema_fingerprint.is_some()) else {
+        return full("never loaded");
+    };
+    if mode == Mode::Rebuild {
+        return "full load (rebuild)".into();
+    }
+    let meta = match client.metadata(ds.id.as_str()).await {
+        Ok(m) => m,
+        Err(e) => return format!("unknown: {e}"),
+    };
+    let fingerprint = TableSchema::from_view(&meta.columns)
+        .map(|s| format!("{}/{}", ds.id, s.fingerprint()))
+        .ok();
+    if fingerprint.as_deref() != rec.schema_fingerprint.as_deref() {
+        return full("columns or type mapping changed");
+    }
+    if !args.force
+        && meta.rows_updated_at.is_some()
+        && meta.rows_updated_at == rec.source_rows_updated_at
+    {
+        let since = meta
+            .rows_updated_at
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default();
+        return format!("skip: source unchanged since {since}");
+    }
+    let wm = rec
+        .watermark
+        .as_ref()
+        .map(|w| w.updated_at.clone())
+        .unwrap_or_default();
+    format!("incremental from {wm}")
+}

@@ -1,0 +1,312 @@
+//! Integration tests for which datasets a run takes and how: `--schedule-check` with its grace, the change
+//! gate's skips, `--force`, `--incremental-only`, `--no-incremental`, `--retry-failed`, `--dry-run`,
+//! priorities and conflicting flags. The real binary against the emulator, as everywhere.
+
+mod support;
+
+use dobsob::emulator::{Fault, FaultKind};
+use serde_json::{json, Value};
+use support::*;
+
+fn set_last_success(env: &TestEnv, key: &str, ago: chrono::Duration) {
+    let t = (chrono::Utc::now() - ago).to_rfc3339();
+    env.ledger()
+        .execute(
+            "UPDATE datasets SET last_success_at = ?1 WHERE key = ?2",
+            [t.as_str(), key],
+        )
+        .unwrap();
+}
+
+fn report_of<'a>(r: &'a Value, key: &str) -> &'a Value {
+    r["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == key)
+        .unwrap_or_else(|| panic!("{key} not in the report: {r}"))
+}
+
+#[test]
+fn schedule_check_syncs_what_is_due_and_skips_the_rest_with_reasons() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync"]);
+    // dob_violations was last synced 2 days ago (daily: due); ecb_violations 23.5 hours ago (due within the
+    // one-hour grace); the rest just now (not due).
+    set_last_success(&env, "dob_violations", chrono::Duration::days(2));
+    set_last_success(
+        &env,
+        "ecb_violations",
+        chrono::Duration::minutes(23 * 60 + 30),
+    );
+    let ids = env.emu.state().datasets[DOB_VIOLATIONS].ids();
+    env.emu
+        .state()
+        .edit(DOB_VIOLATIONS, |e| e.set(&ids[0], "boro", Some(json!("5"))));
+    let before: Vec<usize> = FIXTURES
+        .iter()
+        .map(|(_, id)| env.requests_for(id))
+        .collect();
+    let out = env.run_ok(&["sync", "--schedule-check"]);
+    let r = env.last_report();
+    assert_eq!(report_of(&r, "dob_violations")["outcome"], "ok");
+    assert_eq!(report_of(&r, "dob_violations")["mode"], "incremental");
+    // Due but unchanged at the source: skipped by the gate at one request, with the reason.
+    let ecb = report_of(&r, "ecb_violations");
+    assert_eq!(ecb["mode"], "unchanged");
+    assert!(
+        ecb["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("source unchanged since"),
+        "{ecb}"
+    );
+    for key in ["hpd_violations", "dob_complaints", "every_type"] {
+        let d = report_of(&r, key);
+        assert_eq!(d["outcome"], "skipped", "{key}");
+        assert!(
+            d["reason"].as_str().unwrap().starts_with("not due until"),
+            "{d}"
+        );
+    }
+    let after: Vec<usize> = FIXTURES
+        .iter()
+        .map(|(_, id)| env.requests_for(id))
+        .collect();
+    let made: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    // Order of FIXTURES: dob_violations, ecb, hpd, complaints, every_type.
+    assert_eq!(made[1], 1, "an unchanged due dataset costs one request");
+    assert_eq!(&made[2..], [0, 0, 0], "datasets not due cost nothing");
+    env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
+    assert!(stdout(&out).contains("not due until"), "{}", stdout(&out));
+    // The skips are in the ledger with their reasons.
+    let skipped: i64 = env
+        .ledger()
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE outcome = 'skipped' AND reason LIKE 'not due until%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(skipped, 3);
+    // Without the grace, 23.5 hours is not a day.
+    set_last_success(
+        &env,
+        "ecb_violations",
+        chrono::Duration::minutes(23 * 60 + 30),
+    );
+    env.run_ok(&[
+        "sync",
+        "--schedule-check",
+        "--grace",
+        "0",
+        "--datasets",
+        "ecb_violations",
+    ]);
+    assert_eq!(
+        report_of(&env.last_report(), "ecb_violations")["outcome"],
+        "skipped"
+    );
+}
+
+#[test]
+fn force_ignores_the_gate_and_no_incremental_reloads() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    assert_eq!(
+        report_of(&env.last_report(), "every_type")["mode"],
+        "unchanged"
+    );
+    env.run_ok(&["sync", "--datasets", "every_type", "--force"]);
+    assert_eq!(
+        report_of(&env.last_report(), "every_type")["mode"],
+        "incremental"
+    );
+    let before = env.full_rows_served(EVERY_TYPE);
+    env.run_ok(&[
+        "sync",
+        "--datasets",
+        "every_type",
+        "--no-incremental",
+        "--overlap",
+        "0",
+    ]);
+    assert_eq!(report_of(&env.last_report(), "every_type")["mode"], "full");
+    assert_eq!(env.full_rows_served(EVERY_TYPE) - before, 25);
+    env.assert_equal_to_source("every_type", EVERY_TYPE);
+}
+
+#[test]
+fn incremental_only_never_starts_a_full_load() {
+    let env = TestEnv::new();
+    let out = env.run_ok(&["sync", "--datasets", "every_type", "--incremental-only"]);
+    let d = report_of(&env.last_report(), "every_type").clone();
+    assert_eq!(d["outcome"], "skipped");
+    assert!(
+        d["reason"].as_str().unwrap().contains("never loaded"),
+        "{d}"
+    );
+    assert_eq!(env.full_rows_served(EVERY_TYPE), 0, "{}", stdout(&out));
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    let ids = env.emu.state().datasets[EVERY_TYPE].ids();
+    env.emu
+        .state()
+        .edit(EVERY_TYPE, |e| e.set(&ids[0], "name", Some(json!("X"))));
+    env.run_ok(&["sync", "--datasets", "every_type", "--incremental-only"]);
+    assert_eq!(
+        report_of(&env.last_report(), "every_type")["mode"],
+        "incremental"
+    );
+    env.assert_equal_to_source("every_type", EVERY_TYPE);
+}
+
+#[test]
+fn retry_failed_runs_exactly_the_datasets_whose_last_attempt_failed() {
+    let env = TestEnv::new();
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/api/views/{ECB_VIOLATIONS}"),
+            FaultKind::Status {
+                status: 404,
+                errorcode_shape: false,
+                retry_after: None,
+            },
+        )
+        .times(1),
+    );
+    let out = env.run(&["sync"]);
+    assert_exit(&out, 1);
+    let before: Vec<usize> = FIXTURES
+        .iter()
+        .map(|(_, id)| env.requests_for(id))
+        .collect();
+    env.run_ok(&["sync", "--retry-failed"]);
+    let r = env.last_report();
+    let keys: Vec<&str> = r["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["ecb_violations"]);
+    let after: Vec<usize> = FIXTURES
+        .iter()
+        .map(|(_, id)| env.requests_for(id))
+        .collect();
+    for (i, (key, _)) in FIXTURES.iter().enumerate() {
+        if *key != "ecb_violations" {
+            assert_eq!(after[i], before[i], "{key} was not touched");
+        }
+    }
+    env.assert_all_equal_to_source();
+    // Nothing failed any more: nothing to retry.
+    let out = env.run_ok(&["sync", "--retry-failed"]);
+    assert!(
+        stdout(&out).contains("no selected dataset failed"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let env = TestEnv::new();
+    // Before anything exists: every dataset would be loaded in full; no data directory appears and no row
+    // is fetched.
+    let out = env.run_ok(&["sync", "--dry-run"]);
+    let o = stdout(&out);
+    assert!(o.contains("CRITICAL") && o.contains("MEDIUM"), "{o}");
+    assert_eq!(o.matches("full load (never loaded)").count(), 5, "{o}");
+    assert!(o.contains("--max-delete-rows 10000"), "{o}");
+    assert!(
+        !env.data_dir().exists(),
+        "a dry run created the data directory"
+    );
+    assert_eq!(env.full_rows_served(DOB_VIOLATIONS), 0);
+    // After a sync: an unchanged source would be skipped, a changed one synced incrementally, a dataset not
+    // due skipped under --schedule-check; and not a byte of the data directory changes.
+    env.run_ok(&["sync"]);
+    let ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        e.set(&ids[0], "class", Some(json!("A")))
+    });
+    let snapshot: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&env.data_dir())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let served = env.emu.state().log.len();
+    let out = env.run_ok(&["sync", "--dry-run"]);
+    let o = stdout(&out);
+    assert!(o.contains("skip: source unchanged since"), "{o}");
+    assert!(o.contains("incremental from"), "{o}");
+    let out = env.run_ok(&["sync", "--dry-run", "--schedule-check"]);
+    assert!(
+        stdout(&out).contains("skip: not due until"),
+        "{}",
+        stdout(&out)
+    );
+    let log = env.emu.state().log[served..].to_vec();
+    assert!(
+        log.iter().all(|s| s.path.starts_with("/api/views/")),
+        "a dry run asks for metadata only: {log:?}"
+    );
+    let now: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&env.data_dir())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(now.len(), snapshot.len());
+    for ((p, a), (_, b)) in snapshot.iter().zip(&now) {
+        assert!(a == b, "{} changed in a dry run", p.display());
+    }
+}
+
+#[test]
+fn jobs_start_in_priority_order_and_status_shows_it() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync"]);
+    let order: Vec<String> = env
+        .ledger()
+        .prepare("SELECT dataset_key FROM attempts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // Critical first, smallest first; then the weekly (MEDIUM) one.
+    assert_eq!(
+        order,
+        [
+            "dob_violations",
+            "ecb_violations",
+            "dob_complaints",
+            "hpd_violations",
+            "every_type"
+        ]
+    );
+    let r = env.last_report();
+    assert_eq!(report_of(&r, "every_type")["priority"], "MEDIUM");
+    assert_eq!(report_of(&r, "hpd_violations")["priority"], "CRITICAL");
+    let st: Vec<Value> = serde_json::from_str(&stdout(&env.run_ok(&["status", "--json"]))).unwrap();
+    let et = st.iter().find(|s| s["key"] == "every_type").unwrap();
+    assert_eq!(et["priority"], "MEDIUM");
+    assert!(et["next_due_at"].as_str().is_some(), "{et}");
+}
+
+#[test]
+fn conflicting_flags_are_usage_errors() {
+    let env = TestEnv::new();
+    for args in [
+        &["sync", "--force", "--schedule-check"][..],
+        &["sync", "--incremental-only", "--no-incremental"],
+        &["sync", "--retry-failed", "--schedule-check"],
+    ] {
+        let out = env.run(args);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains("cannot be used with"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

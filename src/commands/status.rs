@@ -9,9 +9,6 @@ use crate::ledger::{DatasetRecord, Ledger, WatermarkRecord};
 use crate::printer::{age, table, Printer};
 use crate::settings::Settings;
 
-/// A dataset is due an hour before its period is over, so a nightly run a little early still syncs it.
-const DUE_SLACK_SECS: i64 = 3600;
-
 #[derive(Debug, Serialize)]
 pub struct DatasetStatus {
     pub key: String,
@@ -45,7 +42,10 @@ pub fn freshness(frequency: Frequency, age_secs: Option<i64>) -> (bool, bool) {
     let period = frequency.period().as_secs() as i64;
     match age_secs {
         None => (true, true),
-        Some(a) => (a >= period - DUE_SLACK_SECS, a > period),
+        Some(a) => (
+            a >= period - crate::sync::schedule::DEFAULT_GRACE_SECS,
+            a > period,
+        ),
     }
 }
 

@@ -82,6 +82,18 @@ pub enum Command {
     Rebuild(SyncArgs),
     /// Compare each dataset with the source without changing anything; exit 1 if anything differs.
     Verify(VerifyArgs),
+    /// Print crontab lines (or, with --systemd, a service and timer) that run the nightly sync.
+    Cron(CronArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CronArgs {
+    /// Print a systemd service and timer instead of crontab lines.
+    #[arg(long)]
+    pub systemd: bool,
+    /// Time of the nightly run, HH:MM (the weekly forced sync runs two hours later on Sundays).
+    #[arg(long, default_value = "02:30", value_name = "HH:MM")]
+    pub at: String,
 }
 
 /// Which datasets a command works on.
@@ -146,6 +158,10 @@ pub struct SyncArgs {
     /// Exactly the datasets whose last attempt failed or drifted (within the selection).
     #[arg(long, help_heading = "Which datasets and how")]
     pub retry_failed: bool,
+
+    /// Print crontab lines for the nightly job and exit (the original guide's flag; same as `dobsob cron`).
+    #[arg(long, help_heading = "Which datasets and how")]
+    pub generate_cron: bool,
 
     /// Print the plan and change nothing on disk: per dataset its priority, due or not and why, full /
     /// incremental / skip, the size estimate, and the limits in force. It asks the portal for each dataset's
@@ -246,7 +262,15 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// For monitoring (Nagios, systemd OnFailure): exit 1 when any selected dataset is stale, never synced or
+    /// failing (its last attempt failed or drifted), naming each in one line; exit 0 and one OK line otherwise.
+    #[arg(long, conflicts_with = "json")]
+    pub check: bool,
 }

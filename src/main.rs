@@ -35,8 +35,8 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
     };
     // Read-only commands (and a dry run) leave the data directory as it is: no log file.
     let log_to_file = match &cli.command {
-        Command::Status(_) | Command::Verify(_) => false,
-        Command::Sync(a) | Command::Rebuild(a) => !a.dry_run,
+        Command::Status(_) | Command::Verify(_) | Command::Cron(_) => false,
+        Command::Sync(a) | Command::Rebuild(a) => !a.dry_run && !a.generate_cron,
     };
     init_logging(&cli, &settings, log_to_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,16 +47,35 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         let shutdown = Shutdown::default();
         watch_signals(shutdown.clone());
         match &cli.command {
+            Command::Sync(a) if a.generate_cron => cron(&cli, &settings, "02:30", false, printer),
             Command::Sync(a) => {
                 dobsob::commands::sync::run(&settings, a, Mode::Sync, printer, shutdown).await
             }
             Command::Rebuild(a) => {
                 dobsob::commands::sync::run(&settings, a, Mode::Rebuild, printer, shutdown).await
             }
-            Command::Status(a) => dobsob::commands::status::run(&settings, a.json, printer),
+            Command::Status(a) => dobsob::commands::status::run(&settings, a, printer),
+            Command::Cron(a) => cron(&cli, &settings, &a.at, a.systemd, printer),
             Command::Verify(a) => dobsob::commands::verify::run(&settings, a, printer).await,
         }
     })
+}
+
+/// `dobsob cron` and `sync --generate-cron`: the same lines, with the paths of this run.
+fn cron(
+    cli: &Cli,
+    settings: &Settings,
+    at: &str,
+    systemd: bool,
+    printer: Printer,
+) -> Result<ExitStatus, Error> {
+    let spec = dobsob::commands::cron::CronSpec::from_settings(
+        settings,
+        cli.global.catalog.as_deref(),
+        cli.global.portal.as_deref(),
+        at,
+    )?;
+    dobsob::commands::cron::run(&spec, systemd, printer)
 }
 
 /// First Ctrl-C or SIGTERM: stop at the next safe point. Second Ctrl-C: exit now (the warehouse and ledger

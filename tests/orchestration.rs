@@ -310,3 +310,70 @@ fn conflicting_flags_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn cron_and_systemd_lines_run_the_nightly_job_with_absolute_paths() {
+    let env = TestEnv::new();
+    let out = env.run_ok(&["cron"]);
+    let c = stdout(&out);
+    let exe = env!("CARGO_BIN_EXE_dobsob");
+    let data = env.data_dir();
+    assert!(
+        c.contains(&format!(
+            "30 2 * * * {exe} --data-dir {} --catalog ",
+            data.display()
+        )) && c.contains("sync --schedule-check -q >> ")
+            && c.contains("sync --force --primary -q"),
+        "{c}"
+    );
+    assert!(!data.exists(), "printing cron lines writes nothing");
+    // The original guide's flag prints the same.
+    assert_eq!(stdout(&env.run_ok(&["sync", "--generate-cron"])), c);
+    let s = stdout(&env.run_ok(&["cron", "--systemd", "--at", "03:15"]));
+    assert!(
+        s.contains("OnCalendar=*-*-* 03:15:00")
+            && s.contains("Persistent=true")
+            && s.contains("RandomizedDelaySec=")
+            && s.contains(&format!("ExecStart={exe} --data-dir {}", data.display())),
+        "{s}"
+    );
+    assert_exit(&env.run(&["cron", "--at", "25:00"]), 2);
+}
+
+#[test]
+fn status_check_exits_1_naming_stale_and_failing_datasets() {
+    let env = TestEnv::new();
+    let out = env.run(&["status", "--check"]);
+    assert_exit(&out, 1);
+    assert_eq!(
+        stdout(&out).matches("never synced").count(),
+        5,
+        "{}",
+        stdout(&out)
+    );
+    env.run_ok(&["sync"]);
+    let out = env.run_ok(&["status", "--check"]);
+    assert!(
+        stdout(&out).starts_with("OK: 5 datasets fresh"),
+        "{}",
+        stdout(&out)
+    );
+    set_last_success(&env, "dob_violations", chrono::Duration::days(3));
+    env.emu.state().faults.push(Fault::on(
+        &format!("/api/views/{EVERY_TYPE}"),
+        FaultKind::Status {
+            status: 400,
+            errorcode_shape: true,
+            retry_after: None,
+        },
+    ));
+    assert_exit(&env.run(&["sync", "--datasets", "every_type"]), 1);
+    let out = env.run(&["status", "--check"]);
+    assert_exit(&out, 1);
+    let o = stdout(&out);
+    assert!(o.contains("STALE dob_violations: last success"), "{o}");
+    assert!(o.contains("FAILING every_type: "), "{o}");
+    assert_eq!(o.lines().count(), 2, "{o}");
+    // A selection narrows the check.
+    env.run_ok(&["status", "--check", "--datasets", "hpd_violations"]);
+}

@@ -89,7 +89,13 @@ pub fn dataset_status(
     }
 }
 
-pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStatus, Error> {
+pub fn run(
+    settings: &Settings,
+    args: &crate::cli::StatusArgs,
+    printer: Printer,
+) -> Result<ExitStatus, Error> {
+    let json = args.json;
+    let selected = settings.select(&args.selection)?;
     let path = settings.ledger_path();
     // No ledger yet: nothing was ever synced. Do not create one just to say so.
     let ledger = if path.exists() {
@@ -99,7 +105,7 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
     };
     let now = chrono::Utc::now();
     let mut statuses = Vec::new();
-    for d in &settings.catalog.datasets {
+    for d in selected {
         let rec = match &ledger {
             Some(l) => l.dataset(d.key.as_str())?,
             None => None,
@@ -109,6 +115,9 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
     if json {
         printer.data(&serde_json::to_string_pretty(&statuses).expect("statuses serialize"));
         return Ok(ExitStatus::Ok);
+    }
+    if args.check {
+        return Ok(check(&statuses, printer));
     }
     let rows: Vec<Vec<String>> = statuses
         .iter()
@@ -162,6 +171,39 @@ pub fn run(settings: &Settings, json: bool, printer: Printer) -> Result<ExitStat
         &rows,
     ));
     Ok(ExitStatus::Ok)
+}
+
+/// `status --check`: one line per dataset that needs attention, exit 1 if any does.
+fn check(statuses: &[DatasetStatus], printer: Printer) -> ExitStatus {
+    let mut problems = Vec::new();
+    for s in statuses {
+        let failing = matches!(s.last_outcome.as_deref(), Some("failed" | "drift"));
+        if failing {
+            problems.push(format!(
+                "FAILING {}: {} ({} consecutive)",
+                s.key,
+                s.last_error.as_deref().unwrap_or("last attempt failed"),
+                s.consecutive_failures
+            ));
+        }
+        match s.age_seconds {
+            None => problems.push(format!("STALE {}: never synced", s.key)),
+            Some(a) if s.stale => problems.push(format!(
+                "STALE {}: last success {} ago ({})",
+                s.key,
+                age(a),
+                s.frequency
+            )),
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        printer.data(&format!("OK: {} datasets fresh", statuses.len()));
+        ExitStatus::Ok
+    } else {
+        printer.data(&problems.join("\n"));
+        ExitStatus::Failed
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,179 @@
+//! `dobsob cron [--systemd]` (and `sync --generate-cron`, the original guide's spelling): print what makes
+//! the nightly job run, with absolute paths, ready to install. Nothing is installed or written.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ExitStatus};
+use crate::printer::Printer;
+use crate::settings::Settings;
+
+/// What the scheduled commands are built from.
+pub struct CronSpec {
+    pub exe: PathBuf,
+    pub data_dir: PathBuf,
+    pub catalog: Option<PathBuf>,
+    pub portal: Option<String>,
+    /// `HH:MM` of the nightly run.
+    pub at: (u32, u32),
+}
+
+impl CronSpec {
+    pub fn from_settings(
+        settings: &Settings,
+        catalog: Option<&Path>,
+        portal: Option<&str>,
+        at: &str,
+    ) -> Result<CronSpec, Error> {
+        let abs = |p: &Path| {
+            std::path::absolute(p)
+                .map_err(|e| Error::Config(format!("cannot make {} absolute: {e}", p.display())))
+        };
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Runtime(format!("cannot find the dobsob binary's path: {e}")))?;
+        Ok(CronSpec {
+            exe,
+            data_dir: abs(&settings.data_dir)?,
+            catalog: catalog.map(abs).transpose()?,
+            portal: portal.map(str::to_string),
+            at: parse_at(at)?,
+        })
+    }
+
+    fn base(&self) -> String {
+        let q = |p: &Path| shell_quote(&p.display().to_string());
+        let mut s = format!("{} --data-dir {}", q(&self.exe), q(&self.data_dir));
+        if let Some(c) = &self.catalog {
+            s.push_str(&format!(" --catalog {}", q(c)));
+        }
+        if let Some(p) = &self.portal {
+            s.push_str(&format!(" --portal {}", shell_quote(p)));
+        }
+        s
+    }
+
+    /// Crontab lines: the nightly `sync --schedule-check` and a weekly forced sync of the primary datasets.
+    pub fn crontab(&self) -> String {
+        let log = shell_quote(
+            &self
+                .data_dir
+                .join("logs")
+                .join("cron.log")
+                .display()
+                .to_string(),
+        );
+        let (h, m) = self.at;
+        let base = self.base();
+        format!(
+            "# dobsob: nightly sync of the datasets that are due, weekly forced sync of the primary ones.\n\
+             # Set SOCRATA_APP_TOKEN in the crontab's environment (a line SOCRATA_APP_TOKEN=... above these).\n\
+             # Exit 75 means the previous run is still going; 1 means some datasets failed (see the log).\n\
+             {m} {h} * * * {base} sync --schedule-check -q >> {log} 2>&1\n\
+             {m} {wh} * * 0 {base} sync --force --primary -q >> {log} 2>&1\n",
+            wh = (h + 2) % 24
+        )
+    }
+
+    /// A systemd service and timer for the nightly run.
+    pub fn systemd(&self) -> String {
+        let (h, m) = self.at;
+        format!(
+            "# /etc/systemd/system/dobsob-sync.service\n\
+             [Unit]\n\
+             Description=dobsob: sync the due Socrata datasets into the DuckDB warehouse\n\
+             Wants=network-online.target\n\
+             After=network-online.target\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             ExecStart={base} sync --schedule-check -q\n\
+             # SOCRATA_APP_TOKEN=... in a file readable by the service's user only\n\
+             EnvironmentFile=-/etc/dobsob.env\n\
+             # 75: the previous run still holds the data directory; not a failure\n\
+             SuccessExitStatus=75\n\
+             \n\
+             # /etc/systemd/system/dobsob-sync.timer\n\
+             [Unit]\n\
+             Description=dobsob nightly sync\n\
+             \n\
+             [Timer]\n\
+             OnCalendar=*-*-* {h:02}:{m:02}:00\n\
+             Persistent=true\n\
+             RandomizedDelaySec=15min\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n\
+             \n\
+             # Install: copy both files, then `systemctl daemon-reload && systemctl enable --now dobsob-sync.timer`\n",
+            base = self.base()
+        )
+    }
+}
+
+fn parse_at(at: &str) -> Result<(u32, u32), Error> {
+    let bad = || Error::Config(format!("--at {at:?}: expected HH:MM, e.g. 02:30"));
+    let (h, m) = at.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok((h, m))
+}
+
+/// Quotes a word for sh when it needs it.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=,+@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub fn run(spec: &CronSpec, systemd: bool, printer: Printer) -> Result<ExitStatus, Error> {
+    printer.data(&if systemd {
+        spec.systemd()
+    } else {
+        spec.crontab()
+    });
+    Ok(ExitStatus::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CronSpec {
+        CronSpec {
+            exe: "/opt/dob sob/dobsob".into(),
+            data_dir: "/srv/data".into(),
+            catalog: None,
+            portal: Some("http://127.0.0.1:8080".into()),
+            at: (2, 30),
+        }
+    }
+
+    #[test]
+    fn crontab_and_systemd_use_absolute_quoted_paths() {
+        let c = spec().crontab();
+        assert!(c.contains(
+            "30 2 * * * '/opt/dob sob/dobsob' --data-dir /srv/data --portal http://127.0.0.1:8080 sync --schedule-check -q >> /srv/data/logs/cron.log 2>&1"
+        ), "{c}");
+        assert!(
+            c.contains("30 4 * * 0 ") && c.contains("sync --force --primary"),
+            "{c}"
+        );
+        let s = spec().systemd();
+        assert!(
+            s.contains("OnCalendar=*-*-* 02:30:00") && s.contains("Persistent=true"),
+            "{s}"
+        );
+        assert!(s.contains("SuccessExitStatus=75"), "{s}");
+        assert_eq!(parse_at("23:59").unwrap(), (23, 59));
+        for bad in ["24:00", "2", "ab:cd", "02:60"] {
+            assert!(parse_at(bad).is_err(), "{bad}");
+        }
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -377,3 +377,44 @@ fn status_check_exits_1_naming_stale_and_failing_datasets() {
     // A selection narrows the check.
     env.run_ok(&["status", "--check", "--datasets", "hpd_violations"]);
 }
+
+#[test]
+fn an_unreachable_portal_fails_the_run_fast_saying_so_once() {
+    let env = TestEnv::new();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let started = std::time::Instant::now();
+    // Default retries and backoff: a refused connection is tried twice, not six times per dataset.
+    let out = env
+        .cmd(&["--portal", &format!("http://127.0.0.1:{port}"), "sync"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(err.matches("cannot reach the portal").count(), 1, "{err}");
+    assert!(err.contains("--portal"), "{err}");
+    let r = env.last_report();
+    let outcomes: Vec<&str> = r["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["failed", "skipped", "skipped", "skipped", "skipped"]
+    );
+    assert!(
+        r["datasets"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{r}"
+    );
+}

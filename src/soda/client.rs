@@ -144,6 +144,11 @@ impl SodaClient {
         Ok(SodaClient { http, base, retry })
     }
 
+    /// The portal's base URL.
+    pub fn portal(&self) -> &Url {
+        &self.base
+    }
+
     fn url(&self, path: &str, query: Option<&PageQuery>) -> Url {
         let mut u = self
             .base
@@ -320,6 +325,9 @@ impl SodaClient {
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
+                // A portal that cannot be reached at all is tried once more, not five times: it is
+                // down or the network is, and the run says so instead of waiting minutes.
+                Err(e) if e.is_unreachable() && retry >= 1 => return Err(e),
                 Err(e) if e.is_retryable() && retry < self.retry.max_retries => {
                     let wait = self.retry.delay(retry, &e);
                     tracing::warn!(
@@ -379,6 +387,7 @@ fn network(method: &'static str, url: &Url, e: &reqwest::Error) -> SodaError {
         method,
         url: url.to_string(),
         message,
+        connect: e.is_connect(),
     }
 }
 
@@ -435,6 +444,7 @@ mod tests {
             method: "GET",
             url: "u".into(),
             message: "m".into(),
+            connect: false,
         };
         for _ in 0..50 {
             let d0 = p.delay(0, &e);

@@ -24,6 +24,8 @@ pub enum SodaError {
         method: &'static str,
         url: String,
         message: String,
+        /// No connection could be made at all (DNS, refused, TLS): the portal is unreachable, not busy.
+        connect: bool,
     },
     /// The portal answered 200 with something dobsob cannot use.
     #[error("{url} sent a bad response: {message}")]
@@ -48,6 +50,11 @@ impl SodaError {
             SodaError::Network { .. } => true,
             SodaError::BadResponse { .. } | SodaError::Io { .. } => false,
         }
+    }
+
+    /// Whether the portal could not be reached at all (as opposed to failing a request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SodaError::Network { connect: true, .. })
     }
 
     pub fn retry_after(&self) -> Option<Duration> {

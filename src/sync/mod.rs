@@ -91,6 +91,13 @@ pub enum Outcome {
     Interrupted,
 }
 
+impl SyncError {
+    /// The portal could not be reached at all: the other datasets of the run would fail the same way.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SyncError::Soda(e) if e.is_unreachable())
+    }
+}
+
 impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,9 +186,26 @@ impl Engine {
         mode: Mode,
     ) -> Result<Vec<DatasetReport>, LedgerError> {
         let mut reports = Vec::new();
+        let mut unreachable: Option<String> = None;
         for ds in datasets {
             if self.shutdown.is_triggered() {
                 break;
+            }
+            if let Some(why) = &unreachable {
+                self.ledger.record_skip(run, ds.key.as_str(), why)?;
+                reports.push(DatasetReport {
+                    key: ds.key.to_string(),
+                    id: ds.id.to_string(),
+                    priority: ds.priority(),
+                    outcome: Outcome::Skipped,
+                    progress: Progress {
+                        reason: Some(why.clone()),
+                        ..Progress::default()
+                    },
+                    seconds: 0.0,
+                    error: None,
+                });
+                continue;
             }
             let started = Instant::now();
             if let Some(grace) = self.options.schedule_grace {
@@ -260,6 +284,18 @@ impl Engine {
                     report.progress.reason = Some(reason);
                 }
                 Err(e) => {
+                    if e.is_unreachable() {
+                        tracing::error!(
+                            "cannot reach the portal {}: {e}. Check the network, or point --portal (or \
+                             DOBSOB_PORTAL) at a reachable Socrata portal; the remaining datasets are skipped",
+                            self.client.portal()
+                        );
+                        unreachable = Some(format!(
+                            "portal {} unreachable (see {})",
+                            self.client.portal(),
+                            ds.key
+                        ));
+                    }
                     let interrupted = matches!(e, SyncError::Interrupted);
                     let message = format!("{}: {e}", ds.key);
                     if interrupted {

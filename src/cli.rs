@@ -190,6 +190,32 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Fetching", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
+    /// Datasets synced at once (fetching in parallel; merges go through the one warehouse writer).
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_concurrent: u64,
+
+    /// Of those, at most this many large ones (over --large-mb).
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_large: u64,
+
+    /// A dataset is large above this catalog size_mb.
+    #[arg(
+        long,
+        help_heading = "Concurrency and politeness",
+        default_value_t = 100,
+        value_name = "MB"
+    )]
+    pub large_mb: u32,
+
+    /// Requests per second for the whole run, all datasets together; a 429 from the portal slows every
+    /// dataset down. Default: 5 without an app token, 20 with one.
+    #[arg(long, help_heading = "Concurrency and politeness", value_name = "N", value_parser = positive_f64)]
+    pub max_requests_per_second: Option<f64>,
+
+    /// Seconds between dataset starts (the original guide's default).
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 1.0, value_name = "SECS", value_parser = non_negative_f64)]
+    pub throttle: f64,
+
     /// Seconds behind the watermark an incremental pass starts, to catch rows that became visible late
     /// (a publisher's long transaction); re-read rows are upserted, so this costs only their download. 0
     /// starts exactly at the watermark.
@@ -229,6 +255,24 @@ pub struct SyncArgs {
     /// Confirm that deletions past --max-delete-rows / --max-delete-percent are real, and let them happen.
     #[arg(long, help_heading = "Guards")]
     pub allow_mass_delete: bool,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be more than 0"))
+    }
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be 0 or more"))
+    }
 }
 
 fn percent(s: &str) -> Result<f64, String> {

@@ -418,3 +418,165 @@ fn an_unreachable_portal_fails_the_run_fast_saying_so_once() {
         "{r}"
     );
 }
+
+/// Every resource request of every fixture dataset waits `ms` first, so that jobs overlap visibly.
+fn slow_portal(env: &TestEnv, ms: u64) {
+    env.emu
+        .state()
+        .faults
+        .push(Fault::on("/resource/", FaultKind::DelayMs(ms)).times(10_000));
+}
+
+fn sync_with(env: &TestEnv, extra: &[&str]) {
+    let mut args = vec!["sync", "--page-size", "20"];
+    args.extend_from_slice(extra);
+    env.run_ok(&args);
+    env.assert_all_equal_to_source();
+}
+
+#[test]
+fn datasets_run_concurrently_within_the_limit() {
+    let env = TestEnv::new();
+    slow_portal(&env, 150);
+    sync_with(&env, &["--max-concurrent", "1"]);
+    assert_eq!(env.emu.state().peak_in_flight, 1, "one at a time");
+    let env = TestEnv::new();
+    slow_portal(&env, 150);
+    sync_with(&env, &["--max-concurrent", "3", "--large-mb", "1000"]);
+    let peak = env.emu.state().peak_in_flight;
+    assert!(
+        (2..=3).contains(&peak),
+        "three datasets at once at most, and really at once: {peak}"
+    );
+}
+
+#[test]
+fn large_datasets_have_their_own_limit() {
+    let env = TestEnv::new();
+    slow_portal(&env, 100);
+    // The four critical fixtures are over 100 MB in the catalog: at most one of them at a time.
+    sync_with(
+        &env,
+        &[
+            "--max-concurrent",
+            "4",
+            "--max-large",
+            "1",
+            "--large-mb",
+            "100",
+        ],
+    );
+    let arrivals = env.emu.state().arrivals.clone();
+    let span = |id: &str| {
+        let t: Vec<u64> = arrivals
+            .iter()
+            .filter(|(p, _)| p.contains(id))
+            .map(|(_, t)| *t)
+            .collect();
+        (*t.iter().min().unwrap(), *t.iter().max().unwrap())
+    };
+    let large = [
+        DOB_VIOLATIONS,
+        ECB_VIOLATIONS,
+        DOB_COMPLAINTS,
+        HPD_VIOLATIONS,
+    ];
+    for (i, a) in large.iter().enumerate() {
+        for b in &large[i + 1..] {
+            let (sa, ea) = span(a);
+            let (sb, eb) = span(b);
+            assert!(
+                ea < sb || eb < sa,
+                "{a} ({sa}-{ea}) and {b} ({sb}-{eb}) overlapped"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_request_budget_for_the_whole_run_and_a_429_slows_everyone() {
+    let env = TestEnv::new();
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/resource/{HPD_VIOLATIONS}.csv"),
+            FaultKind::Status {
+                status: 429,
+                errorcode_shape: false,
+                retry_after: Some(2),
+            },
+        )
+        .skip(1),
+    );
+    sync_with(
+        &env,
+        &[
+            "--max-concurrent",
+            "4",
+            "--max-requests-per-second",
+            "10",
+            "--large-mb",
+            "1000",
+        ],
+    );
+    let times: Vec<u64> = env.emu.state().arrivals.iter().map(|(_, t)| *t).collect();
+    assert!(
+        times.len() > 40,
+        "enough requests to measure: {}",
+        times.len()
+    );
+    // Never more than 10 requests in any second (one of slack for timer granularity).
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
+        assert!(
+            in_window <= 11,
+            "{in_window} requests in the second from {t} ms"
+        );
+    }
+    // After the 429 (Retry-After 2 s), no dataset sent anything for about two seconds (requests already on
+    // the wire when it was answered excepted).
+    let st = env.emu.state();
+    let t429 = st
+        .log
+        .iter()
+        .find(|s| s.status == 429)
+        .expect("the 429 was served")
+        .at_ms;
+    let during: Vec<u64> = st
+        .arrivals
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| *t > t429 + 50 && *t < t429 + 1800)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "requests {during:?} ms after a 429 at {t429} ms"
+    );
+}
+
+#[test]
+fn throttle_spaces_dataset_starts() {
+    let env = TestEnv::new();
+    sync_with(
+        &env,
+        &[
+            "--throttle",
+            "0.4",
+            "--max-concurrent",
+            "4",
+            "--large-mb",
+            "1000",
+        ],
+    );
+    let starts: Vec<u64> = env
+        .emu
+        .state()
+        .arrivals
+        .iter()
+        .filter(|(p, _)| p.starts_with("/api/views/"))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(starts.len(), 5);
+    for w in starts.windows(2) {
+        assert!(w[1] >= w[0] + 380, "starts {} and {} ms", w[0], w[1]);
+    }
+}

@@ -11,7 +11,9 @@ use crate::ledger::{now, Ledger};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
-use crate::sync::{DatasetReport, DeleteGuard, Engine, Mode, Outcome, RunOptions, Shutdown};
+use crate::sync::{
+    DatasetReport, DeleteGuard, Engine, Limits, Mode, Outcome, RunOptions, Shutdown,
+};
 use crate::warehouse::{Warehouse, WarehouseHandle};
 
 /// The JSON report written to `<data-dir>/reports/` after every run.
@@ -61,13 +63,17 @@ pub async fn run(
     settings.prepare_data_dir()?;
     // Held until this function returns: one run per data directory.
     let _lock = crate::lock::RunLock::acquire(&settings.data_dir)?;
+    let per_second = args
+        .max_requests_per_second
+        .unwrap_or(if settings.token.is_some() { 20.0 } else { 5.0 });
     let client = SodaClient::new(
         &settings.portal,
         settings.token.clone(),
         retry_policy(args),
         std::time::Duration::from_secs(args.timeout),
     )
-    .map_err(Error::Config)?;
+    .map_err(Error::Config)?
+    .with_budget(crate::soda::Budget::new(per_second));
     let mut ledger = Ledger::open(&settings.ledger_path())?;
     let abandoned = ledger.mark_abandoned()?;
     if abandoned > 0 {
@@ -85,6 +91,13 @@ pub async fn run(
     let mut engine = Engine {
         client,
         ledger,
+        ledger_path: settings.ledger_path(),
+        limits: Limits {
+            max_concurrent: args.max_concurrent as usize,
+            max_large: args.max_large as usize,
+            large_mb: args.large_mb,
+            throttle: std::time::Duration::from_secs_f64(args.throttle),
+        },
         warehouse: handle,
         tmp_dir: settings.tmp_dir(),
         page_size: args.page_size,

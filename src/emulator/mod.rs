@@ -374,6 +374,8 @@ pub struct Served {
     pub select: Option<String>,
     /// The `$where` of a successful resource request.
     pub where_: Option<String>,
+    /// When it was answered: milliseconds since the emulator started.
+    pub at_ms: u64,
     pub status: u16,
     /// Rows in the answer (0 for errors and metadata).
     pub rows: usize,
@@ -403,6 +405,14 @@ pub struct State {
     pub faults: Vec<Fault>,
     pub quirks: Quirks,
     pub log: Vec<Served>,
+    /// Every request as it arrived: path and milliseconds since the emulator started (before any fault's
+    /// delay), for tests of request budgets and start spacing.
+    pub arrivals: Vec<(String, u64)>,
+    /// Requests being handled now, and the most there ever were at once.
+    pub in_flight: usize,
+    pub peak_in_flight: usize,
+    /// When the emulator started (arrival times count from it).
+    pub epoch: Option<std::time::Instant>,
     /// The last `:updated_at` stamp handed out; stamps only move forward.
     clock: i64,
     /// When set, requests without the token get 403.
@@ -473,6 +483,8 @@ impl Emulator {
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let mut state = state;
+        state.epoch = Some(std::time::Instant::now());
         let state = Arc::new(Mutex::new(state));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let st = state.clone();

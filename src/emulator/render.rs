@@ -86,6 +86,28 @@ enum Delivery {
     },
 }
 
+/// A request being handled: counted in `in_flight` from its arrival until its answer is built.
+struct InFlight(Shared);
+
+impl InFlight {
+    fn arrive(shared: &Shared, path: &str) -> InFlight {
+        let mut st = lock(shared);
+        let epoch = *st.epoch.get_or_insert_with(std::time::Instant::now);
+        let at = epoch.elapsed().as_millis() as u64;
+        st.arrivals.push((path.to_string(), at));
+        st.in_flight += 1;
+        st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = lock(&self.0);
+        st.in_flight = st.in_flight.saturating_sub(1);
+    }
+}
+
 /// Checks the token and faults; returns how to deliver a normal answer, or an answer to send now.
 async fn preamble(shared: &Shared, headers: &HeaderMap, path: &str) -> Result<Delivery, Response> {
     let fault = {
@@ -190,10 +212,16 @@ fn log_where(
     status: u16,
     rows: usize,
 ) {
-    lock(shared).log.push(Served {
+    let mut st = lock(shared);
+    let at_ms = st
+        .epoch
+        .map(|e| e.elapsed().as_millis() as u64)
+        .unwrap_or(0);
+    st.log.push(Served {
         path: path.to_string(),
         select,
         where_,
+        at_ms,
         status,
         rows,
     });
@@ -253,6 +281,7 @@ async fn view(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/api/views/{file}");
+    let _in_flight = InFlight::arrive(&shared, &path);
     let delivery = match preamble(&shared, &headers, &path).await {
         Ok(d) => d,
         Err(r) => {
@@ -341,6 +370,7 @@ async fn resource(
     };
     let select_param = param("$select");
     let where_param = param("$where");
+    let _in_flight = InFlight::arrive(&shared, &path);
     let delivery = match preamble(&shared, &headers, &path).await {
         Ok(d) => d,
         Err(r) => {

@@ -123,7 +123,9 @@ pub struct AttemptSuccess {
 }
 
 pub struct Ledger {
-    conn: Connection,
+    /// Behind a mutex only so that an engine holding a ledger can be shared by reference across awaits
+    /// (`Sync`); each job has its own ledger, so the lock is never contended.
+    conn: std::sync::Mutex<Connection>,
     path: String,
 }
 
@@ -166,7 +168,10 @@ impl Ledger {
             tx.pragma_update(None, "user_version", known).map_err(err)?;
             tx.commit().map_err(err)?;
         }
-        Ok(Ledger { conn, path: p })
+        Ok(Ledger {
+            conn: std::sync::Mutex::new(conn),
+            path: p,
+        })
     }
 
     /// Opens an existing ledger read-only, without migrating it (for plans that must change nothing).
@@ -202,7 +207,14 @@ impl Ledger {
                 known,
             });
         }
-        Ok(Some(Ledger { conn, path: p }))
+        Ok(Some(Ledger {
+            conn: std::sync::Mutex::new(conn),
+            path: p,
+        }))
+    }
+
+    fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` in one transaction.
@@ -215,7 +227,8 @@ impl Ledger {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let mut conn = self.c();
+        let tx = conn.transaction().map_err(wrap)?;
         let v = f(&tx).map_err(wrap)?;
         tx.commit().map_err(wrap)?;
         Ok(v)
@@ -229,7 +242,7 @@ impl Ledger {
     }
 
     pub fn dataset(&self, key: &str) -> Result<Option<DatasetRecord>, LedgerError> {
-        self.conn
+        self.c()
             .query_row(
                 "SELECT key, socrata_id, wm_updated_at, wm_id, row_count, schema_fingerprint,
                         source_rows_updated_at, last_success_at, last_attempt_at, last_error,
@@ -279,13 +292,14 @@ impl Ledger {
     }
 
     pub fn start_run(&mut self, command: &str) -> Result<RunId, LedgerError> {
-        self.conn
+        self.c()
             .execute(
                 "INSERT INTO runs (command, started_at) VALUES (?1, ?2)",
                 params![command, now()],
             )
             .map_err(self.err())?;
-        Ok(self.conn.last_insert_rowid())
+        let id = self.c().last_insert_rowid();
+        Ok(id)
     }
 
     pub fn finish_run(
@@ -295,7 +309,7 @@ impl Ledger {
         ok: i64,
         failed: i64,
     ) -> Result<(), LedgerError> {
-        self.conn
+        self.c()
             .execute(
                 "UPDATE runs SET finished_at = ?2, outcome = ?3, datasets_ok = ?4, datasets_failed = ?5
                  WHERE id = ?1",
@@ -331,7 +345,7 @@ impl Ledger {
 
     /// Sets the mode of an attempt once the plan is known (full, incremental or unchanged).
     pub fn set_attempt_mode(&mut self, attempt: AttemptId, mode: &str) -> Result<(), LedgerError> {
-        self.conn
+        self.c()
             .execute(
                 "UPDATE attempts SET mode = ?2 WHERE id = ?1",
                 params![attempt, mode],
@@ -385,7 +399,7 @@ impl Ledger {
 
     /// Bytes of non-row requests (id listings) count toward the attempt too.
     pub fn add_bytes(&mut self, attempt: AttemptId, bytes: i64) -> Result<(), LedgerError> {
-        self.conn
+        self.c()
             .execute(
                 "UPDATE attempts SET bytes = bytes + ?2 WHERE id = ?1",
                 params![attempt, bytes],
@@ -463,7 +477,7 @@ impl Ledger {
     /// Records a dataset a run skipped without starting it (not due), with the reason.
     pub fn record_skip(&mut self, run: RunId, key: &str, reason: &str) -> Result<(), LedgerError> {
         let t = now();
-        self.conn
+        self.c()
             .execute(
                 "INSERT INTO attempts (run_id, dataset_key, mode, started_at, finished_at, outcome, reason)
                  VALUES (?1, ?2, 'skip', ?3, ?3, 'skipped', ?4)",
@@ -479,7 +493,7 @@ impl Ledger {
         attempt: AttemptId,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        self.conn
+        self.c()
             .execute(
                 "UPDATE attempts SET finished_at = ?2, outcome = 'skipped', mode = 'skip', reason = ?3
                  WHERE id = ?1",
@@ -523,7 +537,7 @@ impl Ledger {
         watermark: Option<&Watermark>,
         row_count: i64,
     ) -> Result<(), LedgerError> {
-        self.conn
+        self.c()
             .execute(
                 "UPDATE datasets SET wm_updated_at = ?2, wm_id = ?3, row_count = ?4 WHERE key = ?1",
                 params![

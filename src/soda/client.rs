@@ -108,10 +108,70 @@ pub struct Download {
     pub url: String,
 }
 
+/// One request budget for a whole run, shared by every dataset job: requests are spaced at least
+/// `interval` apart, and a 429 from the portal holds every job back, not only the one that got it.
+#[derive(Debug)]
+pub struct Budget {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+    /// No request goes out before this (a 429 holds back even requests that already had their turn).
+    held_until: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Budget {
+    /// At most `per_second` requests per second (0: unlimited).
+    pub fn new(per_second: f64) -> Budget {
+        Budget {
+            interval: if per_second > 0.0 {
+                Duration::from_secs_f64(1.0 / per_second)
+            } else {
+                Duration::ZERO
+            },
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            held_until: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this request's turn. A request whose turn came while a 429 holds everyone back waits for
+    /// the hold to end and takes a new turn then, so that the held requests do not go out in a burst.
+    async fn take(&self) {
+        loop {
+            let at = {
+                let mut next = self.next.lock().await;
+                let at = (*next).max(tokio::time::Instant::now());
+                *next = at + self.interval;
+                at
+            };
+            tokio::time::sleep_until(at).await;
+            let held = *self.held_until.lock().unwrap_or_else(|p| p.into_inner());
+            if held <= tokio::time::Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(held).await;
+        }
+    }
+
+    /// Holds every request back for `wait` (the portal throttled us).
+    async fn hold(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        {
+            let mut held = self.held_until.lock().unwrap_or_else(|p| p.into_inner());
+            *held = (*held).max(until);
+        }
+        let mut next = self.next.lock().await;
+        *next = (*next).max(until);
+    }
+}
+
+/// The portal client. Cheap to clone: clones share the connection pool, the request budget and whether the
+/// portal has answered yet.
+#[derive(Clone)]
 pub struct SodaClient {
     http: reqwest::Client,
     base: Url,
     retry: RetryPolicy,
+    budget: std::sync::Arc<Budget>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SodaClient {
@@ -141,7 +201,31 @@ impl SodaClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        Ok(SodaClient { http, base, retry })
+        Ok(SodaClient {
+            http,
+            base,
+            retry,
+            budget: std::sync::Arc::new(Budget::new(0.0)),
+            answered: Default::default(),
+        })
+    }
+
+    /// Shares `budget` among this client and its clones.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = std::sync::Arc::new(budget);
+        self
+    }
+
+    /// Whether the portal has answered any request yet (with any status).
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once the portal has answered a request.
+    pub async fn answered(&self) {
+        while !self.has_answered() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The portal's base URL.
@@ -293,12 +377,15 @@ impl SodaClient {
 
     /// Sends a GET and turns any status but 200 into a [`SodaError::Status`] with the portal's own words.
     async fn send(&self, url: &Url) -> Result<reqwest::Response, SodaError> {
+        self.budget.take().await;
         let resp = self
             .http
             .get(url.clone())
             .send()
             .await
             .map_err(|e| network("GET", url, &e))?;
+        self.answered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let status = resp.status().as_u16();
         if status == 200 {
             return Ok(resp);
@@ -330,6 +417,9 @@ impl SodaClient {
                 Err(e) if e.is_unreachable() && retry >= 1 => return Err(e),
                 Err(e) if e.is_retryable() && retry < self.retry.max_retries => {
                     let wait = self.retry.delay(retry, &e);
+                    if matches!(e, SodaError::Status { status: 429, .. }) {
+                        self.budget.hold(wait).await;
+                    }
                     tracing::warn!(
                         "{e}; retry {}/{} in {wait:?}",
                         retry + 1,

@@ -11,19 +11,19 @@ mod full;
 pub mod page;
 mod pass;
 pub mod reconcile;
+mod run;
 pub mod schedule;
 pub mod shutdown;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::catalog::Dataset;
-use crate::ledger::{Ledger, LedgerError, RunId};
+use crate::ledger::{Ledger, LedgerError};
 use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
 pub use reconcile::DeleteGuard;
+pub use run::Limits;
 pub use shutdown::Shutdown;
 
 /// What to do with each dataset.
@@ -149,10 +149,15 @@ pub struct DatasetReport {
     pub error: Option<String>,
 }
 
-/// Everything the engine needs, built once per run by the command.
+/// Everything the engine needs, built once per run by the command. Each dataset job works on its own copy
+/// (`Engine::job`), with its own ledger connection; the HTTP client (and its request budget) and the one
+/// warehouse writer are shared.
 pub struct Engine {
     pub client: SodaClient,
     pub ledger: Ledger,
+    /// Where the ledger is, so that each concurrent job opens its own connection (SQLite WAL).
+    pub ledger_path: PathBuf,
+    pub limits: Limits,
     pub warehouse: WarehouseHandle,
     /// Where pages are written while they are checked and loaded.
     pub tmp_dir: PathBuf,
@@ -175,153 +180,4 @@ pub struct RunOptions {
     pub force: bool,
     /// `--incremental-only`: never start a full load.
     pub incremental_only: bool,
-}
-
-impl Engine {
-    /// Runs `datasets` one after another (the warehouse has a single writer). Stops early on shutdown.
-    pub async fn run(
-        &mut self,
-        run: RunId,
-        datasets: &[&Dataset],
-        mode: Mode,
-    ) -> Result<Vec<DatasetReport>, LedgerError> {
-        let mut reports = Vec::new();
-        let mut unreachable: Option<String> = None;
-        for ds in datasets {
-            if self.shutdown.is_triggered() {
-                break;
-            }
-            if let Some(why) = &unreachable {
-                self.ledger.record_skip(run, ds.key.as_str(), why)?;
-                reports.push(DatasetReport {
-                    key: ds.key.to_string(),
-                    id: ds.id.to_string(),
-                    priority: ds.priority(),
-                    outcome: Outcome::Skipped,
-                    progress: Progress {
-                        reason: Some(why.clone()),
-                        ..Progress::default()
-                    },
-                    seconds: 0.0,
-                    error: None,
-                });
-                continue;
-            }
-            let started = Instant::now();
-            if let Some(grace) = self.options.schedule_grace {
-                let last = self
-                    .ledger
-                    .dataset(ds.key.as_str())?
-                    .and_then(|r| r.last_success_at)
-                    .and_then(|t| schedule::parse_time(&t));
-                let due = schedule::due(ds.frequency, last, chrono::Utc::now(), grace);
-                if !due.is_due() {
-                    let reason = due.reason();
-                    tracing::info!(dataset = %ds.key, "skipped: {reason}");
-                    self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
-                    reports.push(DatasetReport {
-                        key: ds.key.to_string(),
-                        id: ds.id.to_string(),
-                        priority: ds.priority(),
-                        outcome: Outcome::Skipped,
-                        progress: Progress {
-                            reason: Some(reason),
-                            ..Progress::default()
-                        },
-                        seconds: 0.0,
-                        error: None,
-                    });
-                    continue;
-                }
-            }
-            tracing::info!(dataset = %ds.key, id = %ds.id, priority = %ds.priority(), "sync starting");
-            let attempt = self.ledger.start_attempt(
-                run,
-                ds.key.as_str(),
-                ds.id.as_str(),
-                if mode == Mode::Rebuild {
-                    "full"
-                } else {
-                    "incremental"
-                },
-            )?;
-            let mut progress = Progress::default();
-            let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
-            for what in pass::PAGE_SLOTS.iter().chain(&["ids"]) {
-                let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let mut report = DatasetReport {
-                key: ds.key.to_string(),
-                id: ds.id.to_string(),
-                priority: ds.priority(),
-                outcome: Outcome::Ok,
-                progress,
-                seconds,
-                error: None,
-            };
-            match result {
-                Ok(()) if report.progress.drift.is_some() => {
-                    let why = report.progress.drift.clone().unwrap_or_default();
-                    tracing::error!("{}: drift: {why}", ds.key);
-                    report.outcome = Outcome::Drift;
-                    report.error = Some(format!("{}: drift: {why}", ds.key));
-                }
-                Ok(()) => {
-                    tracing::info!(
-                        dataset = %ds.key,
-                        mode = report.progress.mode.unwrap_or("-"),
-                        fetched = report.progress.rows_fetched,
-                        deleted = report.progress.rows_deleted,
-                        rows = report.progress.rows.unwrap_or(0),
-                        "sync done in {seconds:.1}s"
-                    );
-                }
-                Err(SyncError::Skipped(reason)) => {
-                    tracing::warn!("{}: skipped: {reason}", ds.key);
-                    self.ledger.finish_attempt_skipped(attempt, &reason)?;
-                    report.outcome = Outcome::Skipped;
-                    report.progress.reason = Some(reason);
-                }
-                Err(e) => {
-                    if e.is_unreachable() {
-                        tracing::error!(
-                            "cannot reach the portal {}: {e}. Check the network, or point --portal (or \
-                             DOBSOB_PORTAL) at a reachable Socrata portal; the remaining datasets are skipped",
-                            self.client.portal()
-                        );
-                        unreachable = Some(format!(
-                            "portal {} unreachable (see {})",
-                            self.client.portal(),
-                            ds.key
-                        ));
-                    }
-                    let interrupted = matches!(e, SyncError::Interrupted);
-                    let message = format!("{}: {e}", ds.key);
-                    if interrupted {
-                        tracing::warn!(
-                            "{}: interrupted; the next run resumes from the last committed page",
-                            ds.key
-                        );
-                    } else {
-                        tracing::error!("{message}");
-                    }
-                    self.ledger.finish_attempt_failed(
-                        attempt,
-                        ds.key.as_str(),
-                        &e.to_string(),
-                        interrupted,
-                    )?;
-                    report.outcome = if interrupted {
-                        Outcome::Interrupted
-                    } else {
-                        Outcome::Failed
-                    };
-                    report.error = Some(message);
-                }
-            }
-            reports.push(report);
-        }
-        Ok(reports)
-    }
 }

@@ -110,7 +110,8 @@ impl Engine {
             }
             Err(e) => Err(e),
         };
-        self.warehouse.call(|w| w.end_ids()).await?;
+        let k = key.clone();
+        self.warehouse.call(move |w| w.end_ids(&k)).await?;
         result
     }
 
@@ -149,12 +150,13 @@ impl Engine {
             Ok(())
         }
         .await;
-        self.warehouse.call(|w| w.end_ids()).await?;
+        let k = key.clone();
+        self.warehouse.call(move |w| w.end_ids(&k)).await?;
         result
     }
 
     /// Lists the source's ids (`$select=:id`, keyset by `:id`; only rows changed since `since` if given)
-    /// into the writer's temp table `_dobsob_ids`. `source` is the number of ids the source counted.
+    /// into the writer's temp table `_dobsob_ids_<key>`. `source` is the number of ids the source counted.
     async fn list_ids(
         &mut self,
         ds: &Dataset,
@@ -164,7 +166,8 @@ impl Engine {
         since: Option<&str>,
     ) -> Result<(), SyncError> {
         let key = ds.key.to_string();
-        self.warehouse.call(|w| w.begin_ids()).await?;
+        let k = key.clone();
+        self.warehouse.call(move |w| w.begin_ids(&k)).await?;
         let path = self.page_path(&key, "ids");
         let limit = self.page_size;
         let mut cursor: Option<String> = None;
@@ -208,8 +211,8 @@ impl Engine {
                 message: format!("id listing: {message}"),
             })?;
             if ids.rows > 0 {
-                let p = path.clone();
-                self.warehouse.call(move |w| w.append_ids(&p)).await?;
+                let (k, p) = (key.clone(), path.clone());
+                self.warehouse.call(move |w| w.append_ids(&k, &p)).await?;
             }
             listed += ids.rows;
             if listed > source.saturating_mul(3) + 10 * limit {
@@ -371,7 +374,7 @@ impl Engine {
                 .warehouse
                 .call(move |wh| {
                     if !gone.is_empty() {
-                        wh.forget_ids(&gone)?;
+                        wh.forget_ids(&k, &gone)?;
                     }
                     if rows_in_page > 0 {
                         let page = PageFile {

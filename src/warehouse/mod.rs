@@ -120,6 +120,12 @@ pub struct IdSetDiff {
     pub missing_local: i64,
 }
 
+/// The temp table a dataset's id listing is collected in (one per dataset: datasets sync concurrently
+/// through the one writer connection). Quoted.
+fn ids_table(key: &str) -> String {
+    quote_ident(&format!("_dobsob_ids_{key}"))
+}
+
 /// The table a full load fills before the swap.
 pub fn load_table(key: &str) -> String {
     format!("_dobsob_load_{key}")
@@ -620,18 +626,22 @@ impl Warehouse {
     }
 
     /// Starts collecting the source's id set (for deletion detection).
-    pub fn begin_ids(&mut self) -> Result<(), WarehouseError> {
+    pub fn begin_ids(&mut self, key: &str) -> Result<(), WarehouseError> {
         self.conn
-            .execute_batch("CREATE OR REPLACE TEMP TABLE _dobsob_ids (id VARCHAR)")
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE {} (id VARCHAR)",
+                ids_table(key)
+            ))
             .ctx(|| "creating the id set".into())
     }
 
     /// Adds a page of ids (a one-column CSV with header `:id`) to the id set.
-    pub fn append_ids(&mut self, path: &Path) -> Result<(), WarehouseError> {
+    pub fn append_ids(&mut self, key: &str, path: &Path) -> Result<(), WarehouseError> {
         self.conn
             .execute_batch(&format!(
-                "INSERT INTO _dobsob_ids SELECT c0 FROM read_csv({}, header = true, auto_detect = false, \
+                "INSERT INTO {} SELECT c0 FROM read_csv({}, header = true, auto_detect = false, \
                  delim = ',', quote = '\"', escape = '\"', strict_mode = true, columns = {{'c0': 'VARCHAR'}})",
+                ids_table(key),
                 quote_literal(&path.display().to_string())
             ))
             .ctx(|| format!("loading ids from {}", path.display()))
@@ -640,12 +650,13 @@ impl Warehouse {
     /// Compares the collected id set with `table`.
     pub fn diff_ids(&self, table: &str) -> Result<IdSetDiff, WarehouseError> {
         let t = quote_ident(table);
+        let ids = ids_table(table);
         self.conn
             .query_row(
                 &format!(
-                    "SELECT (SELECT count(*) FROM _dobsob_ids), (SELECT count(DISTINCT id) FROM _dobsob_ids),
-                            (SELECT count(*) FROM main.{t} WHERE socrata_id NOT IN (SELECT id FROM _dobsob_ids)),
-                            (SELECT count(*) FROM _dobsob_ids WHERE id NOT IN (SELECT socrata_id FROM main.{t}))"
+                    "SELECT (SELECT count(*) FROM {ids}), (SELECT count(DISTINCT id) FROM {ids}),
+                            (SELECT count(*) FROM main.{t} WHERE socrata_id NOT IN (SELECT id FROM {ids})),
+                            (SELECT count(*) FROM {ids} WHERE id NOT IN (SELECT socrata_id FROM main.{t}))"
                 ),
                 [],
                 |r| {
@@ -664,9 +675,10 @@ impl Warehouse {
     /// join that hashes the listing, not the table), so a short listing against a large table stays small.
     fn missing_sql(table: &str) -> String {
         let t = quote_ident(table);
+        let ids = ids_table(table);
         format!(
-            "SELECT id FROM _dobsob_ids WHERE id NOT IN \
-             (SELECT socrata_id FROM main.{t} WHERE socrata_id IN (SELECT id FROM _dobsob_ids))"
+            "SELECT id FROM {ids} WHERE id NOT IN \
+             (SELECT socrata_id FROM main.{t} WHERE socrata_id IN (SELECT id FROM {ids}))"
         )
     }
 
@@ -697,17 +709,18 @@ impl Warehouse {
     /// Deletes the rows whose id the source no longer has; returns how many.
     pub fn delete_missing(&mut self, key: &str) -> Result<i64, WarehouseError> {
         let t = quote_ident(key);
+        let ids = ids_table(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         let n = tx
             .execute(
-                &format!(
-                    "DELETE FROM main.{t} WHERE socrata_id NOT IN (SELECT id FROM _dobsob_ids)"
-                ),
+                &format!("DELETE FROM main.{t} WHERE socrata_id NOT IN (SELECT id FROM {ids})"),
                 [],
             )
             .ctx(|| format!("deleting rows gone from the source in {key}"))?;
         tx.execute(
-            "DELETE FROM dobsob.uncastable WHERE table_name = ? AND socrata_id NOT IN (SELECT id FROM _dobsob_ids)",
+            &format!(
+                "DELETE FROM dobsob.uncastable WHERE table_name = ? AND socrata_id NOT IN (SELECT id FROM {ids})"
+            ),
             params![key],
         )
         .ctx(|| "deleting uncastable values of deleted rows".into())?;
@@ -716,10 +729,10 @@ impl Warehouse {
     }
 
     /// Removes ids from the collected id set (rows the source no longer returns when asked by id).
-    pub fn forget_ids(&mut self, ids: &[String]) -> Result<(), WarehouseError> {
+    pub fn forget_ids(&mut self, key: &str, ids: &[String]) -> Result<(), WarehouseError> {
         let mut stmt = self
             .conn
-            .prepare("DELETE FROM _dobsob_ids WHERE id = ?")
+            .prepare(&format!("DELETE FROM {} WHERE id = ?", ids_table(key)))
             .ctx(|| "updating the id set".into())?;
         for id in ids {
             stmt.execute(params![id])
@@ -729,9 +742,9 @@ impl Warehouse {
     }
 
     /// Drops the collected id set.
-    pub fn end_ids(&mut self) -> Result<(), WarehouseError> {
+    pub fn end_ids(&mut self, key: &str) -> Result<(), WarehouseError> {
         self.conn
-            .execute_batch("DROP TABLE IF EXISTS _dobsob_ids")
+            .execute_batch(&format!("DROP TABLE IF EXISTS {}", ids_table(key)))
             .ctx(|| "dropping the id set".into())
     }
 

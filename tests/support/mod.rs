@@ -62,8 +62,16 @@ impl TestEnv {
     /// Runs `dobsob ARGS` (sync and rebuild get quick retries) and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
+        // Quick retries, no pause between dataset starts and a generous request budget: the tests of those
+        // limits set them themselves.
         if matches!(args.first(), Some(&"sync") | Some(&"rebuild")) {
             all.extend(["--retry-base-ms", "10"]);
+            if !args.contains(&"--throttle") {
+                all.extend(["--throttle", "0"]);
+            }
+            if !args.contains(&"--max-requests-per-second") {
+                all.extend(["--max-requests-per-second", "1000"]);
+            }
         }
         self.cmd(&all).output().expect("dobsob runs")
     }

@@ -212,6 +212,11 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Concurrency and politeness", value_name = "N", value_parser = positive_f64)]
     pub max_requests_per_second: Option<f64>,
 
+    /// A deadline for the run, e.g. 2h, 90m, 1h30m, 600s: past it nothing new starts and running datasets stop
+    /// at a page boundary (their committed pages stay; the next run resumes); the run exits 1.
+    #[arg(long, help_heading = "Concurrency and politeness", value_name = "DURATION", value_parser = duration)]
+    pub max_duration: Option<std::time::Duration>,
+
     /// Seconds between dataset starts (the original guide's default).
     #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 1.0, value_name = "SECS", value_parser = non_negative_f64)]
     pub throttle: f64,
@@ -255,6 +260,33 @@ pub struct SyncArgs {
     /// Confirm that deletions past --max-delete-rows / --max-delete-percent are real, and let them happen.
     #[arg(long, help_heading = "Guards")]
     pub allow_mass_delete: bool,
+}
+
+/// `2h`, `90m`, `1h30m`, `45s`, or plain seconds.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration: use e.g. 2h, 90m, 1h30m, 600s");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let (mut total, mut num) = (0u64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -317,4 +349,22 @@ pub struct StatusArgs {
     /// failing (its last attempt failed or drifted), naming each in one line; exit 0 and one OK line otherwise.
     #[arg(long, conflicts_with = "json")]
     pub check: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_the_forms_people_write() {
+        assert_eq!(duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(duration("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(duration("45s").unwrap(), Duration::from_secs(45));
+        assert_eq!(duration("600").unwrap(), Duration::from_secs(600));
+        for bad in ["", "h", "2d", "1h30", "0m", "-5m"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
 }

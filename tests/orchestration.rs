@@ -580,3 +580,42 @@ fn throttle_spaces_dataset_starts() {
         assert!(w[1] >= w[0] + 380, "starts {} and {} ms", w[0], w[1]);
     }
 }
+
+#[test]
+fn a_deadline_stops_the_run_at_a_page_boundary_and_the_next_run_resumes() {
+    let env = TestEnv::new();
+    slow_portal(&env, 250);
+    let started = std::time::Instant::now();
+    let out = env.run(&[
+        "sync",
+        "--page-size",
+        "5",
+        "--max-concurrent",
+        "2",
+        "--large-mb",
+        "1000",
+        "--max-duration",
+        "2s",
+    ]);
+    assert_exit(&out, 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let r = env.last_report();
+    let ds = r["datasets"].as_array().unwrap();
+    assert_eq!(ds.len(), 5, "every dataset is reported: {r}");
+    let cut = ds
+        .iter()
+        .filter(|d| {
+            d["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cut by the run's deadline"))
+        })
+        .count();
+    let not_started = ds
+        .iter()
+        .filter(|d| d["reason"].as_str().is_some_and(|e| e.contains("deadline")))
+        .count();
+    assert!(cut >= 1 && not_started >= 1, "{r}");
+    env.emu.state().faults.clear();
+    env.run_ok(&["sync", "--page-size", "5"]);
+    env.assert_all_equal_to_source();
+}

@@ -115,6 +115,17 @@ pub async fn run(
         },
         shutdown: shutdown.clone(),
     };
+    if let Some(limit) = args.max_duration {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            tracing::warn!(
+                "the run's deadline (--max-duration) passed: nothing new starts, running datasets stop at a page \
+                 boundary"
+            );
+            s.trigger_deadline();
+        });
+    }
     let reports = engine.run(run_id, &datasets, mode).await?;
     let failed = reports
         .iter()
@@ -124,7 +135,9 @@ pub async fn run(
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Skipped))
         .count();
-    let outcome = if shutdown.is_triggered() {
+    let outcome = if shutdown.by_deadline() {
+        Outcome::Failed
+    } else if shutdown.is_triggered() {
         Outcome::Interrupted
     } else if failed > 0 {
         Outcome::Failed

@@ -171,7 +171,16 @@ impl Engine {
             let (j, r) = done.expect("a dataset job panicked");
             reports[j] = Some(r?);
         }
-        // Datasets a shutdown kept from starting are not reported, as before.
+        // Datasets a deadline kept from starting are reported as skipped; a signal's are not reported.
+        if self.shutdown.by_deadline() {
+            for (i, ds) in datasets.iter().enumerate() {
+                if reports[i].is_none() {
+                    let why = "not started: the run's deadline (--max-duration) passed".to_string();
+                    self.ledger.record_skip(run, ds.key.as_str(), &why)?;
+                    reports[i] = Some(skipped(ds, why));
+                }
+            }
+        }
         Ok(reports.into_iter().flatten().collect())
     }
 
@@ -239,7 +248,15 @@ impl Engine {
                     }
                 }
                 let interrupted = matches!(e, SyncError::Interrupted);
-                let message = format!("{}: {e}", ds.key);
+                let message = if interrupted && self.shutdown.by_deadline() {
+                    format!(
+                        "{}: cut by the run's deadline (--max-duration); the next run resumes from the last \
+                         committed page",
+                        ds.key
+                    )
+                } else {
+                    format!("{}: {e}", ds.key)
+                };
                 if interrupted {
                     tracing::warn!(
                         "{}: interrupted; the next run resumes from the last committed page",

@@ -10,9 +10,23 @@ use tokio::sync::Notify;
 pub struct Shutdown {
     flag: Arc<AtomicBool>,
     notify: Arc<Notify>,
+    /// The stop came from the run's deadline (`--max-duration`), not from a signal.
+    deadline: Arc<AtomicBool>,
 }
 
 impl Shutdown {
+    /// Stops the run because its deadline passed: like a signal, at the next page boundary, but reported as
+    /// cut by the deadline (exit 1), not as interrupted (130).
+    pub fn trigger_deadline(&self) {
+        self.deadline.store(true, Ordering::SeqCst);
+        self.trigger();
+    }
+
+    /// Whether the stop (if any) came from the deadline.
+    pub fn by_deadline(&self) -> bool {
+        self.deadline.load(Ordering::SeqCst)
+    }
+
     pub fn trigger(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();

@@ -63,9 +63,13 @@ pub struct GlobalArgs {
     )]
     pub app_token: Option<String>,
 
-    /// Only print warnings and errors.
+    /// Only print errors and the final summary (for cron; the log file still gets everything).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Days of daily log files (logs/dobsob.YYYY-MM-DD.log) to keep.
+    #[arg(long, global = true, default_value_t = 30, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub log_retention_days: u64,
 
     /// More detail (-v debug, -vv trace). RUST_LOG overrides both.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

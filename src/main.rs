@@ -113,7 +113,7 @@ fn watch_signals(shutdown: Shutdown) {
 
 fn init_logging(cli: &Cli, settings: &Settings, to_file: bool) -> Result<(), Error> {
     let level = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "warn",
+        (true, _) => "error",
         (_, 0) => "info",
         (_, 1) => "debug",
         _ => "trace",
@@ -127,17 +127,23 @@ fn init_logging(cli: &Cli, settings: &Settings, to_file: bool) -> Result<(), Err
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(level));
+    // A file a day, logs/dobsob.YYYY-MM-DD.log (UTC), the oldest beyond --log-retention-days removed when a
+    // run starts (tracing-appender does both).
     let file = if to_file {
         settings.prepare_data_dir()?;
-        let path = settings.logs_dir().join("dobsob.log");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::Config(format!("cannot open log file {}: {e}", path.display())))?;
+        let dir = settings.logs_dir();
+        let appender = tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("dobsob")
+            .filename_suffix("log")
+            .max_log_files(cli.global.log_retention_days as usize)
+            .build(&dir)
+            .map_err(|e| {
+                Error::Config(format!("cannot open a log file in {}: {e}", dir.display()))
+            })?;
         Some(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::sync::Mutex::new(f))
+                .with_writer(appender)
                 .with_ansi(false)
                 .with_filter(filter("info")),
         )

@@ -619,3 +619,45 @@ fn a_deadline_stops_the_run_at_a_page_boundary_and_the_next_run_resumes() {
     env.run_ok(&["sync", "--page-size", "5"]);
     env.assert_all_equal_to_source();
 }
+
+#[test]
+fn logs_go_to_a_daily_file_and_old_ones_are_pruned() {
+    let env = TestEnv::new();
+    let logs = env.data_dir().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for day in 1..=5 {
+        std::fs::write(logs.join(format!("dobsob.2026-01-0{day}.log")), "old\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(logs.join("cron.log"), "not ours to prune\n").unwrap();
+    let out = env.run_ok(&[
+        "--log-retention-days",
+        "3",
+        "sync",
+        "--datasets",
+        "every_type",
+        "-q",
+    ]);
+    // -q: no log lines on stderr, but the summary on stdout.
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("every_type"), "{}", stdout(&out));
+    let today = logs.join(format!(
+        "dobsob.{}.log",
+        chrono::Utc::now().format("%Y-%m-%d")
+    ));
+    let text = std::fs::read_to_string(&today).unwrap();
+    assert!(text.contains("sync starting"), "{text}");
+    let mut ours: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dobsob."))
+        .collect();
+    ours.sort();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    assert!(
+        ours.contains(&"dobsob.2026-01-05.log".to_string()),
+        "the newest old ones stay: {ours:?}"
+    );
+    assert!(logs.join("cron.log").exists());
+}

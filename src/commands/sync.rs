@@ -175,8 +175,9 @@ pub async fn run(
     let json = serde_json::to_string_pretty(&report).expect("a report serializes");
     std::fs::write(&path, json)
         .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", path.display())))?;
+    // The summary and the report's path are printed even with -q: they are what a cron mail should say.
     print_summary(printer, &report);
-    printer.line(&format!("report: {}", path.display()));
+    printer.data(&format!("report: {}", path.display()));
     Ok(match outcome {
         Outcome::Interrupted => ExitStatus::Interrupted,
         Outcome::Failed | Outcome::Drift => ExitStatus::Failed,
@@ -209,7 +210,7 @@ fn print_summary(printer: Printer, report: &RunReport) {
             ]
         })
         .collect();
-    printer.line(&crate::printer::table(
+    printer.data(&crate::printer::table(
         &[
             "DATASET", "PRIORITY", "OUTCOME", "MODE", "FETCHED", "DELETED", "ROWS", "TIME", "NOTE",
         ],

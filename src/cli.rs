@@ -88,6 +88,21 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print crontab lines (or, with --systemd, a service and timer) that run the nightly sync.
     Cron(CronArgs),
+    /// Show a past run from the ledger: each dataset's outcome, mode, rows, bytes, pages and error or reason.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run's id (as in reports/sync-NNNNNN.json); default the newest.
+    #[arg(value_name = "RUN_ID", conflicts_with = "last")]
+    pub run: Option<i64>,
+    /// The newest run (the default).
+    #[arg(long)]
+    pub last: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

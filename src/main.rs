@@ -35,7 +35,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
     };
     // Read-only commands (and a dry run) leave the data directory as it is: no log file.
     let log_to_file = match &cli.command {
-        Command::Status(_) | Command::Verify(_) | Command::Cron(_) => false,
+        Command::Status(_) | Command::Verify(_) | Command::Cron(_) | Command::Report(_) => false,
         Command::Sync(a) | Command::Rebuild(a) => !a.dry_run && !a.generate_cron,
     };
     init_logging(&cli, &settings, log_to_file)?;
@@ -56,6 +56,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
             }
             Command::Status(a) => dobsob::commands::status::run(&settings, a, printer),
             Command::Cron(a) => cron(&cli, &settings, &a.at, a.systemd, printer),
+            Command::Report(a) => dobsob::commands::report::run(&settings, a, printer),
             Command::Verify(a) => dobsob::commands::verify::run(&settings, a, printer).await,
         }
     })

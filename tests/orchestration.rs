@@ -661,3 +661,30 @@ fn logs_go_to_a_daily_file_and_old_ones_are_pruned() {
     );
     assert!(logs.join("cron.log").exists());
 }
+
+#[test]
+fn report_shows_a_past_run_from_the_ledger() {
+    let env = TestEnv::new();
+    let out = env.run(&["report"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no runs yet"), "{}", stderr(&out));
+    env.run_ok(&["sync"]);
+    env.run_ok(&["sync", "--schedule-check"]);
+    let last = stdout(&env.run_ok(&["report", "--last"]));
+    assert!(
+        last.starts_with("run 2: sync") && last.contains("not due until"),
+        "{last}"
+    );
+    let first: Value =
+        serde_json::from_str(&stdout(&env.run_ok(&["report", "1", "--json"]))).unwrap();
+    assert_eq!(first["run_id"], 1);
+    assert_eq!(first["outcome"], "ok");
+    let a = first["attempts"].as_array().unwrap();
+    assert_eq!(a.len(), 5);
+    assert_eq!(a[0]["dataset"], "dob_violations");
+    assert_eq!(a[0]["mode"], "full");
+    assert!(a[0]["rows_fetched"].as_i64().unwrap() >= 45);
+    let out = env.run(&["report", "9"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no run 9"), "{}", stderr(&out));
+}

@@ -2,6 +2,7 @@
 
 pub mod cron;
 pub mod plan;
+pub mod report;
 pub mod status;
 pub mod sync;
 pub mod verify;

@@ -122,6 +122,36 @@ pub struct AttemptSuccess {
     pub reason: Option<String>,
 }
 
+/// One run as the ledger recorded it.
+#[derive(Debug, serde::Serialize)]
+pub struct RunView {
+    pub run_id: i64,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub datasets_ok: i64,
+    pub datasets_failed: i64,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One dataset of a run.
+#[derive(Debug, serde::Serialize)]
+pub struct AttemptView {
+    pub dataset: String,
+    pub mode: String,
+    pub outcome: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub rows_fetched: i64,
+    pub rows_deleted: i64,
+    pub bytes: i64,
+    pub pages: i64,
+    pub source_count: Option<i64>,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
 pub struct Ledger {
     /// Behind a mutex only so that an engine holding a ledger can be shared by reference across awaits
     /// (`Sync`); each job has its own ledger, so the lock is never contended.
@@ -215,6 +245,61 @@ impl Ledger {
 
     fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `id` (the newest when `None`) with its attempts, in start order.
+    pub fn run_view(&self, id: Option<i64>) -> Result<Option<RunView>, LedgerError> {
+        let c = self.c();
+        let run = c
+            .query_row(
+                "SELECT id, command, started_at, finished_at, outcome, datasets_ok, datasets_failed
+                 FROM runs WHERE id = coalesce(?1, (SELECT max(id) FROM runs))",
+                params![id],
+                |r| {
+                    Ok(RunView {
+                        run_id: r.get(0)?,
+                        command: r.get(1)?,
+                        started_at: r.get(2)?,
+                        finished_at: r.get(3)?,
+                        outcome: r.get(4)?,
+                        datasets_ok: r.get(5)?,
+                        datasets_failed: r.get(6)?,
+                        attempts: Vec::new(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some(mut run) = run else {
+            return Ok(None);
+        };
+        let mut stmt = c
+            .prepare(
+                "SELECT dataset_key, mode, outcome, started_at, finished_at, rows_fetched, rows_deleted, bytes,
+                        pages, source_count, error, reason
+                 FROM attempts WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![run.run_id], |r| {
+                Ok(AttemptView {
+                    dataset: r.get(0)?,
+                    mode: r.get(1)?,
+                    outcome: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    rows_fetched: r.get(5)?,
+                    rows_deleted: r.get(6)?,
+                    bytes: r.get(7)?,
+                    pages: r.get(8)?,
+                    source_count: r.get(9)?,
+                    error: r.get(10)?,
+                    reason: r.get(11)?,
+                })
+            })
+            .map_err(self.err())?;
+        run.attempts = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        Ok(Some(run))
     }
 
     /// Runs `f` in one transaction.

@@ -269,6 +269,22 @@ impl Warehouse {
             .ctx(|| format!("counting uncastable values of {table}"))
     }
 
+    /// Drops a load table with what dobsob recorded about it (kept values, schema changes), in the caller's
+    /// transaction: a load started afresh or given up must not leave them to be swapped in later.
+    fn drop_load(conn: &Connection, key: &str) -> Result<(), WarehouseError> {
+        let load = load_table(key);
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(&load)))
+            .ctx(|| format!("dropping {load}"))?;
+        for table in ["dobsob.uncastable", "dobsob.schema_changes"] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE table_name = ?"),
+                params![load],
+            )
+            .ctx(|| format!("clearing {table} of {load}"))?;
+        }
+        Ok(())
+    }
+
     /// Starts a full load: a fresh, empty load table. `start` is the newest row of the source now, where the
     /// incremental pass will begin once the load is swapped in.
     pub fn begin_full(
@@ -280,15 +296,9 @@ impl Warehouse {
     ) -> Result<(), WarehouseError> {
         let load = load_table(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(&load)))
-            .ctx(|| format!("dropping {load}"))?;
+        Self::drop_load(&tx, key)?;
         tx.execute_batch(&schema.create_table_sql(&load))
             .ctx(|| format!("creating {load}"))?;
-        tx.execute(
-            "DELETE FROM dobsob.uncastable WHERE table_name = ?",
-            params![load],
-        )
-        .ctx(|| "clearing uncastable values".into())?;
         tx.execute(
             "DELETE FROM dobsob.sync_state WHERE dataset = ?",
             params![key],
@@ -406,14 +416,27 @@ impl Warehouse {
         Ok(())
     }
 
-    /// The `INSERT INTO table SELECT ... FROM _dobsob_page` of a staged page, with typed columns.
-    fn insert_sql(
+    /// Inserts the staged page into `table` with typed columns and keeps its uncastable cells, in the
+    /// caller's transaction. The table's column types are read once for both.
+    fn insert_page(
         conn: &Connection,
         table: &str,
         schema: &TableSchema,
         page: &PageFile,
-    ) -> Result<String, WarehouseError> {
+    ) -> Result<(), WarehouseError> {
         let types = Self::column_types(conn, table)?;
+        conn.execute_batch(&Self::insert_sql(table, schema, page, &types)?)
+            .ctx(|| format!("inserting into {table}"))?;
+        Self::keep_uncastable(conn, table, schema, page, &types)
+    }
+
+    /// The `INSERT INTO table SELECT ... FROM _dobsob_page` of a staged page, with typed columns.
+    fn insert_sql(
+        table: &str,
+        schema: &TableSchema,
+        page: &PageFile,
+        types: &std::collections::HashMap<String, String>,
+    ) -> Result<String, WarehouseError> {
         let pos = |name: &str| page.header.iter().position(|h| h == name);
         let sys = |name: &str| {
             pos(name)
@@ -456,9 +479,9 @@ impl Warehouse {
         table: &str,
         schema: &TableSchema,
         page: &PageFile,
+        types: &std::collections::HashMap<String, String>,
     ) -> Result<(), WarehouseError> {
         let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
-        let types = Self::column_types(conn, table)?;
         for c in &schema.columns {
             let Some(i) = page.header.iter().position(|h| h == &c.name) else {
                 continue;
@@ -488,10 +511,7 @@ impl Warehouse {
         self.stage(page)?;
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         Self::widen_decimals(&tx, &load, page)?;
-        let insert = Self::insert_sql(&tx, &load, schema, page)?;
-        tx.execute_batch(&insert)
-            .ctx(|| format!("appending to {load}"))?;
-        Self::keep_uncastable(&tx, &load, schema, page)?;
+        Self::insert_page(&tx, &load, schema, page)?;
         let n = tx
             .execute(
                 "UPDATE dobsob.sync_state SET cursor_id = ?, updated_at = now() WHERE dataset = ? AND phase = 'full'",
@@ -521,7 +541,6 @@ impl Warehouse {
         let t = quote_ident(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         Self::widen_decimals(&tx, key, page)?;
-        let insert = Self::insert_sql(&tx, key, schema, page)?;
         tx.execute_batch(&format!(
             "DELETE FROM main.{t} WHERE socrata_id IN (SELECT c{id} FROM _dobsob_page)"
         ))
@@ -531,9 +550,7 @@ impl Warehouse {
             params![key],
         )
         .ctx(|| "replacing uncastable values".into())?;
-        tx.execute_batch(&insert)
-            .ctx(|| format!("inserting into {key}"))?;
-        Self::keep_uncastable(&tx, key, schema, page)?;
+        Self::insert_page(&tx, key, schema, page)?;
         let n = match watermark {
             Some(w) => tx.execute(
                 "UPDATE dobsob.sync_state SET wm_updated_at = ?, wm_id = ?, updated_at = now()
@@ -764,20 +781,8 @@ impl Warehouse {
     /// sync state in phase `full` with no cursor, so the next sync starts the load afresh. The live table,
     /// if any, is untouched.
     pub fn abort_full(&mut self, key: &str) -> Result<(), WarehouseError> {
-        let load = load_table(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(&load)))
-            .ctx(|| format!("dropping {load}"))?;
-        tx.execute(
-            "DELETE FROM dobsob.uncastable WHERE table_name = ?",
-            params![load],
-        )
-        .ctx(|| "clearing uncastable values".into())?;
-        tx.execute(
-            "DELETE FROM dobsob.schema_changes WHERE table_name = ?",
-            params![load],
-        )
-        .ctx(|| "clearing schema changes".into())?;
+        Self::drop_load(&tx, key)?;
         tx.execute(
             "UPDATE dobsob.sync_state SET cursor_id = NULL, updated_at = now() WHERE dataset = ? AND phase = 'full'",
             params![key],

@@ -165,14 +165,9 @@ fn main() -> ExitCode {
     let base_s = t.elapsed().as_secs_f64();
 
     let data = dir.path().join("data");
-    let full = run_dobsob(
-        &exe,
-        &data,
-        &catalog,
-        &emu.url(),
-        args.page_size,
-        &args.sync_args,
-    );
+    let url = emu.url();
+    let sync = || run_dobsob(&exe, &data, &catalog, &url, args.page_size, &args.sync_args);
+    let full = sync();
 
     let changed = ((args.rows as f64) * args.change_percent / 100.0) as usize;
     {
@@ -189,14 +184,7 @@ fn main() -> ExitCode {
             }
         });
     }
-    let incr = run_dobsob(
-        &exe,
-        &data,
-        &catalog,
-        &emu.url(),
-        args.page_size,
-        &args.sync_args,
-    );
+    let incr = sync();
 
     let rate = |rows: u64, s: f64| rows as f64 / s;
     println!(

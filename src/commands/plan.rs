@@ -9,7 +9,7 @@ use crate::ledger::{DatasetRecord, Ledger};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
-use crate::sync::{schedule, Mode};
+use crate::sync::{self, schedule, Mode};
 use crate::warehouse::TableSchema;
 
 pub async fn print(
@@ -116,21 +116,14 @@ async fn action(
         Err(e) => return format!("unknown: {e}"),
     };
     let fingerprint = TableSchema::from_view(&meta.columns)
-        .map(|s| format!("{}/{}", ds.id, s.fingerprint()))
+        .map(|s| sync::fingerprint(ds, &s))
         .ok();
     if fingerprint.as_deref() != rec.schema_fingerprint.as_deref() {
         return full("columns or type mapping changed");
     }
-    if !args.force
-        && meta.rows_updated_at.is_some()
-        && meta.rows_updated_at == rec.source_rows_updated_at
-    {
-        let since = meta
-            .rows_updated_at
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_default();
-        return format!("skip: source unchanged since {since}");
+    if !args.force && sync::gate_holds(meta.rows_updated_at, rec.source_rows_updated_at) {
+        let why = sync::unchanged_reason(meta.rows_updated_at).unwrap_or_default();
+        return format!("skip: {why}");
     }
     let wm = rec
         .watermark

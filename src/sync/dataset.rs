@@ -30,6 +30,27 @@ enum Plan {
 /// the portal cannot skip a change.
 const GATE_MARGIN_SECS: i64 = 2;
 
+/// A dataset's fingerprint as the warehouse and the ledger record it: the source's identity, its columns and
+/// dobsob's type mapping. When it changes, the table is reloaded.
+pub fn fingerprint(ds: &Dataset, schema: &TableSchema) -> String {
+    format!("{}/{}", ds.id, schema.fingerprint())
+}
+
+/// Whether the change gate lets a dataset be skipped: the source's `rowsUpdatedAt` is the one recorded at a
+/// sync that may gate (see [`gate_value`]).
+pub fn gate_holds(rows_updated_at: Option<i64>, recorded: Option<i64>) -> bool {
+    rows_updated_at.is_some() && recorded == rows_updated_at
+}
+
+/// The reason a gated dataset gives: "source unchanged since T".
+pub fn unchanged_reason(rows_updated_at: Option<i64>) -> Option<String> {
+    let t = chrono::DateTime::from_timestamp(rows_updated_at?, 0)?;
+    Some(format!(
+        "source unchanged since {}",
+        t.format("%Y-%m-%d %H:%M:%S UTC")
+    ))
+}
+
 /// The `rowsUpdatedAt` a sync may record for the next one's change gate, if any.
 fn gate_value(rows_updated_at: Option<i64>, portal_date: Option<i64>) -> Option<i64> {
     let (r, d) = (rows_updated_at?, portal_date?);
@@ -64,7 +85,7 @@ impl Engine {
             .await?;
         let schema = Arc::new(TableSchema::from_view(&meta.columns).map_err(SyncError::Schema)?);
         // The source's identity, columns and dobsob's type mapping: when any changes, the table is reloaded.
-        let fingerprint = format!("{}/{}", ds.id, schema.fingerprint());
+        let fingerprint = fingerprint(ds, &schema);
         let state = {
             let k = key.clone();
             self.warehouse.call(move |w| w.state(&k)).await?
@@ -96,15 +117,7 @@ impl Engine {
         }
         if plan == Plan::Unchanged {
             progress.mode = Some("unchanged");
-            progress.reason = meta
-                .rows_updated_at
-                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-                .map(|t| {
-                    format!(
-                        "source unchanged since {}",
-                        t.format("%Y-%m-%d %H:%M:%S UTC")
-                    )
-                });
+            progress.reason = unchanged_reason(meta.rows_updated_at);
             let k = key.clone();
             let rows = self.warehouse.call(move |w| w.count(&k)).await?;
             progress.source_rows = record.as_ref().and_then(|r| r.source_count);
@@ -254,8 +267,10 @@ impl Engine {
         // Gate: nothing changed at the source since a sync that read a rowsUpdatedAt the portal's own clock
         // had safely passed. --force looks anyway.
         if !self.options.force
-            && meta.rows_updated_at.is_some()
-            && record.and_then(|r| r.source_rows_updated_at) == meta.rows_updated_at
+            && gate_holds(
+                meta.rows_updated_at,
+                record.and_then(|r| r.source_rows_updated_at),
+            )
         {
             return Ok(Plan::Unchanged);
         }

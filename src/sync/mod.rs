@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::ledger::{Ledger, LedgerError};
 use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
+pub use dataset::{fingerprint, gate_holds, unchanged_reason};
 pub use reconcile::DeleteGuard;
 pub use run::Limits;
 pub use shutdown::Shutdown;

@@ -240,6 +240,26 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 1.0, value_name = "SECS", value_parser = non_negative_f64)]
     pub throttle: f64,
 
+    /// Directory for the run report (orchestration_report_YYYYMMDD_HHMMSS.json). Default: <data-dir>/reports.
+    #[arg(long, help_heading = "Reports and notifications", value_name = "DIR")]
+    pub report_path: Option<PathBuf>,
+
+    /// Days to keep run reports: older ones (dobsob's own files only) are removed after each run.
+    #[arg(long, help_heading = "Reports and notifications", default_value_t = 90, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36500))]
+    pub report_retention_days: u64,
+
+    /// POST a JSON summary of the run to this URL when it ends (success or not), with a one-line `text`
+    /// field that Slack, Mattermost and Teams incoming webhooks show as is. A failed notification is a
+    /// warning, never a failed run. The URL is not logged (webhook URLs are secrets); the app token is
+    /// never sent to it.
+    #[arg(long, help_heading = "Reports and notifications", env = "DOBSOB_NOTIFY_WEBHOOK", hide_env_values = true, value_name = "URL", value_parser = webhook_url)]
+    pub notify_webhook: Option<url::Url>,
+
+    /// No live progress display, even on a terminal (it is never shown when stderr is not a terminal, nor
+    /// with -q).
+    #[arg(long, help_heading = "Reports and notifications")]
+    pub no_progress: bool,
+
     /// Seconds behind the watermark an incremental pass starts, to catch rows that became visible late
     /// (a publisher's long transaction); re-read rows are upserted, so this costs only their download. 0
     /// starts exactly at the watermark.
@@ -306,6 +326,14 @@ pub fn duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(bad());
     }
     Ok(std::time::Duration::from_secs(total))
+}
+
+fn webhook_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    match u.scheme() {
+        "http" | "https" if u.host().is_some() => Ok(u),
+        _ => Err("must be an http:// or https:// URL with a host".into()),
+    }
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {

@@ -124,7 +124,7 @@ fn init_logging(cli: &Cli, settings: &Settings, to_file: bool) -> Result<(), Err
             .unwrap_or_else(|_| EnvFilter::new(format!("warn,dobsob={default}")))
     };
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| dobsob::progress::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(level));

@@ -21,9 +21,7 @@ fn a_capped_limit_neither_truncates_a_full_load_nor_empties_a_table() {
     env.emu.state().quirks.limit_cap = Some(7);
     let out = env.run_ok(&["sync", "--page-size", "10"]);
     env.assert_all_equal_to_source();
-    let warned = env.last_report()["datasets"]
-        .as_array()
-        .unwrap()
+    let warned = jobs(&env.last_report())
         .iter()
         .any(|d| d["warnings"].to_string().contains("caps $limit"));
     assert!(warned, "{}", stderr(&out));
@@ -144,7 +142,7 @@ fn late_rows_behind_the_watermark_are_fetched() {
     env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
     assert_eq!(fetches_by_id(&env, HPD_VIOLATIONS), 2);
     assert_eq!(
-        env.last_report()["datasets"][0]["outcome"],
+        jobs(&env.last_report())[0]["outcome"],
         "ok",
         "{}",
         stdout(&out)
@@ -173,7 +171,7 @@ fn a_lagging_count_is_drift_and_deletes_nothing() {
         "nothing deleted on incomplete evidence"
     );
     let r = env.last_report();
-    let d = &r["datasets"][0];
+    let d = &jobs(&r)[0];
     assert_eq!(d["outcome"], "drift");
     assert_eq!(d["rows"], 40);
     assert_eq!(d["source_rows"], 37);
@@ -496,7 +494,7 @@ fn metadata_that_lies_is_a_recorded_warning() {
     let out = env.run_ok(&["sync", "--datasets", "dob_complaints"]);
     let r = env.last_report();
     assert!(
-        r["datasets"][0]["warnings"].to_string().contains("unit"),
+        jobs(&r)[0]["warnings"].to_string().contains("unit"),
         "{} {}",
         r,
         stderr(&out)

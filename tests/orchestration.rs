@@ -18,11 +18,9 @@ fn set_last_success(env: &TestEnv, key: &str, ago: chrono::Duration) {
         .unwrap();
 }
 
-fn report_of<'a>(r: &'a Value, key: &str) -> &'a Value {
-    r["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
+fn report_of(r: &Value, key: &str) -> Value {
+    jobs(r)
+        .into_iter()
         .find(|d| d["key"] == key)
         .unwrap_or_else(|| panic!("{key} not in the report: {r}"))
 }
@@ -183,12 +181,8 @@ fn retry_failed_runs_exactly_the_datasets_whose_last_attempt_failed() {
         .collect();
     env.run_ok(&["sync", "--retry-failed"]);
     let r = env.last_report();
-    let keys: Vec<&str> = r["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["key"].as_str().unwrap())
-        .collect();
+    let js = jobs(&r);
+    let keys: Vec<&str> = js.iter().map(|d| d["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["ecb_violations"]);
     let after: Vec<usize> = FIXTURES
         .iter()
@@ -400,18 +394,14 @@ fn an_unreachable_portal_fails_the_run_fast_saying_so_once() {
     assert_eq!(err.matches("cannot reach the portal").count(), 1, "{err}");
     assert!(err.contains("--portal"), "{err}");
     let r = env.last_report();
-    let outcomes: Vec<&str> = r["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["outcome"].as_str().unwrap())
-        .collect();
+    let js = jobs(&r);
+    let outcomes: Vec<&str> = js.iter().map(|d| d["outcome"].as_str().unwrap()).collect();
     assert_eq!(
         outcomes,
         ["failed", "skipped", "skipped", "skipped", "skipped"]
     );
     assert!(
-        r["datasets"][1]["reason"]
+        jobs(&r)[1]["reason"]
             .as_str()
             .unwrap()
             .contains("unreachable"),
@@ -554,31 +544,51 @@ fn one_request_budget_for_the_whole_run_and_a_429_slows_everyone() {
 }
 
 #[test]
-fn throttle_spaces_dataset_starts() {
+fn throttle_spaces_dataset_downloads_and_an_unchanged_dataset_does_not_wait() {
     let env = TestEnv::new();
-    sync_with(
-        &env,
-        &[
-            "--throttle",
-            "0.4",
-            "--max-concurrent",
-            "4",
-            "--large-mb",
-            "1000",
-        ],
-    );
-    let starts: Vec<u64> = env
-        .emu
-        .state()
-        .arrivals
-        .iter()
-        .filter(|(p, _)| p.starts_with("/api/views/"))
-        .map(|(_, t)| *t)
-        .collect();
+    let throttle = [
+        "--throttle",
+        "0.4",
+        "--max-concurrent",
+        "4",
+        "--large-mb",
+        "1000",
+    ];
+    sync_with(&env, &throttle);
+    // Each dataset's first request after its metadata (the count of its first pass) starts a download.
+    let firsts = |env: &TestEnv| {
+        let mut seen = std::collections::HashSet::new();
+        env.emu
+            .state()
+            .arrivals
+            .iter()
+            .filter_map(|(p, t)| Some((p.strip_prefix("/resource/")?.split('.').next()?, t)))
+            .filter(|(id, _)| seen.insert(id.to_string()))
+            .map(|(_, t)| *t)
+            .collect::<Vec<u64>>()
+    };
+    let starts = firsts(&env);
     assert_eq!(starts.len(), 5);
     for w in starts.windows(2) {
-        assert!(w[1] >= w[0] + 380, "starts {} and {} ms", w[0], w[1]);
+        assert!(
+            w[1] >= w[0] + 380,
+            "downloads start {} and {} ms",
+            w[0],
+            w[1]
+        );
     }
+    // Nothing changed: each dataset stops at the change gate after its metadata request, and none waits
+    // for the throttle (a gap of 3 s would otherwise put 12 s between the first and the last).
+    env.emu.state().arrivals.clear();
+    let mut args = vec!["sync", "--throttle", "3"];
+    args.extend_from_slice(&throttle[2..]);
+    env.run_ok(&args);
+    let r = env.last_report();
+    assert!(jobs(&r).iter().all(|d| d["mode"] == "unchanged"), "{r}");
+    let arrivals = env.emu.state().arrivals.clone();
+    assert_eq!(arrivals.len(), 5, "one request per dataset: {arrivals:?}");
+    let span = arrivals.last().unwrap().1 - arrivals[0].1;
+    assert!(span < 3000, "metadata requests {arrivals:?}");
 }
 
 #[test]
@@ -600,7 +610,7 @@ fn a_deadline_stops_the_run_at_a_page_boundary_and_the_next_run_resumes() {
     assert_exit(&out, 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     let r = env.last_report();
-    let ds = r["datasets"].as_array().unwrap();
+    let ds = jobs(&r);
     assert_eq!(ds.len(), 5, "every dataset is reported: {r}");
     let cut = ds
         .iter()

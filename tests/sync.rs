@@ -733,7 +733,7 @@ fn run_report_counts_what_happened() {
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(reports[0].path()).unwrap()).unwrap();
     assert_eq!(r["outcome"], "ok");
-    let d = &r["datasets"][0];
+    let d = &jobs(&r)[0];
     let n = env.emu.state().datasets[EVERY_TYPE].rows.len();
     assert_eq!(d["mode"], "full");
     assert_eq!(d["rows"], n);

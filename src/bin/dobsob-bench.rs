@@ -1,22 +1,49 @@
-//! The benchmark: a full and an incremental sync of a generated dataset served by the emulator, measured on
-//! the real `dobsob` binary, against a baseline measured in the same run: plain keyset download of the same
-//! pages to disk (HTTP + a file + finding the next cursor), with no checking or loading.
+//! The benchmarks, on the real `dobsob` binary against the emulator, each with a baseline measured in the
+//! same run:
 //!
-//! Run: `cargo run --release --bin dobsob-bench [-- --rows N --page-size N] [-- SYNC_ARGS]`
+//! - `sync`: a full and an incremental sync of one generated dataset, against a plain keyset download of the
+//!   same pages to disk (HTTP + a file + finding the next cursor), with no checking or loading;
+//! - `orchestration`: a night when none of 18 datasets changed (requests and wall time, under the default
+//!   budgets), and a full sync of several datasets at `--max-concurrent` 1, 2 and 4 against a portal that
+//!   takes `--latency-ms` to answer each request (rows/s, against `--max-concurrent 1`).
+//!
+//! Run: `cargo run --release --bin dobsob-bench [-- --scenario sync|orchestration|all] [-- SYNC_ARGS]`
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use dobsob::emulator::{synthetic, Emulator, State};
+use clap::{Parser, ValueEnum};
+use dobsob::emulator::{synthetic, Emulator, Fault, FaultKind, State};
 use dobsob::soda::{PageQuery, RetryPolicy, SodaClient};
 
 const ID: &str = "bnch-0001";
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Sync,
+    Orchestration,
+    All,
+}
+
 #[derive(Parser)]
 #[command(name = "dobsob-bench")]
 struct Args {
+    /// Which benchmark.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// orchestration: datasets of the no-change night.
+    #[arg(long, default_value_t = 18)]
+    night_datasets: usize,
+    /// orchestration: datasets (and rows each) of the concurrent full sync.
+    #[arg(long, default_value_t = 6)]
+    concurrent_datasets: usize,
+    #[arg(long, default_value_t = 100_000)]
+    concurrent_rows: u64,
+    /// orchestration: milliseconds the emulated portal waits before answering each data request (the real
+    /// portal takes hundreds).
+    #[arg(long, default_value_t = 100)]
+    latency_ms: u64,
     /// Rows in the generated dataset.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
@@ -75,7 +102,9 @@ async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64) {
 struct Measured {
     seconds: f64,
     rows_fetched: u64,
+    requests: u64,
     peak_rss: u64,
+    report: serde_json::Value,
 }
 
 fn run_dobsob(
@@ -104,7 +133,7 @@ fn run_dobsob(
         ])
         .args(extra)
         // The run's request budget and start spacing are politeness towards a real portal; measured here
-        // is the engine, against a local emulator.
+        // is the engine, against a local emulator (unless the extra arguments set them).
         .args(
             [("--max-requests-per-second", "100000"), ("--throttle", "0")]
                 .iter()
@@ -119,18 +148,142 @@ fn run_dobsob(
         "dobsob failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut reports: Vec<_> = std::fs::read_dir(data.join("reports"))
+    let report = std::fs::read_dir(data.join("reports"))
         .unwrap()
         .flatten()
-        .map(|e| e.path())
-        .collect();
-    reports.sort();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports.last().unwrap()).unwrap()).unwrap();
+        .map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            v
+        })
+        .max_by_key(|v| v["run_id"].as_i64().unwrap_or(0))
+        .expect("a run report");
+    let rows_fetched = ["completed_jobs", "failed_jobs", "skipped_jobs"]
+        .iter()
+        .filter_map(|b| report[*b].as_object())
+        .flat_map(|m| m.values())
+        .map(|j| j["rows_fetched"].as_u64().unwrap_or(0))
+        .sum();
     Measured {
         seconds,
-        rows_fetched: report["datasets"][0]["rows_fetched"].as_u64().unwrap_or(0),
-        peak_rss: report["peak_rss_bytes"].as_u64().unwrap_or(0),
+        rows_fetched,
+        requests: report["execution_summary"]["total_requests"]
+            .as_u64()
+            .unwrap_or(0),
+        peak_rss: (report["performance_metrics"]["peak_rss_mb"]
+            .as_f64()
+            .unwrap_or(0.0)
+            * 1e6) as u64,
+        report,
+    }
+}
+
+/// A catalog of `n` generated datasets, `bench_00`..; their ids are `bnch-00NN`.
+fn catalog_of(path: &Path, ids: &[String]) {
+    let mut toml = String::new();
+    for (i, id) in ids.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[dataset]]\nkey = \"bench_{i:02}\"\nid = \"{id}\"\nname = \"bench {i}\"\n\
+             group = \"primary\"\nfrequency = \"daily\"\nsize_mb = 10\n\n"
+        ));
+    }
+    std::fs::write(path, toml).unwrap();
+}
+
+fn orchestration(args: &Args, exe: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = |n: usize| (0..n).map(|i| format!("bnch-{:04}", i + 1)).collect::<Vec<_>>();
+
+    // A night when nothing changed at the source.
+    let night = ids(args.night_datasets);
+    let mut state = State::default();
+    for id in &night {
+        state.add_dataset(synthetic(id, 2_000));
+    }
+    let emu = Emulator::start(state, 0).unwrap();
+    let catalog = dir.path().join("night.toml");
+    catalog_of(&catalog, &night);
+    let data = dir.path().join("night");
+    run_dobsob(exe, &data, &catalog, &emu.url(), 50_000, &[]);
+    // The change gate needs the portal's clock a little past the last change.
+    std::thread::sleep(Duration::from_millis(2_500));
+    println!(
+        "no-change night, {} datasets (default --max-concurrent 4, --throttle 1.0):",
+        night.len()
+    );
+    for (label, budget) in [
+        ("no app token (5 requests/s)", "5"),
+        ("with an app token (20 requests/s)", "20"),
+        ("no request budget", "100000"),
+    ] {
+        let before = emu.state().log.len();
+        let m = run_dobsob(
+            exe,
+            &data,
+            &catalog,
+            &emu.url(),
+            50_000,
+            &[
+                "--max-requests-per-second".into(),
+                budget.into(),
+                "--throttle".into(),
+                "1.0".into(),
+            ],
+        );
+        let served = emu.state().log.len() - before;
+        let unchanged = m.report["skipped_jobs"]
+            .as_object()
+            .map_or(0, |o| o.values().filter(|j| j["mode"] == "unchanged").count());
+        println!(
+            "  {label:<36} {served:>3} requests ({:.2} per dataset), {:>5.2} s wall, {unchanged}/{} unchanged",
+            served as f64 / night.len() as f64,
+            m.seconds,
+            night.len()
+        );
+        assert_eq!(m.requests as usize, served, "the report counts every request");
+    }
+    drop(emu);
+
+    // A full sync of several datasets at once, against a portal with latency.
+    let many = ids(args.concurrent_datasets);
+    let mut state = State::default();
+    for id in &many {
+        state.add_dataset(synthetic(id, args.concurrent_rows));
+    }
+    state
+        .faults
+        .push(Fault::on("/resource/", FaultKind::DelayMs(args.latency_ms)).times(u32::MAX));
+    let emu = Emulator::start(state, 0).unwrap();
+    let catalog = dir.path().join("many.toml");
+    catalog_of(&catalog, &many);
+    let page = args.page_size.min(10_000);
+    println!(
+        "full sync of {} datasets x {} rows, page size {page}, {} ms portal latency per request:",
+        many.len(),
+        args.concurrent_rows,
+        args.latency_ms
+    );
+    let mut base = None;
+    for n in [1, 2, 4] {
+        let data = dir.path().join(format!("many-{n}"));
+        let m = run_dobsob(
+            exe,
+            &data,
+            &catalog,
+            &emu.url(),
+            page,
+            &["--max-concurrent".into(), n.to_string()],
+        );
+        let rate = m.rows_fetched as f64 / m.seconds;
+        let b = *base.get_or_insert(rate);
+        println!(
+            "  --max-concurrent {n}: {:>6.2} s  {:>9.0} rows/s  {:.2}x --max-concurrent 1  peak RSS {:.0} MB  peak {} at once",
+            m.seconds,
+            rate,
+            rate / b,
+            m.peak_rss as f64 / 1e6,
+            m.report["performance_metrics"]["peak_concurrent_jobs"]
+        );
     }
 }
 
@@ -144,6 +297,16 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if matches!(args.scenario, Scenario::Sync | Scenario::All) {
+        sync_bench(&args, &exe);
+    }
+    if matches!(args.scenario, Scenario::Orchestration | Scenario::All) {
+        orchestration(&args, &exe);
+    }
+    ExitCode::SUCCESS
+}
+
+fn sync_bench(args: &Args, exe: &Path) {
     let dir = tempfile::tempdir().unwrap();
     eprintln!("generating {} rows ...", args.rows);
     let mut state = State::default();
@@ -166,7 +329,7 @@ fn main() -> ExitCode {
 
     let data = dir.path().join("data");
     let url = emu.url();
-    let sync = || run_dobsob(&exe, &data, &catalog, &url, args.page_size, &args.sync_args);
+    let sync = || run_dobsob(exe, &data, &catalog, &url, args.page_size, &args.sync_args);
     let full = sync();
 
     let changed = ((args.rows as f64) * args.change_percent / 100.0) as usize;
@@ -213,5 +376,4 @@ fn main() -> ExitCode {
         incr.seconds / base_s,
         incr.peak_rss as f64 / 1e6
     );
-    ExitCode::SUCCESS
 }

@@ -326,6 +326,20 @@ impl Ledger {
         }
     }
 
+    /// The bytes downloaded by the last successful full load of `key`, if any: a better size estimate than
+    /// the catalog's.
+    pub fn last_full_load_bytes(&self, key: &str) -> Result<Option<i64>, LedgerError> {
+        self.c()
+            .query_row(
+                "SELECT bytes FROM attempts WHERE dataset_key = ?1 AND mode = 'full' AND outcome = 'ok'
+                 ORDER BY id DESC LIMIT 1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     pub fn dataset(&self, key: &str) -> Result<Option<DatasetRecord>, LedgerError> {
         self.c()
             .query_row(

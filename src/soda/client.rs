@@ -6,6 +6,8 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -163,15 +165,36 @@ impl Budget {
     }
 }
 
-/// The portal client. Cheap to clone: clones share the connection pool, the request budget and whether the
-/// portal has answered yet.
+/// Requests sent and retries made, counted as they happen.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RequestStats {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+/// The portal client. Cheap to clone: clones share the connection pool, the request budget, the run's
+/// request counts and whether the portal has answered yet; [`SodaClient::for_job`] gives a clone that also
+/// counts its own requests and retries.
 #[derive(Clone)]
 pub struct SodaClient {
     http: reqwest::Client,
     base: Url,
     retry: RetryPolicy,
-    budget: std::sync::Arc<Budget>,
-    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    budget: Arc<Budget>,
+    answered: Arc<std::sync::atomic::AtomicBool>,
+    /// Every request of this client and all its clones.
+    run_stats: Arc<RequestStats>,
+    /// This clone's (one dataset job's) requests.
+    job_stats: Arc<RequestStats>,
 }
 
 impl SodaClient {
@@ -205,15 +228,35 @@ impl SodaClient {
             http,
             base,
             retry,
-            budget: std::sync::Arc::new(Budget::new(0.0)),
+            budget: Arc::new(Budget::new(0.0)),
             answered: Default::default(),
+            run_stats: Default::default(),
+            job_stats: Default::default(),
         })
     }
 
     /// Shares `budget` among this client and its clones.
     pub fn with_budget(mut self, budget: Budget) -> Self {
-        self.budget = std::sync::Arc::new(budget);
+        self.budget = Arc::new(budget);
         self
+    }
+
+    /// A clone for one dataset job: the same pool, budget and run counts, with request counts of its own.
+    pub fn for_job(&self) -> SodaClient {
+        SodaClient {
+            job_stats: Default::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Requests and retries of this client and all its clones (the whole run).
+    pub fn run_stats(&self) -> &RequestStats {
+        &self.run_stats
+    }
+
+    /// Requests and retries of this job's clone (see [`SodaClient::for_job`]).
+    pub fn job_stats(&self) -> &RequestStats {
+        &self.job_stats
     }
 
     /// Whether the portal has answered any request yet (with any status).
@@ -378,6 +421,9 @@ impl SodaClient {
     /// Sends a GET and turns any status but 200 into a [`SodaError::Status`] with the portal's own words.
     async fn send(&self, url: &Url) -> Result<reqwest::Response, SodaError> {
         self.budget.take().await;
+        for s in [&self.run_stats, &self.job_stats] {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+        }
         let resp = self
             .http
             .get(url.clone())
@@ -425,6 +471,9 @@ impl SodaClient {
                         retry + 1,
                         self.retry.max_retries
                     );
+                    for s in [&self.run_stats, &self.job_stats] {
+                        s.retries.fetch_add(1, Ordering::Relaxed);
+                    }
                     tokio::time::sleep(wait).await;
                     retry += 1;
                 }

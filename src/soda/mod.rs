@@ -8,6 +8,8 @@ pub mod client;
 pub mod error;
 pub mod soql;
 
-pub use client::{AppToken, Budget, Download, RetryPolicy, SodaClient, ViewColumn, ViewMetadata};
+pub use client::{
+    AppToken, Budget, Download, RequestStats, RetryPolicy, SodaClient, ViewColumn, ViewMetadata,
+};
 pub use error::SodaError;
 pub use soql::{PageQuery, Watermark};

@@ -131,6 +131,12 @@ impl Engine {
                 meta.rows_updated_at,
             );
         }
+        // Downloads start --throttle apart; a dataset that stops at the change gate never waits.
+        self.interruptible(async {
+            self.throttle.wait().await;
+            Ok::<(), SyncError>(())
+        })
+        .await?;
         progress.mode = Some(if plan == Plan::Incremental {
             "incremental"
         } else {

@@ -24,7 +24,7 @@ use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
 pub use dataset::{fingerprint, gate_holds, unchanged_reason};
 pub use reconcile::DeleteGuard;
-pub use run::Limits;
+pub use run::{start_order, Job, Limits, RunMetrics, Throttle};
 pub use shutdown::Shutdown;
 
 /// What to do with each dataset.
@@ -132,16 +132,46 @@ pub struct Progress {
     pub uncastable: Option<i64>,
     pub pages: u64,
     pub bytes: u64,
+    /// Rows of incremental pages that were new to the table (a full load's rows all count as inserted).
+    pub rows_inserted: u64,
+    /// Rows of incremental pages that replaced a row the table had.
+    pub rows_updated: u64,
+    /// Requests this dataset sent to the portal, and how many of them were retries.
+    pub requests: u64,
+    pub retries: u64,
+    /// Rows the current pass expects (the source's count for it), for a progress display's ETA.
+    #[serde(skip)]
+    pub pass_expected: Option<u64>,
+    /// Rows the current pass has received so far.
+    #[serde(skip)]
+    pub pass_received: u64,
     /// sha256 over the page hashes, in order.
     #[serde(skip)]
     digest: sha2::Sha256,
 }
+
+/// Watches a run as it goes, for a live display. Called from the dataset jobs (any thread); the default
+/// methods do nothing, so a library user who wants no output passes [`Quiet`].
+pub trait Observer: Send + Sync {
+    /// A dataset job started.
+    fn started(&self, _key: &str, _priority: crate::catalog::Priority) {}
+    /// A dataset committed a page (or finished listing ids): its progress so far.
+    fn progress(&self, _key: &str, _progress: &Progress) {}
+    /// A dataset ended (or was skipped).
+    fn finished(&self, _report: &DatasetReport) {}
+}
+
+/// An observer that shows nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
 
 /// The outcome of one dataset in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetReport {
     pub key: String,
     pub id: String,
+    /// The dataset's name in the catalog.
+    pub name: String,
     pub priority: crate::catalog::Priority,
     pub outcome: Outcome,
     #[serde(flatten)]
@@ -170,6 +200,10 @@ pub struct Engine {
     pub deletes: DeleteGuard,
     pub options: RunOptions,
     pub shutdown: Shutdown,
+    /// Told of each dataset's start, pages and end.
+    pub observer: std::sync::Arc<dyn Observer>,
+    /// Spaces the starts of dataset downloads, across all jobs.
+    pub throttle: std::sync::Arc<Throttle>,
 }
 
 /// How a run picks and treats datasets (the sync command's flags).

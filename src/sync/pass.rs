@@ -64,7 +64,15 @@ impl Progress {
         self.pages += 1;
         self.bytes += f.dl.bytes;
         self.rows_fetched += f.info.rows;
+        self.pass_received += f.info.rows;
         self.digest.update(f.dl.sha256.as_bytes());
+    }
+
+    /// Counts a merged page's rows as inserted or updated (`replaced`: None for a page of a full load).
+    pub(super) fn count_merged(&mut self, rows: u64, replaced: Option<u64>) {
+        let replaced = replaced.unwrap_or(0).min(rows);
+        self.rows_updated += replaced;
+        self.rows_inserted += rows - replaced;
     }
 
     /// Records a warning once (the same message from every page of a pass is one warning).
@@ -186,6 +194,8 @@ impl Engine {
         let mut prev: HashMap<String, String> = HashMap::new();
         let mut last_committed = None;
         let mut slot = 0;
+        progress.pass_expected = expected;
+        progress.pass_received = 0;
         let mut fetched = self
             .fetch_rows(ds, &pass.query(&cursor, limit), schema, slot, 1)
             .await?;
@@ -239,11 +249,11 @@ impl Engine {
                 match pass {
                     Pass::Full => {
                         wh.load_page(&k, &s, &page, &l.id)?;
-                        wh.count(&crate::warehouse::load_table(&k))
+                        Ok((None, wh.count(&crate::warehouse::load_table(&k))?))
                     }
                     Pass::Incremental => {
-                        wh.upsert_page(&k, &s, &page, Some(&l))?;
-                        wh.count(&k)
+                        let replaced = wh.upsert_page(&k, &s, &page, Some(&l))?;
+                        Ok((Some(replaced), wh.count(&k)?))
                     }
                 }
             });
@@ -260,7 +270,8 @@ impl Engine {
                 }
             };
             let (merged, next) = tokio::join!(merge, next);
-            let rows = merged?;
+            let (replaced, rows) = merged?;
+            progress.count_merged(fetched.info.rows, replaced);
             let wm = (pass == Pass::Incremental).then_some(&last);
             self.ledger.record_page(
                 attempt,
@@ -270,6 +281,7 @@ impl Engine {
                 rows,
             )?;
             last_committed = Some(last);
+            self.observe(ds, progress);
             cursor = next_cursor;
             match next {
                 Some(n) => {

@@ -376,17 +376,21 @@ impl Engine {
                     if !gone.is_empty() {
                         wh.forget_ids(&k, &gone)?;
                     }
-                    if rows_in_page > 0 {
+                    let replaced = if rows_in_page > 0 {
                         let page = PageFile {
                             path: &p,
                             header: &h,
                             wide_decimals: &w,
                         };
-                        wh.upsert_page(&k, &s, &page, None)?;
-                    }
-                    wh.count(&k)
+                        wh.upsert_page(&k, &s, &page, None)?
+                    } else {
+                        0
+                    };
+                    Ok((replaced, wh.count(&k)?))
                 })
                 .await?;
+            let (replaced, rows) = rows;
+            progress.count_merged(rows_in_page, Some(replaced));
             self.ledger.record_page(
                 attempt,
                 &key,
@@ -394,6 +398,7 @@ impl Engine {
                 None,
                 rows,
             )?;
+            self.observe(ds, progress);
         }
     }
 }

@@ -1,18 +1,20 @@
 //! The orchestrator: runs the selected datasets in priority order, several at once within limits.
 //!
 //! At most `max_concurrent` datasets are in flight, and among them at most `max_large` whose size is over
-//! `large_mb` (the catalog's `size_mb`). Starts are spaced by `throttle`. Fetching runs in parallel; every
-//! merge goes through the one warehouse writer thread, so the warehouse stays single-writer. The first job
-//! starts alone until the portal has answered once: if it cannot be reached at all, the run says so once and
-//! skips the rest instead of failing every dataset the same way.
+//! `large_mb` (the bytes of the last full load when the ledger knows them, else the catalog's `size_mb`).
+//! Downloads start `throttle` apart (a dataset stopped by the change gate never waits). Fetching runs in parallel; every merge goes through the one warehouse
+//! writer thread, so the warehouse stays single-writer. The first job starts alone until the portal has
+//! answered once: if it cannot be reached at all, the run says so once and skips the rest instead of failing
+//! every dataset the same way.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use super::{pass, schedule, DatasetReport, Engine, Mode, Outcome, Progress, SyncError};
-use crate::catalog::Dataset;
+use crate::catalog::{Dataset, DatasetKey, Frequency, Group, Priority, SocrataId};
 use crate::ledger::{AttemptId, Ledger, LedgerError, RunId};
 
 /// How many datasets run at once.
@@ -36,12 +38,113 @@ impl Default for Limits {
     }
 }
 
+/// One dataset job of a run: the dataset, the priority it starts with, and whether it is forced.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub dataset: Dataset,
+    pub priority: Priority,
+    /// Sync even when not due and even when the source reports no change (what `--force` does for all).
+    pub force: bool,
+}
+
+impl Job {
+    /// A job for a catalog dataset, with the priority the catalog gives it.
+    pub fn new(dataset: Dataset) -> Job {
+        Job {
+            priority: dataset.priority(),
+            force: false,
+            dataset,
+        }
+    }
+
+    /// A hand-made job for any Socrata dataset: `key` names its table, `id` is its 4x4. Daily, of unknown
+    /// size, HIGH priority until told otherwise.
+    pub fn custom(key: &str, id: &str) -> Result<Job, String> {
+        Ok(Job::new(Dataset {
+            key: DatasetKey::parse(key)?,
+            id: SocrataId::parse(id)?,
+            name: key.to_string(),
+            group: Group::Primary,
+            frequency: Frequency::Daily,
+            size_mb: 0,
+            critical: false,
+        }))
+    }
+
+    pub fn priority(mut self, p: Priority) -> Job {
+        self.priority = p;
+        self
+    }
+
+    pub fn frequency(mut self, f: Frequency) -> Job {
+        self.dataset.frequency = f;
+        self
+    }
+
+    /// The size estimate in MB (decides whether the job counts against `max_large`).
+    pub fn size_mb(mut self, mb: u32) -> Job {
+        self.dataset.size_mb = mb;
+        self
+    }
+
+    pub fn force(mut self, force: bool) -> Job {
+        self.force = force;
+        self
+    }
+}
+
+/// Sorts jobs into start order: priority (CRITICAL first), then group, then smallest first, so the most
+/// needed and quickest data is fresh first. Stable: equal jobs keep the order given.
+pub fn start_order(jobs: &mut [Job]) {
+    jobs.sort_by_key(|j| (j.priority, j.dataset.group, j.dataset.size_mb));
+}
+
+/// Spaces the starts of dataset downloads by a gap, across all jobs of a run (`--throttle`). Only a dataset
+/// that is going to fetch rows waits: one stopped by the schedule or the change gate does not.
+#[derive(Debug)]
+pub struct Throttle {
+    gap: Duration,
+    last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    pub fn new(gap: Duration) -> Throttle {
+        Throttle {
+            gap,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits until `gap` has passed since the previous start, then counts this one as started. Waiters
+    /// start one by one, in the order they came.
+    pub async fn wait(&self) {
+        let mut last = self.last.lock().await;
+        if let Some(t) = *last {
+            tokio::time::sleep_until(t + self.gap).await;
+        }
+        *last = Some(tokio::time::Instant::now());
+    }
+}
+
+/// What a run measured besides each dataset's report.
+#[derive(Debug, Clone, Default)]
+pub struct RunMetrics {
+    /// The most datasets that were in flight at once.
+    pub peak_concurrent_jobs: usize,
+    /// Datasets started that counted as large (over `large_mb`).
+    pub large_jobs: usize,
+    /// Requests sent to the portal, and how many were retries, all datasets together.
+    pub requests: u64,
+    pub retries: u64,
+}
+
 /// A report for a dataset that was not started.
-fn skipped(ds: &Dataset, reason: String) -> DatasetReport {
+fn skipped(job: &Job, reason: String) -> DatasetReport {
     DatasetReport {
-        key: ds.key.to_string(),
-        id: ds.id.to_string(),
-        priority: ds.priority(),
+        key: job.dataset.key.to_string(),
+        id: job.dataset.id.to_string(),
+        name: job.dataset.name.clone(),
+        priority: job.priority,
         outcome: Outcome::Skipped,
         progress: Progress {
             reason: Some(reason),
@@ -52,11 +155,30 @@ fn skipped(ds: &Dataset, reason: String) -> DatasetReport {
     }
 }
 
+/// Counts the jobs in flight and the most there were at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Engine {
-    /// A copy of this engine for one dataset job, with its own ledger connection.
-    fn job(&self) -> Result<Engine, LedgerError> {
+    /// A copy of this engine for one dataset job, with its own ledger connection and request counts.
+    fn job(&self, job: &Job) -> Result<Engine, LedgerError> {
+        let mut options = self.options;
+        options.force |= job.force;
         Ok(Engine {
-            client: self.client.clone(),
+            client: self.client.for_job(),
             ledger: Ledger::open(&self.ledger_path)?,
             ledger_path: self.ledger_path.clone(),
             limits: self.limits,
@@ -66,32 +188,57 @@ impl Engine {
             overlap_ms: self.overlap_ms,
             late_window_ms: self.late_window_ms,
             deletes: self.deletes,
-            options: self.options,
+            options,
             shutdown: self.shutdown.clone(),
+            observer: self.observer.clone(),
+            throttle: self.throttle.clone(),
         })
     }
 
-    /// Runs `datasets` (already in priority order) within the limits; returns their reports in that order.
-    /// Stops starting new ones on shutdown.
+    /// Tells the observer how far a dataset has got (with its request counts so far).
+    pub(super) fn observe(&self, ds: &Dataset, progress: &mut Progress) {
+        progress.requests = self.client.job_stats().requests();
+        progress.retries = self.client.job_stats().retries();
+        self.observer.progress(ds.key.as_str(), progress);
+    }
+
+    /// The size that decides whether a dataset is large: its last full load's bytes, else the catalog's.
+    fn size_mb(&self, ds: &Dataset) -> Result<u32, LedgerError> {
+        Ok(match self.ledger.last_full_load_bytes(ds.key.as_str())? {
+            Some(b) if b > 0 => (b / 1_000_000).min(u32::MAX as i64) as u32,
+            _ => ds.size_mb,
+        })
+    }
+
+    /// Runs `jobs` (already in start order, see [`start_order`]) within the limits; returns their reports in
+    /// that order, and what the run measured. Stops starting new ones on shutdown.
     pub async fn run(
         &mut self,
         run: RunId,
-        datasets: &[&Dataset],
+        jobs: &[Job],
         mode: Mode,
-    ) -> Result<Vec<DatasetReport>, LedgerError> {
+    ) -> Result<(Vec<DatasetReport>, RunMetrics), LedgerError> {
         let limits = self.limits;
         let slots = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         let large = Arc::new(Semaphore::new(limits.max_large.max(1)));
         let unreachable: Arc<Mutex<Option<String>>> = Arc::default();
-        let mut reports: Vec<Option<DatasetReport>> = vec![None; datasets.len()];
-        let mut jobs = tokio::task::JoinSet::new();
-        let mut last_start: Option<Instant> = None;
+        let in_flight: Arc<InFlight> = Arc::default();
+        let mut metrics = RunMetrics::default();
+        let mut reports: Vec<Option<DatasetReport>> = vec![None; jobs.len()];
+        let mut tasks = tokio::task::JoinSet::new();
         let mut probed = false;
-        for (i, ds) in datasets.iter().enumerate() {
+        let observer = self.observer.clone();
+        let skip = |i: usize, reports: &mut Vec<Option<DatasetReport>>, job: &Job, why: String| {
+            let r = skipped(job, why);
+            observer.finished(&r);
+            reports[i] = Some(r);
+        };
+        for (i, job) in jobs.iter().enumerate() {
+            let ds = &job.dataset;
             if self.shutdown.is_triggered() {
                 break;
             }
-            if let Some(grace) = self.options.schedule_grace {
+            if let (Some(grace), false) = (self.options.schedule_grace, job.force) {
                 let last = self
                     .ledger
                     .dataset(ds.key.as_str())?
@@ -102,16 +249,18 @@ impl Engine {
                     let reason = due.reason();
                     tracing::info!(dataset = %ds.key, "skipped: {reason}");
                     self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
-                    reports[i] = Some(skipped(ds, reason));
+                    skip(i, &mut reports, job, reason);
                     continue;
                 }
             }
-            // Capacity first (a slot, and a large slot for a large dataset), then the throttle gap.
+            // Capacity: a slot, and a large slot for a large dataset. (The --throttle gap is taken in the job,
+            // before its first download.)
             let slot = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = self.shutdown.wait() => break,
             };
-            let large_slot = if ds.size_mb > limits.large_mb {
+            let is_large = self.size_mb(ds)? > limits.large_mb;
+            let large_slot = if is_large {
                 Some(tokio::select! {
                     p = large.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                     _ = self.shutdown.wait() => break,
@@ -119,21 +268,14 @@ impl Engine {
             } else {
                 None
             };
-            if let Some(t) = last_start {
-                let wait = limits.throttle.saturating_sub(t.elapsed());
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.shutdown.wait() => break,
-                }
-            }
             if let Some(why) = unreachable.lock().expect("not poisoned").clone() {
                 self.ledger.record_skip(run, ds.key.as_str(), &why)?;
-                reports[i] = Some(skipped(ds, why));
+                skip(i, &mut reports, job, why);
                 continue;
             }
-            last_start = Some(Instant::now());
+            metrics.large_jobs += usize::from(is_large);
             // Recorded here, not in the job, so that attempts are in start (priority) order.
-            tracing::info!(dataset = %ds.key, id = %ds.id, priority = %ds.priority(), "sync starting");
+            tracing::info!(dataset = %ds.key, id = %ds.id, priority = %job.priority, "sync starting");
             let attempt = self.ledger.start_attempt(
                 run,
                 ds.key.as_str(),
@@ -144,20 +286,23 @@ impl Engine {
                     "incremental"
                 },
             )?;
-            let job = self.job()?;
-            let (ds2, flag) = ((*ds).clone(), unreachable.clone());
-            jobs.spawn(async move {
-                let r = job.run_one(attempt, &ds2, mode, &flag).await;
+            let engine = self.job(job)?;
+            let (job2, flag, counter) = (job.clone(), unreachable.clone(), in_flight.clone());
+            counter.enter();
+            self.observer.started(ds.key.as_str(), job.priority);
+            tasks.spawn(async move {
+                let r = engine.run_one(attempt, &job2, mode, &flag).await;
+                counter.leave();
                 drop((slot, large_slot));
                 (i, r)
             });
             // The first job runs alone until the portal has answered once, or it has ended.
             if !probed {
                 probed = true;
-                while !self.client.has_answered() && !jobs.is_empty() {
+                while !self.client.has_answered() && !tasks.is_empty() {
                     tokio::select! {
                         _ = self.client.answered() => {}
-                        done = jobs.join_next() => {
+                        done = tasks.join_next() => {
                             if let Some(done) = done {
                                 let (j, r) = done.expect("a dataset job panicked");
                                 reports[j] = Some(r?);
@@ -167,34 +312,41 @@ impl Engine {
                 }
             }
         }
-        while let Some(done) = jobs.join_next().await {
+        while let Some(done) = tasks.join_next().await {
             let (j, r) = done.expect("a dataset job panicked");
             reports[j] = Some(r?);
         }
         // Datasets a deadline kept from starting are reported as skipped; a signal's are not reported.
         if self.shutdown.by_deadline() {
-            for (i, ds) in datasets.iter().enumerate() {
+            for (i, job) in jobs.iter().enumerate() {
                 if reports[i].is_none() {
                     let why = "not started: the run's deadline (--max-duration) passed".to_string();
-                    self.ledger.record_skip(run, ds.key.as_str(), &why)?;
-                    reports[i] = Some(skipped(ds, why));
+                    self.ledger
+                        .record_skip(run, job.dataset.key.as_str(), &why)?;
+                    skip(i, &mut reports, job, why);
                 }
             }
         }
-        Ok(reports.into_iter().flatten().collect())
+        metrics.peak_concurrent_jobs = in_flight.peak.load(Ordering::SeqCst);
+        metrics.requests = self.client.run_stats().requests();
+        metrics.retries = self.client.run_stats().retries();
+        Ok((reports.into_iter().flatten().collect(), metrics))
     }
 
     /// Syncs one dataset and records its outcome; the report says how it ended.
     async fn run_one(
         mut self,
         attempt: AttemptId,
-        ds: &Dataset,
+        job: &Job,
         mode: Mode,
         unreachable: &Mutex<Option<String>>,
     ) -> Result<DatasetReport, LedgerError> {
+        let ds = &job.dataset;
         let started = Instant::now();
         let mut progress = Progress::default();
         let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
+        progress.requests = self.client.job_stats().requests();
+        progress.retries = self.client.job_stats().retries();
         for what in pass::PAGE_SLOTS.iter().chain(&["ids"]) {
             let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
         }
@@ -202,7 +354,8 @@ impl Engine {
         let mut report = DatasetReport {
             key: ds.key.to_string(),
             id: ds.id.to_string(),
-            priority: ds.priority(),
+            name: ds.name.clone(),
+            priority: job.priority,
             outcome: Outcome::Ok,
             progress,
             seconds,
@@ -279,6 +432,7 @@ impl Engine {
                 report.error = Some(message);
             }
         }
+        self.observer.finished(&report);
         Ok(report)
     }
 }

@@ -528,23 +528,28 @@ impl Warehouse {
 
     /// Replaces the rows of a page in the live table (delete by `socrata_id`, insert) and, for a page of an
     /// incremental pass, advances the watermark, in one transaction. Rows fetched by id (late rows found by
-    /// the id check) leave the watermark where it is.
+    /// the id check) leave the watermark where it is. Returns how many of the page's rows replaced a row the
+    /// table had (the rest are new).
     pub fn upsert_page(
         &mut self,
         key: &str,
         schema: &TableSchema,
         page: &PageFile,
         watermark: Option<&Watermark>,
-    ) -> Result<(), WarehouseError> {
+    ) -> Result<u64, WarehouseError> {
         self.stage(page)?;
         let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
         let t = quote_ident(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         Self::widen_decimals(&tx, key, page)?;
-        tx.execute_batch(&format!(
-            "DELETE FROM main.{t} WHERE socrata_id IN (SELECT c{id} FROM _dobsob_page)"
-        ))
-        .ctx(|| format!("replacing rows of {key}"))?;
+        let replaced = tx
+            .execute(
+                &format!(
+                    "DELETE FROM main.{t} WHERE socrata_id IN (SELECT c{id} FROM _dobsob_page)"
+                ),
+                [],
+            )
+            .ctx(|| format!("replacing rows of {key}"))?;
         tx.execute(
             &format!("DELETE FROM dobsob.uncastable WHERE table_name = ? AND socrata_id IN (SELECT c{id} FROM _dobsob_page)"),
             params![key],
@@ -568,7 +573,8 @@ impl Warehouse {
                 "{key} is not in its incremental phase"
             )));
         }
-        tx.commit().ctx(|| "COMMIT".into())
+        tx.commit().ctx(|| "COMMIT".into())?;
+        Ok(replaced as u64)
     }
 
     /// Swaps a finished full load in for the live table, atomically: a reader sees the old table or the new

@@ -146,12 +146,17 @@ impl TestEnv {
         self.emu.state().faults.clear();
     }
 
-    /// The newest run report.
+    /// The newest run report: the report file with the highest `run_id`.
     pub fn last_report(&self) -> serde_json::Value {
-        let mut reports: Vec<PathBuf> = files_under(&self.data_dir().join("reports"));
-        reports.sort();
-        let last = reports.last().expect("a run report");
-        serde_json::from_str(&std::fs::read_to_string(last).unwrap()).unwrap()
+        files_under(&self.data_dir().join("reports"))
+            .into_iter()
+            .map(|p| {
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                v
+            })
+            .max_by_key(|v| v["run_id"].as_i64().expect("a report has a run_id"))
+            .expect("a run report")
     }
 
     /// Requests answered for dataset `id` whose `$select` was `select` (any status).
@@ -451,6 +456,28 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
                 out.push(p);
             }
         }
+    }
+    out
+}
+
+/// A report's datasets in start order (its `job_order`), each with its `key` and the list it is in
+/// (`bucket`: completed_jobs, failed_jobs or skipped_jobs). Each dataset is in exactly one list.
+pub fn jobs(r: &serde_json::Value) -> Vec<serde_json::Value> {
+    let order = r["job_order"].as_array().expect("a job_order");
+    let mut out = Vec::new();
+    for k in order {
+        let k = k.as_str().unwrap();
+        let found: Vec<(&str, &serde_json::Value)> =
+            ["completed_jobs", "failed_jobs", "skipped_jobs"]
+                .into_iter()
+                .filter_map(|b| r[b].get(k).map(|v| (b, v)))
+                .collect();
+        assert_eq!(found.len(), 1, "{k} must be in exactly one list: {r}");
+        let (bucket, v) = found[0];
+        let mut v = v.clone();
+        v["key"] = serde_json::json!(k);
+        v["bucket"] = serde_json::json!(bucket);
+        out.push(v);
     }
     out
 }

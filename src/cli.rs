@@ -94,7 +94,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The run's id (as in reports/sync-NNNNNN.json); default the newest.
+    /// The run's id (`run_id` in its report file); default the newest.
     #[arg(value_name = "RUN_ID", conflicts_with = "last")]
     pub run: Option<i64>,
     /// The newest run (the default).
@@ -236,7 +236,8 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Concurrency and politeness", value_name = "DURATION", value_parser = duration)]
     pub max_duration: Option<std::time::Duration>,
 
-    /// Seconds between dataset starts (the original guide's default).
+    /// Seconds between the starts of dataset downloads (the original guide's default). A dataset whose
+    /// source has not changed costs one metadata request and does not wait.
     #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 1.0, value_name = "SECS", value_parser = non_negative_f64)]
     pub throttle: f64,
 

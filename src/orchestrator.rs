@@ -32,9 +32,10 @@ use crate::catalog::Dataset;
 use crate::error::Error;
 use crate::ledger::{now, Ledger};
 use crate::soda::{AppToken, Budget, RetryPolicy, SodaClient};
-use crate::sync::{
-    start_order, DatasetReport, DeleteGuard, Engine, Job, Limits, Mode, Observer, Outcome, Quiet,
-    RunMetrics, RunOptions, Shutdown, Throttle,
+use crate::sync::{start_order, Engine, Quiet, Throttle};
+pub use crate::sync::{
+    DatasetReport, DeleteGuard, Job, Limits, Mode, Observer, Outcome, RunMetrics, RunOptions,
+    Shutdown,
 };
 use crate::warehouse::{Warehouse, WarehouseHandle};
 
@@ -225,14 +226,9 @@ impl Orchestrator {
             warehouse,
             ..
         } = engine;
-        // A ledger error mid-run still ends the run properly: recorded as failed, the report written.
-        let (datasets, metrics, run_error) = match ran {
-            Ok((d, m)) => (d, m, None),
-            Err(e) => {
-                tracing::error!("the run stopped: {e}");
-                (Vec::new(), RunMetrics::default(), Some(e.to_string()))
-            }
-        };
+        // A ledger error mid-run still ends the run properly: what ran is reported, the run is failed.
+        let (datasets, metrics, run_error) =
+            (ran.reports, ran.metrics, ran.error.map(|e| e.to_string()));
         let not_ok = datasets
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::Drift))

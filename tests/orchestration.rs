@@ -214,6 +214,11 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     assert_eq!(o.matches("full load (never loaded)").count(), 5, "{o}");
     assert!(o.contains("--max-delete-rows 10000"), "{o}");
     assert!(
+        o.contains("--max-concurrent 4, --max-large 2 (over --large-mb 100)"),
+        "{o}"
+    );
+    assert!(o.contains("300 MB (catalog, large)"), "{o}");
+    assert!(
         !env.data_dir().exists(),
         "a dry run created the data directory"
     );
@@ -234,6 +239,8 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     let o = stdout(&out);
     assert!(o.contains("skip: source unchanged since"), "{o}");
     assert!(o.contains("incremental from"), "{o}");
+    // Once loaded, the size is what the full load downloaded (fixtures: well under a MB).
+    assert!(o.contains("0 MB (last full load)"), "{o}");
     let out = env.run_ok(&["sync", "--dry-run", "--schedule-check"]);
     assert!(
         stdout(&out).contains("skip: not due until"),
@@ -569,9 +576,11 @@ fn throttle_spaces_dataset_downloads_and_an_unchanged_dataset_does_not_wait() {
     };
     let starts = firsts(&env);
     assert_eq!(starts.len(), 5);
+    // The gap is taken before a ledger write (an fsync) that precedes the request, so arrivals may be a
+    // few tens of ms closer than 400 on a loaded machine; without the throttle they are ~0 apart.
     for w in starts.windows(2) {
         assert!(
-            w[1] >= w[0] + 380,
+            w[1] >= w[0] + 300,
             "downloads start {} and {} ms",
             w[0],
             w[1]

@@ -192,7 +192,11 @@ fn catalog_of(path: &Path, ids: &[String]) {
 
 fn orchestration(args: &Args, exe: &Path) {
     let dir = tempfile::tempdir().unwrap();
-    let ids = |n: usize| (0..n).map(|i| format!("bnch-{:04}", i + 1)).collect::<Vec<_>>();
+    let ids = |n: usize| {
+        (0..n)
+            .map(|i| format!("bnch-{:04}", i + 1))
+            .collect::<Vec<_>>()
+    };
 
     // A night when nothing changed at the source.
     let night = ids(args.night_datasets);
@@ -231,16 +235,19 @@ fn orchestration(args: &Args, exe: &Path) {
             ],
         );
         let served = emu.state().log.len() - before;
-        let unchanged = m.report["skipped_jobs"]
-            .as_object()
-            .map_or(0, |o| o.values().filter(|j| j["mode"] == "unchanged").count());
+        let unchanged = m.report["skipped_jobs"].as_object().map_or(0, |o| {
+            o.values().filter(|j| j["mode"] == "unchanged").count()
+        });
         println!(
             "  {label:<36} {served:>3} requests ({:.2} per dataset), {:>5.2} s wall, {unchanged}/{} unchanged",
             served as f64 / night.len() as f64,
             m.seconds,
             night.len()
         );
-        assert_eq!(m.requests as usize, served, "the report counts every request");
+        assert_eq!(
+            m.requests as usize, served,
+            "the report counts every request"
+        );
     }
     drop(emu);
 

@@ -45,9 +45,23 @@ pub async fn print(
         } else {
             action(&client, ds, rec.as_ref(), args, mode).await
         };
+        // The size that decides "large": the last full load's bytes when known, else the catalog's.
+        let loaded = match &ledger {
+            Some(l) => l.last_full_load_bytes(ds.key.as_str())?,
+            None => None,
+        };
+        let (mb, source) = match loaded {
+            Some(b) if b > 0 => (b / 1_000_000, "last full load"),
+            _ => (ds.size_mb as i64, "catalog"),
+        };
+        let large = if mb > args.large_mb as i64 {
+            ", large"
+        } else {
+            ""
+        };
         let size = match rec.as_ref().and_then(|r| r.row_count) {
-            Some(n) => format!("{} MB, {n} rows", ds.size_mb),
-            None => format!("{} MB", ds.size_mb),
+            Some(n) => format!("{mb} MB ({source}{large}), {n} rows"),
+            None => format!("{mb} MB ({source}{large})"),
         };
         rows.push(vec![
             ds.key.to_string(),
@@ -69,6 +83,22 @@ pub async fn print(
     printer.line(&crate::printer::table(
         &["DATASET", "PRIORITY", "SCHEDULE", "WOULD", "SIZE"],
         &rows,
+    ));
+    let per_second = args
+        .max_requests_per_second
+        .unwrap_or(if settings.token.is_some() { 20.0 } else { 5.0 });
+    printer.line(&format!(
+        "concurrency: --max-concurrent {}, --max-large {} (over --large-mb {}), --max-requests-per-second {}, \
+         --throttle {}s{}",
+        args.max_concurrent,
+        args.max_large,
+        args.large_mb,
+        per_second,
+        args.throttle,
+        match args.max_duration {
+            Some(d) => format!(", --max-duration {}s", d.as_secs()),
+            None => String::new(),
+        }
     ));
     printer.line(&format!(
         "limits: --page-size {}, --max-retries {}, --timeout {}s, --overlap {}s, --late-window {}s, \

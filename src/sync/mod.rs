@@ -24,7 +24,7 @@ use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
 pub use dataset::{fingerprint, gate_holds, unchanged_reason};
 pub use reconcile::DeleteGuard;
-pub use run::{start_order, Job, Limits, RunMetrics, Throttle};
+pub use run::{start_order, Job, Limits, RunMetrics, RunResult, Throttle};
 pub use shutdown::Shutdown;
 
 /// What to do with each dataset.

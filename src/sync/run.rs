@@ -126,6 +126,16 @@ impl Throttle {
     }
 }
 
+/// How a run of jobs went.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The datasets that started or were skipped, in start order.
+    pub reports: Vec<DatasetReport>,
+    pub metrics: RunMetrics,
+    /// A ledger error that stopped the run from starting more datasets.
+    pub error: Option<LedgerError>,
+}
+
 /// What a run measured besides each dataset's report.
 #[derive(Debug, Clone, Default)]
 pub struct RunMetrics {
@@ -211,13 +221,9 @@ impl Engine {
     }
 
     /// Runs `jobs` (already in start order, see [`start_order`]) within the limits; returns their reports in
-    /// that order, and what the run measured. Stops starting new ones on shutdown.
-    pub async fn run(
-        &mut self,
-        run: RunId,
-        jobs: &[Job],
-        mode: Mode,
-    ) -> Result<(Vec<DatasetReport>, RunMetrics), LedgerError> {
+    /// that order, and what the run measured. Stops starting new ones on shutdown, and on a ledger error
+    /// (which it returns too, after the datasets in flight have ended: what they did is reported).
+    pub async fn run(&mut self, run: RunId, jobs: &[Job], mode: Mode) -> RunResult {
         let limits = self.limits;
         let slots = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
         let large = Arc::new(Semaphore::new(limits.max_large.max(1)));
@@ -233,96 +239,104 @@ impl Engine {
             observer.finished(&r);
             reports[i] = Some(r);
         };
-        for (i, job) in jobs.iter().enumerate() {
-            let ds = &job.dataset;
-            if self.shutdown.is_triggered() {
-                break;
-            }
-            if let (Some(grace), false) = (self.options.schedule_grace, job.force) {
-                let last = self
-                    .ledger
-                    .dataset(ds.key.as_str())?
-                    .and_then(|r| r.last_success_at)
-                    .and_then(|t| schedule::parse_time(&t));
-                let due = schedule::due(ds.frequency, last, chrono::Utc::now(), grace);
-                if !due.is_due() {
-                    let reason = due.reason();
-                    tracing::info!(dataset = %ds.key, "skipped: {reason}");
-                    self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
-                    skip(i, &mut reports, job, reason);
+        let start_all = async {
+            for (i, job) in jobs.iter().enumerate() {
+                let ds = &job.dataset;
+                if self.shutdown.is_triggered() {
+                    break;
+                }
+                if let (Some(grace), false) = (self.options.schedule_grace, job.force) {
+                    let last = self
+                        .ledger
+                        .dataset(ds.key.as_str())?
+                        .and_then(|r| r.last_success_at)
+                        .and_then(|t| schedule::parse_time(&t));
+                    let due = schedule::due(ds.frequency, last, chrono::Utc::now(), grace);
+                    if !due.is_due() {
+                        let reason = due.reason();
+                        tracing::info!(dataset = %ds.key, "skipped: {reason}");
+                        self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
+                        skip(i, &mut reports, job, reason);
+                        continue;
+                    }
+                }
+                // Capacity: a slot, and a large slot for a large dataset. (The --throttle gap is taken in the job,
+                // before its first download.)
+                let slot = tokio::select! {
+                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    _ = self.shutdown.wait() => break,
+                };
+                let is_large = self.size_mb(ds)? > limits.large_mb;
+                let large_slot = if is_large {
+                    Some(tokio::select! {
+                        p = large.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                        _ = self.shutdown.wait() => break,
+                    })
+                } else {
+                    None
+                };
+                if let Some(why) = unreachable.lock().expect("not poisoned").clone() {
+                    self.ledger.record_skip(run, ds.key.as_str(), &why)?;
+                    skip(i, &mut reports, job, why);
                     continue;
                 }
-            }
-            // Capacity: a slot, and a large slot for a large dataset. (The --throttle gap is taken in the job,
-            // before its first download.)
-            let slot = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                _ = self.shutdown.wait() => break,
-            };
-            let is_large = self.size_mb(ds)? > limits.large_mb;
-            let large_slot = if is_large {
-                Some(tokio::select! {
-                    p = large.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-                    _ = self.shutdown.wait() => break,
-                })
-            } else {
-                None
-            };
-            if let Some(why) = unreachable.lock().expect("not poisoned").clone() {
-                self.ledger.record_skip(run, ds.key.as_str(), &why)?;
-                skip(i, &mut reports, job, why);
-                continue;
-            }
-            metrics.large_jobs += usize::from(is_large);
-            // Recorded here, not in the job, so that attempts are in start (priority) order.
-            tracing::info!(dataset = %ds.key, id = %ds.id, priority = %job.priority, "sync starting");
-            let attempt = self.ledger.start_attempt(
-                run,
-                ds.key.as_str(),
-                ds.id.as_str(),
-                if mode == Mode::Rebuild {
-                    "full"
-                } else {
-                    "incremental"
-                },
-            )?;
-            let engine = self.job(job)?;
-            let (job2, flag, counter) = (job.clone(), unreachable.clone(), in_flight.clone());
-            counter.enter();
-            self.observer.started(ds.key.as_str(), job.priority);
-            tasks.spawn(async move {
-                let r = engine.run_one(attempt, &job2, mode, &flag).await;
-                counter.leave();
-                drop((slot, large_slot));
-                (i, r)
-            });
-            // The first job runs alone until the portal has answered once, or it has ended.
-            if !probed {
-                probed = true;
-                while !self.client.has_answered() && !tasks.is_empty() {
-                    tokio::select! {
-                        _ = self.client.answered() => {}
-                        done = tasks.join_next() => {
-                            if let Some(done) = done {
-                                let (j, r) = done.expect("a dataset job panicked");
-                                reports[j] = Some(r?);
+                metrics.large_jobs += usize::from(is_large);
+                // Recorded here, not in the job, so that attempts are in start (priority) order.
+                tracing::info!(dataset = %ds.key, id = %ds.id, priority = %job.priority, "sync starting");
+                let attempt = self.ledger.start_attempt(
+                    run,
+                    ds.key.as_str(),
+                    ds.id.as_str(),
+                    if mode == Mode::Rebuild {
+                        "full"
+                    } else {
+                        "incremental"
+                    },
+                )?;
+                let engine = self.job(job)?;
+                let (job2, flag, counter) = (job.clone(), unreachable.clone(), in_flight.clone());
+                counter.enter();
+                self.observer.started(ds.key.as_str(), job.priority);
+                tasks.spawn(async move {
+                    let r = engine.run_one(attempt, &job2, mode, &flag).await;
+                    counter.leave();
+                    drop((slot, large_slot));
+                    (i, r)
+                });
+                // The first job runs alone until the portal has answered once, or it has ended.
+                if !probed {
+                    probed = true;
+                    while !self.client.has_answered() && !tasks.is_empty() {
+                        tokio::select! {
+                            _ = self.client.answered() => {}
+                            done = tasks.join_next() => {
+                                if let Some(done) = done {
+                                    let (j, r) = done.expect("a dataset job panicked");
+                                    reports[j] = Some(r);
+                                }
                             }
                         }
                     }
                 }
             }
+            Ok::<(), LedgerError>(())
+        };
+        let mut error = start_all.await.err();
+        if let Some(e) = &error {
+            tracing::error!("no more datasets start: {e}");
         }
         while let Some(done) = tasks.join_next().await {
             let (j, r) = done.expect("a dataset job panicked");
-            reports[j] = Some(r?);
+            reports[j] = Some(r);
         }
         // Datasets a deadline kept from starting are reported as skipped; a signal's are not reported.
         if self.shutdown.by_deadline() {
             for (i, job) in jobs.iter().enumerate() {
                 if reports[i].is_none() {
                     let why = "not started: the run's deadline (--max-duration) passed".to_string();
-                    self.ledger
-                        .record_skip(run, job.dataset.key.as_str(), &why)?;
+                    if let Err(e) = self.ledger.record_skip(run, job.dataset.key.as_str(), &why) {
+                        error.get_or_insert(e);
+                    }
                     skip(i, &mut reports, job, why);
                 }
             }
@@ -330,7 +344,11 @@ impl Engine {
         metrics.peak_concurrent_jobs = in_flight.peak.load(Ordering::SeqCst);
         metrics.requests = self.client.run_stats().requests();
         metrics.retries = self.client.run_stats().retries();
-        Ok((reports.into_iter().flatten().collect(), metrics))
+        RunResult {
+            reports: reports.into_iter().flatten().collect(),
+            metrics,
+            error,
+        }
     }
 
     /// Syncs one dataset and records its outcome; the report says how it ended.
@@ -340,7 +358,7 @@ impl Engine {
         job: &Job,
         mode: Mode,
         unreachable: &Mutex<Option<String>>,
-    ) -> Result<DatasetReport, LedgerError> {
+    ) -> DatasetReport {
         let ds = &job.dataset;
         let started = Instant::now();
         let mut progress = Progress::default();
@@ -380,9 +398,10 @@ impl Engine {
             }
             Err(SyncError::Skipped(reason)) => {
                 tracing::warn!("{}: skipped: {reason}", ds.key);
-                self.ledger.finish_attempt_skipped(attempt, &reason)?;
+                let recorded = self.ledger.finish_attempt_skipped(attempt, &reason);
                 report.outcome = Outcome::Skipped;
                 report.progress.reason = Some(reason);
+                not_recorded(&mut report, recorded);
             }
             Err(e) => {
                 if e.is_unreachable() {
@@ -418,21 +437,36 @@ impl Engine {
                 } else {
                     tracing::error!("{message}");
                 }
-                self.ledger.finish_attempt_failed(
+                let recorded = self.ledger.finish_attempt_failed(
                     attempt,
                     ds.key.as_str(),
                     &e.to_string(),
                     interrupted,
-                )?;
+                );
                 report.outcome = if interrupted {
                     Outcome::Interrupted
                 } else {
                     Outcome::Failed
                 };
                 report.error = Some(message);
+                not_recorded(&mut report, recorded);
             }
         }
         self.observer.finished(&report);
-        Ok(report)
+        report
+    }
+}
+
+/// A dataset whose outcome the ledger could not record has failed, whatever it did: the next run sees it
+/// as not finished and repairs the ledger from the warehouse.
+fn not_recorded(report: &mut DatasetReport, recorded: Result<(), LedgerError>) {
+    if let Err(e) = recorded {
+        tracing::error!("{}: the ledger cannot record the outcome: {e}", report.key);
+        report.outcome = Outcome::Failed;
+        let why = format!("the ledger cannot record the outcome: {e}");
+        report.error = Some(match report.error.take() {
+            Some(m) => format!("{m}; {why}"),
+            None => format!("{}: {why}", report.key),
+        });
     }
 }

@@ -65,6 +65,11 @@ impl DatasetKey {
         let mut chars = s.chars();
         let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase());
         let ok_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if s == "dobsob_datasets" {
+            return Err(format!(
+                "key {s:?} is reserved: the warehouse's view of its datasets has that name"
+            ));
+        }
         if !ok_first || !ok_rest || s.len() > 63 {
             return Err(format!(
                 "key {s:?} must match [a-z][a-z0-9_]{{0,62}} (lowercase letter, then lowercase letters, digits or _)"
@@ -141,6 +146,18 @@ pub enum Frequency {
 }
 
 impl Frequency {
+    /// The catalog's spelling back into a frequency.
+    pub fn parse(s: &str) -> Option<Frequency> {
+        [
+            Frequency::Daily,
+            Frequency::Weekly,
+            Frequency::Monthly,
+            Frequency::Quarterly,
+        ]
+        .into_iter()
+        .find(|f| f.to_string() == s)
+    }
+
     /// How long a synced copy stays fresh. Months and quarters use their longest length, so a dataset is never
     /// called stale before its publisher could have changed it.
     pub fn period(self) -> Duration {
@@ -431,6 +448,7 @@ size_mb = 250
         assert!(DatasetKey::parse("1abc").is_err());
         assert!(DatasetKey::parse("").is_err());
         assert!(DatasetKey::parse("a\"; drop").is_err());
+        assert!(DatasetKey::parse("dobsob_datasets").is_err());
     }
 
     #[test]

@@ -236,6 +236,11 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Concurrency and politeness", value_name = "DURATION", value_parser = duration)]
     pub max_duration: Option<std::time::Duration>,
 
+    /// During a long run, publish what has committed to the analysts' warehouse.duckdb at most this often
+    /// (e.g. 15m, 1h; 0: only when the run ends). A run always publishes when it ends, whatever its outcome.
+    #[arg(long, help_heading = "Concurrency and politeness", default_value = "15m", value_name = "DURATION", value_parser = duration)]
+    pub publish_interval: std::time::Duration,
+
     /// Seconds between the starts of dataset downloads (the original guide's default). A dataset whose
     /// source has not changed costs one metadata request and does not wait.
     #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 1.0, value_name = "SECS", value_parser = non_negative_f64)]

@@ -37,7 +37,7 @@ pub use crate::sync::{
     DatasetReport, DeleteGuard, Job, Limits, Mode, Observer, Outcome, RunMetrics, RunOptions,
     Shutdown,
 };
-use crate::warehouse::{Warehouse, WarehouseHandle};
+use crate::warehouse::{DatasetState, Published, Warehouse, WarehouseHandle};
 
 /// The jobs of a run, in start order.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +86,8 @@ pub struct Config {
     pub report_retention: Option<Duration>,
     /// POSTed a JSON summary when the run ends; a failure is a warning, never a failed run.
     pub notify_webhook: Option<Url>,
+    /// During a run, publish what committed at most this often (None: only at the end).
+    pub publish_interval: Option<Duration>,
 }
 
 impl Config {
@@ -118,7 +120,18 @@ impl Config {
             max_duration: None,
             report_retention: Some(Duration::from_secs(90 * 86_400)),
             notify_webhook: None,
+            publish_interval: Some(Duration::from_secs(15 * 60)),
         }
+    }
+
+    /// The private working database dobsob writes.
+    pub fn working_path(&self) -> PathBuf {
+        self.data_dir.join("work").join("warehouse.duckdb")
+    }
+
+    /// The published snapshot analysts open.
+    pub fn published_path(&self) -> PathBuf {
+        self.data_dir.join("warehouse.duckdb")
     }
 
     fn ledger_path(&self) -> PathBuf {
@@ -162,7 +175,7 @@ impl Orchestrator {
                 c.data_dir.display()
             ))
         })?;
-        for d in [c.data_dir.join("tmp")]
+        for d in [c.data_dir.join("tmp"), c.data_dir.join("work")]
             .into_iter()
             .chain(c.report_dir.clone())
         {
@@ -183,8 +196,19 @@ impl Orchestrator {
             );
         }
         let tmp_dir = c.data_dir.join("tmp");
-        let warehouse = Warehouse::open(&c.data_dir.join("warehouse.duckdb"), &tmp_dir)?;
+        let (working, published) = (c.working_path(), c.published_path());
+        adopt_old_layout(&working, &published)?;
+        let warehouse = Warehouse::open(&working, &tmp_dir)?;
         let (handle, writer) = WarehouseHandle::spawn(warehouse);
+        let publisher = Publisher {
+            handle: handle.clone(),
+            ledger_path: c.ledger_path(),
+            target: published.clone(),
+        };
+        // Analysts get a file from the first run on (and at once after adopting an old layout).
+        if !published.exists() {
+            publisher.publish().await?;
+        }
 
         let started = Instant::now();
         let started_at = now();
@@ -217,9 +241,26 @@ impl Orchestrator {
                 s.trigger_deadline();
             })
         });
+        // During a long run, what has committed is published every --publish-interval.
+        let periodic = c.publish_interval.map(|every| {
+            let p = publisher.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = p.publish().await {
+                        tracing::warn!("publishing during the run failed (the run goes on): {e}");
+                    }
+                }
+            })
+        });
         let ran = engine.run(run_id, &plan.jobs, c.mode).await;
         if let Some(d) = deadline {
             d.abort();
+        }
+        if let Some(p) = periodic {
+            p.abort();
+            let _ = p.await;
         }
         let Engine {
             mut ledger,
@@ -244,12 +285,25 @@ impl Orchestrator {
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Skipped))
             .count();
+        // Whatever the outcome, what committed is published; a run whose publish failed has failed.
+        let publish = publisher
+            .publish()
+            .await
+            .map_err(|e| format!("cannot publish the warehouse: {e}"));
+        if let Err(e) = &publish {
+            tracing::error!("{e}");
+        }
         let finished = ledger.finish_run(
             run_id,
-            outcome.as_str(),
+            if publish.is_err() {
+                Outcome::Failed.as_str()
+            } else {
+                outcome.as_str()
+            },
             ok as i64,
             (datasets.len() - ok) as i64,
         );
+        drop(publisher);
         // Let the writer thread finish its queue and checkpoint before the report says the run is over.
         drop(warehouse);
         let _ = writer.join();
@@ -268,10 +322,16 @@ impl Orchestrator {
             metrics,
             peak_rss_bytes: peak_rss_bytes(),
             datasets,
+            published: None,
             path: None,
         };
+        report.published = publish.as_ref().ok().copied();
+        if let Err(e) = publish {
+            report.outcome = Outcome::Failed;
+            report.error.get_or_insert(e);
+        }
         if let Err(e) = finished {
-            tracing::error!("cannot record the end of run {run_id}: {e}");
+            tracing::error!("{e}");
             report.outcome = Outcome::Failed;
             report.error.get_or_insert(e.to_string());
         }
@@ -286,6 +346,86 @@ impl Orchestrator {
         }
         Ok(report)
     }
+}
+
+/// Publishes the working database: the ledger's facts into `dobsob_datasets`, then checkpoint, copy and
+/// rename (see `warehouse::publish`), on the writer thread between merges.
+#[derive(Clone)]
+struct Publisher {
+    handle: WarehouseHandle,
+    ledger_path: PathBuf,
+    target: PathBuf,
+}
+
+impl Publisher {
+    async fn publish(&self) -> Result<Published, Error> {
+        let ledger = Ledger::open(&self.ledger_path)?;
+        let mut states = Vec::new();
+        for key in ledger.dataset_keys()? {
+            if let Some(r) = ledger.dataset(&key)? {
+                states.push(DatasetState::from(&r));
+            }
+        }
+        drop(ledger);
+        let target = self.target.clone();
+        Ok(self
+            .handle
+            .call(move |w| {
+                w.write_dataset_states(&states)?;
+                w.publish(&target)
+            })
+            .await?)
+    }
+}
+
+/// A data directory written before the working database existed has its warehouse at the published path:
+/// that file becomes the working database (with its WAL), without a reload. A leftover of a publish that was
+/// killed is removed.
+fn adopt_old_layout(working: &Path, published: &Path) -> Result<(), Error> {
+    let tmp = crate::warehouse::publishing_path(published);
+    if tmp.exists() {
+        tracing::info!(
+            "removing {}, left by a publish that did not finish",
+            tmp.display()
+        );
+        std::fs::remove_file(&tmp)
+            .map_err(|e| Error::Runtime(format!("cannot remove {}: {e}", tmp.display())))?;
+    }
+    if working.exists() || !published.exists() {
+        return Ok(());
+    }
+    tracing::info!(
+        "adopting {} as the working database {} (the published copy is made from it)",
+        published.display(),
+        working.display()
+    );
+    let wal = |p: &Path| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(".wal");
+        PathBuf::from(s)
+    };
+    let moved = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|e| {
+            Error::Runtime(format!(
+                "cannot move {} to {}: {e}",
+                from.display(),
+                to.display()
+            ))
+        })
+    };
+    // The WAL first: a crash between the two leaves the database where the next run adopts it again.
+    if wal(published).exists() {
+        moved(&wal(published), &wal(working))?;
+    }
+    moved(published, working)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(working, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            Error::Runtime(format!("cannot make {} writable: {e}", working.display()))
+        })?;
+    }
+    Ok(())
 }
 
 /// A finished run: what the orchestrator returns and the JSON it writes to
@@ -308,6 +448,8 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     /// Every dataset of the plan that started or was skipped, in start order.
     pub datasets: Vec<DatasetReport>,
+    /// The publish at the end of the run (size, seconds, reflink or copy), when it succeeded.
+    pub published: Option<Published>,
     /// Where the report was written.
     pub path: Option<PathBuf>,
 }
@@ -370,7 +512,8 @@ impl RunReport {
     /// - `job_order`: every dataset's key in start order;
     /// - `completed_jobs`, `failed_jobs`, `skipped_jobs`: objects keyed by dataset (see [`JobEntry`]);
     /// - `performance_metrics`: peak_concurrent_jobs, max_concurrent_jobs, max_large_jobs,
-    ///   throttle_delay_seconds, max_requests_per_second, retry_attempts, large_files_processed, peak_rss_mb.
+    ///   throttle_delay_seconds, max_requests_per_second, retry_attempts, large_files_processed, peak_rss_mb,
+    ///   publish_seconds, published_mb, publish_reflink.
     pub fn to_json(&self) -> serde_json::Value {
         let mb = self.bytes() as f64 / 1e6;
         let file = ReportFile {
@@ -409,6 +552,9 @@ impl RunReport {
                 retry_attempts: self.metrics.retries,
                 large_files_processed: self.metrics.large_jobs,
                 peak_rss_mb: self.peak_rss_bytes.map(|b| round2(b as f64 / 1e6)),
+                publish_seconds: self.published.map(|p| round2(p.seconds)),
+                published_mb: self.published.map(|p| round2(p.bytes as f64 / 1e6)),
+                publish_reflink: self.published.map(|p| p.reflink),
             },
         };
         serde_json::to_value(file).expect("a report serializes")
@@ -479,6 +625,10 @@ struct PerformanceMetrics {
     retry_attempts: u64,
     large_files_processed: usize,
     peak_rss_mb: Option<f64>,
+    /// The publish at the end of the run: seconds, size of the published file, whether it was a reflink.
+    publish_seconds: Option<f64>,
+    published_mb: Option<f64>,
+    publish_reflink: Option<bool>,
 }
 
 /// Datasets as a JSON object keyed by dataset key, in start order.

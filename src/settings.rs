@@ -41,8 +41,13 @@ impl Settings {
     pub fn ledger_path(&self) -> PathBuf {
         self.data_dir.join("ledger.sqlite")
     }
+    /// The published warehouse analysts open (and `verify` reads).
     pub fn warehouse_path(&self) -> PathBuf {
         self.data_dir.join("warehouse.duckdb")
+    }
+    /// The private working database a sync writes.
+    pub fn working_path(&self) -> PathBuf {
+        self.data_dir.join("work").join("warehouse.duckdb")
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")

@@ -601,7 +601,7 @@ fn verify_says_in_step_or_exactly_what_differs_and_changes_nothing() {
 fn a_corrupt_or_foreign_ledger_or_warehouse_is_refused_and_left_alone() {
     for (file, needle) in [
         ("ledger.sqlite", "ledger"),
-        ("warehouse.duckdb", "warehouse"),
+        ("work/warehouse.duckdb", "warehouse"),
     ] {
         let env = TestEnv::new();
         env.run_ok(&["sync", "--datasets", "every_type"]);
@@ -635,7 +635,7 @@ fn a_corrupt_or_foreign_ledger_or_warehouse_is_refused_and_left_alone() {
     // A warehouse written by a newer dobsob.
     let env = TestEnv::new();
     env.run_ok(&["sync", "--datasets", "every_type"]);
-    duckdb::Connection::open(env.data_dir().join("warehouse.duckdb"))
+    duckdb::Connection::open(env.working_path())
         .unwrap()
         .execute_batch("UPDATE dobsob.meta SET value = '99' WHERE key = 'format'")
         .unwrap();

@@ -215,6 +215,9 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "max_requests_per_second",
             "peak_concurrent_jobs",
             "peak_rss_mb",
+            "publish_reflink",
+            "publish_seconds",
+            "published_mb",
             "retry_attempts",
             "throttle_delay_seconds"
         ]
@@ -226,6 +229,15 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
     let peak = m["peak_concurrent_jobs"].as_u64().unwrap();
     assert!((1..=4).contains(&peak), "{m}");
     assert!(m["peak_rss_mb"].as_f64().unwrap() > 1.0, "{m}");
+    let published = std::fs::metadata(env.data_dir().join("warehouse.duckdb"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        m["published_mb"].as_f64().unwrap(),
+        (published as f64 / 1e4).round() / 100.0,
+        "{m}"
+    );
+    assert!(m["publish_reflink"].is_boolean() && m["publish_seconds"].as_f64().is_some());
 
     // The summary's last line says it in one line, and the report's path follows.
     let text = stdout(&out);

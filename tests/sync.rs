@@ -655,10 +655,10 @@ fn malformed_page_fails_naming_the_line_and_loses_nothing() {
 }
 
 #[test]
-fn a_warehouse_held_by_another_process_is_a_clear_error() {
+fn a_working_database_held_by_another_process_is_a_clear_error() {
     let env = TestEnv::new();
     env.run_ok(&["sync", "--datasets", "every_type"]);
-    let holder = duckdb::Connection::open(env.data_dir().join("warehouse.duckdb")).unwrap();
+    let holder = duckdb::Connection::open(env.working_path()).unwrap();
     let out = env.run(&["sync", "--datasets", "every_type"]);
     assert_exit(&out, 1);
     assert!(
@@ -675,7 +675,7 @@ fn a_warehouse_held_by_another_process_is_a_clear_error() {
 fn a_table_dropped_by_hand_is_reloaded_in_full() {
     let env = TestEnv::new();
     env.run_ok(&["sync", "--datasets", "every_type"]);
-    duckdb::Connection::open(env.data_dir().join("warehouse.duckdb"))
+    duckdb::Connection::open(env.working_path())
         .unwrap()
         .execute_batch("DROP TABLE every_type")
         .unwrap();

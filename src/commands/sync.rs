@@ -57,6 +57,7 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
         args.report_retention_days.saturating_mul(86_400),
     ));
     c.notify_webhook = args.notify_webhook.clone();
+    c.publish_interval = (!args.publish_interval.is_zero()).then_some(args.publish_interval);
     c
 }
 

@@ -326,6 +326,20 @@ impl Ledger {
         }
     }
 
+    /// Every dataset the ledger knows, by key.
+    pub fn dataset_keys(&self) -> Result<Vec<String>, LedgerError> {
+        let c = self.c();
+        let mut stmt = c
+            .prepare("SELECT key FROM datasets ORDER BY key")
+            .map_err(self.err())?;
+        let keys = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(self.err())?;
+        Ok(keys)
+    }
+
     /// The bytes downloaded by the last successful full load of `key`, if any: a better size estimate than
     /// the catalog's.
     pub fn last_full_load_bytes(&self, key: &str) -> Result<Option<i64>, LedgerError> {

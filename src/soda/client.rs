@@ -82,6 +82,8 @@ pub struct ViewColumn {
     pub data_type_name: String,
     #[serde(default)]
     pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// The parts of `/api/views/{id}.json` that dobsob uses.
@@ -91,6 +93,8 @@ pub struct ViewMetadata {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
     /// Epoch seconds of the last data change.
     pub rows_updated_at: Option<i64>,
     pub columns: Vec<ViewColumn>,

@@ -11,7 +11,7 @@ use crate::catalog::Dataset;
 use crate::ledger::DatasetRecord;
 use crate::ledger::{AttemptId, AttemptSuccess};
 use crate::soda::{PageQuery, Watermark};
-use crate::warehouse::{Phase, SyncState, TableSchema};
+use crate::warehouse::{ColumnDescription, Description, Phase, SyncState, TableSchema};
 
 /// What one sync of a dataset does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,30 @@ impl Engine {
         }
     }
 
+    /// The dataset as the catalog and the portal's metadata describe it.
+    fn description(&self, ds: &Dataset, meta: &crate::soda::ViewMetadata) -> Description {
+        Description {
+            key: ds.key.to_string(),
+            socrata_id: ds.id.to_string(),
+            name: ds.name.clone(),
+            portal_name: meta.name.clone(),
+            description: meta.description.clone(),
+            source_url: format!("{}d/{}", self.client.portal(), ds.id),
+            frequency: ds.frequency.to_string(),
+            priority: ds.priority().to_string(),
+            columns: meta
+                .columns
+                .iter()
+                .filter(|c| !c.field_name.starts_with(':'))
+                .map(|c| ColumnDescription {
+                    field_name: c.field_name.clone(),
+                    name: c.name.clone(),
+                    description: c.description.clone(),
+                })
+                .collect(),
+        }
+    }
+
     pub(super) async fn sync_dataset(
         &mut self,
         ds: &Dataset,
@@ -83,6 +107,7 @@ impl Engine {
         let meta = self
             .interruptible(self.client.metadata(ds.id.as_str()))
             .await?;
+        progress.description = Some(self.description(ds, &meta));
         let schema = Arc::new(TableSchema::from_view(&meta.columns).map_err(SyncError::Schema)?);
         // The source's identity, columns and dobsob's type mapping: when any changes, the table is reloaded.
         let fingerprint = fingerprint(ds, &schema);

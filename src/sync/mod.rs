@@ -145,6 +145,10 @@ pub struct Progress {
     /// Rows the current pass has received so far.
     #[serde(skip)]
     pub pass_received: u64,
+    /// What the catalog and the portal say of the dataset, once its metadata was read (for the table's
+    /// comments and `dobsob_datasets`).
+    #[serde(skip)]
+    pub description: Option<crate::warehouse::Description>,
     /// sha256 over the page hashes, in order.
     #[serde(skip)]
     digest: sha2::Sha256,

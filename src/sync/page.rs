@@ -308,6 +308,7 @@ mod tests {
             field_name: "a".into(),
             data_type_name: "text".into(),
             name: "a".into(),
+            description: None,
         }])
         .unwrap()
     }
@@ -458,11 +459,13 @@ mod tests {
                 field_name: "lat".into(),
                 data_type_name: "number".into(),
                 name: "lat".into(),
+                description: None,
             },
             ViewColumn {
                 field_name: "n".into(),
                 data_type_name: "number".into(),
                 name: "n".into(),
+                description: None,
             },
         ])
         .unwrap();

@@ -363,6 +363,17 @@ impl Engine {
         let started = Instant::now();
         let mut progress = Progress::default();
         let result = self.sync_dataset(ds, mode, attempt, &mut progress).await;
+        // The table's comments and its row of dobsob_datasets, from the metadata just read (also when the
+        // source was unchanged: a description edited on the portal shows up at the next sync).
+        if let Some(mut d) = progress.description.take() {
+            d.priority = job.priority.to_string();
+            if let Err(e) = self.warehouse.call(move |w| w.describe(&d)).await {
+                progress.warn(
+                    ds.key.as_str(),
+                    format!("cannot record the dataset's description: {e}"),
+                );
+            }
+        }
         progress.requests = self.client.job_stats().requests();
         progress.retries = self.client.job_stats().retries();
         for what in pass::PAGE_SLOTS.iter().chain(&["ids"]) {

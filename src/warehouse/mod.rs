@@ -8,6 +8,8 @@
 //! warehouse always knows exactly which rows it holds. The connection lives on one writer thread
 //! ([`WarehouseHandle`]).
 
+mod describe;
+mod publish;
 pub mod schema;
 mod writer;
 
@@ -16,6 +18,8 @@ use std::path::Path;
 use duckdb::{params, Connection, OptionalExt};
 
 use crate::soda::Watermark;
+pub use describe::{ColumnDescription, DatasetState, Description};
+pub use publish::{publishing_path, Published};
 pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
 pub use writer::WarehouseHandle;
 
@@ -23,6 +27,7 @@ const META_SQL: &[&str] = &[
     include_str!("../../sql/warehouse/0001_meta.sql"),
     include_str!("../../sql/warehouse/0002_schema_changes.sql"),
     include_str!("../../sql/warehouse/0003_meta.sql"),
+    include_str!("../../sql/warehouse/0004_datasets.sql"),
 ];
 
 /// The layout of dobsob's own tables and of the dataset tables (type mapping included) that this dobsob
@@ -133,6 +138,8 @@ pub fn load_table(key: &str) -> String {
 
 pub struct Warehouse {
     conn: Connection,
+    /// The database file (the working database; see `publish`).
+    path: std::path::PathBuf,
 }
 
 impl Warehouse {
@@ -183,7 +190,10 @@ impl Warehouse {
             params![WAREHOUSE_FORMAT.to_string()],
         )
         .ctx(|| "recording the warehouse's layout".into())?;
-        Ok(Warehouse { conn })
+        Ok(Warehouse {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The dataset's sync state. A live table dropped by hand means there is nothing to be incremental on:

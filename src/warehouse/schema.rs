@@ -348,6 +348,7 @@ mod tests {
             field_name: name.into(),
             data_type_name: t.into(),
             name: name.into(),
+            description: None,
         }
     }
 

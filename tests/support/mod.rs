@@ -209,6 +209,20 @@ impl TestEnv {
         out
     }
 
+    /// The private working database the sync writes (`work/warehouse.duckdb`), read-only.
+    pub fn working(&self) -> duckdb::Connection {
+        let cfg = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .unwrap();
+        duckdb::Connection::open_with_flags(self.working_path(), cfg)
+            .expect("the working database opens")
+    }
+
+    pub fn working_path(&self) -> PathBuf {
+        self.data_dir().join("work").join("warehouse.duckdb")
+    }
+
+    /// The published warehouse analysts open (`warehouse.duckdb`), read-only.
     pub fn warehouse(&self) -> duckdb::Connection {
         let cfg = duckdb::Config::default()
             .access_mode(duckdb::AccessMode::ReadOnly)
@@ -336,7 +350,7 @@ impl TestEnv {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let conn = self.warehouse();
+        let conn = self.working();
         let tables: Vec<String> = conn
             .prepare("SELECT table_name FROM duckdb_tables() WHERE table_name IN (?, ?)")
             .unwrap()

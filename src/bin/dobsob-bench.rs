@@ -2,7 +2,9 @@
 //! same run:
 //!
 //! - `sync`: a full and an incremental sync of one generated dataset, against a plain keyset download of the
-//!   same pages to disk (HTTP + a file + finding the next cursor), with no checking or loading;
+//!   same pages to disk (HTTP + a file + finding the next cursor), with no checking or loading; and what the
+//!   publish at the end of the full sync cost, against a plain copy of the same file (`--dir` on XFS or
+//!   btrfs measures a reflink publish);
 //! - `orchestration`: a night when none of 18 datasets changed (requests and wall time, under the default
 //!   budgets), and a full sync of several datasets at `--max-concurrent` 1, 2 and 4 against a portal that
 //!   takes `--latency-ms` to answer each request (rows/s, against `--max-concurrent 1`).
@@ -44,6 +46,10 @@ struct Args {
     /// portal takes hundreds).
     #[arg(long, default_value_t = 100)]
     latency_ms: u64,
+    /// Where the data directories go (default: the system's temp directory). Put it on a filesystem with
+    /// reflinks (XFS, btrfs) to measure a reflink publish.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<std::path::PathBuf>,
     /// Rows in the generated dataset.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
@@ -190,8 +196,15 @@ fn catalog_of(path: &Path, ids: &[String]) {
     std::fs::write(path, toml).unwrap();
 }
 
+fn scratch(args: &Args) -> tempfile::TempDir {
+    match &args.dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
 fn orchestration(args: &Args, exe: &Path) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(args);
     let ids = |n: usize| {
         (0..n)
             .map(|i| format!("bnch-{:04}", i + 1))
@@ -314,7 +327,7 @@ fn main() -> ExitCode {
 }
 
 fn sync_bench(args: &Args, exe: &Path) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(args);
     eprintln!("generating {} rows ...", args.rows);
     let mut state = State::default();
     state.add_dataset(synthetic(ID, args.rows));
@@ -338,6 +351,21 @@ fn sync_bench(args: &Args, exe: &Path) {
     let url = emu.url();
     let sync = || run_dobsob(exe, &data, &catalog, &url, args.page_size, &args.sync_args);
     let full = sync();
+    // The publish at the end of the full sync, against a plain copy of the same file made now.
+    let m = &full.report["performance_metrics"];
+    let working = data.join("work").join("warehouse.duckdb");
+    let t = Instant::now();
+    std::fs::copy(&working, dir.path().join("plain-copy.duckdb")).unwrap();
+    std::fs::File::open(dir.path().join("plain-copy.duckdb"))
+        .and_then(|f| f.sync_all())
+        .unwrap();
+    let copy_s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(dir.path().join("plain-copy.duckdb")).unwrap();
+    let publish = (
+        m["published_mb"].as_f64().unwrap_or(0.0),
+        m["publish_seconds"].as_f64().unwrap_or(0.0),
+        m["publish_reflink"].as_bool().unwrap_or(false),
+    );
 
     let changed = ((args.rows as f64) * args.change_percent / 100.0) as usize;
     {
@@ -382,5 +410,14 @@ fn sync_bench(args: &Args, exe: &Path) {
         incr.rows_fetched,
         incr.seconds / base_s,
         incr.peak_rss as f64 / 1e6
+    );
+    println!(
+        "publish after the full sync ({}): {:>8.2} s for {:.0} MB ({:.2} s/GB); plain copy + fsync of the same file {:.2} s ({:.2}x)",
+        if publish.2 { "reflink" } else { "copy, no reflink here" },
+        publish.1,
+        publish.0,
+        publish.1 / (publish.0 / 1000.0).max(0.001),
+        copy_s,
+        publish.1 / copy_s.max(0.001)
     );
 }

@@ -84,7 +84,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Reload datasets in full into fresh tables and swap them in atomically.
     Rebuild(SyncArgs),
-    /// Compare each dataset with the source without changing anything; exit 1 if anything differs.
+    /// Compare each dataset of the published warehouse with the source without changing anything; exit 1 if
+    /// anything differs. Works while a sync runs (it checks the last published snapshot).
     Verify(VerifyArgs),
     /// Print crontab lines (or, with --systemd, a service and timer) that run the nightly sync.
     Cron(CronArgs),

@@ -204,6 +204,7 @@ impl Orchestrator {
             handle: handle.clone(),
             ledger_path: c.ledger_path(),
             target: published.clone(),
+            last: Arc::default(),
         };
         // Analysts get a file from the first run on (and at once after adopting an old layout).
         if !published.exists() {
@@ -248,7 +249,7 @@ impl Orchestrator {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     tick.tick().await;
-                    if let Err(e) = p.publish().await {
+                    if let Err(e) = p.publish_if_changed().await {
                         tracing::warn!("publishing during the run failed (the run goes on): {e}");
                     }
                 }
@@ -355,11 +356,23 @@ struct Publisher {
     handle: WarehouseHandle,
     ledger_path: PathBuf,
     target: PathBuf,
+    /// The ledger's change token at the last publish.
+    last: Arc<std::sync::Mutex<Option<(i64, i64)>>>,
 }
 
 impl Publisher {
+    /// Publishes unless nothing was committed since the last publish (no page and no attempt finished).
+    async fn publish_if_changed(&self) -> Result<Option<Published>, Error> {
+        let token = Ledger::open(&self.ledger_path)?.change_token()?;
+        if *self.last.lock().unwrap_or_else(|p| p.into_inner()) == Some(token) {
+            return Ok(None);
+        }
+        self.publish().await.map(Some)
+    }
+
     async fn publish(&self) -> Result<Published, Error> {
         let ledger = Ledger::open(&self.ledger_path)?;
+        let token = ledger.change_token()?;
         let mut states = Vec::new();
         for key in ledger.dataset_keys()? {
             if let Some(r) = ledger.dataset(&key)? {
@@ -368,13 +381,15 @@ impl Publisher {
         }
         drop(ledger);
         let target = self.target.clone();
-        Ok(self
+        let published = self
             .handle
             .call(move |w| {
                 w.write_dataset_states(&states)?;
                 w.publish(&target)
             })
-            .await?)
+            .await?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+        Ok(published)
     }
 }
 

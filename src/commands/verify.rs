@@ -3,8 +3,9 @@
 //! the table's, naming missing, extra and stale rows. It is how a user checks, on the real portal, that the
 //! warehouse equals the source.
 //!
-//! The warehouse is attached read-only to an in-memory DuckDB, where the source's ids are collected: nothing
-//! is written to the data directory.
+//! It checks the published snapshot, `warehouse.duckdb`, what analysts see (after a run it equals the working
+//! database), attached read-only to an in-memory DuckDB where the source's ids are collected: nothing is
+//! written to the data directory, and it works while a sync runs (it then checks the last snapshot).
 
 use std::path::Path;
 use std::time::Duration;

@@ -326,6 +326,18 @@ impl Ledger {
         }
     }
 
+    /// Changes whenever a page is recorded or an attempt ends: a cheap "has anything committed since?".
+    pub fn change_token(&self) -> Result<(i64, i64), LedgerError> {
+        self.c()
+            .query_row(
+                "SELECT (SELECT count(*) FROM pages),
+                        (SELECT count(*) FROM attempts WHERE finished_at IS NOT NULL)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err())
+    }
+
     /// Every dataset the ledger knows, by key.
     pub fn dataset_keys(&self) -> Result<Vec<String>, LedgerError> {
         let c = self.c();

@@ -37,7 +37,7 @@ pub use crate::sync::{
     DatasetReport, DeleteGuard, Job, Limits, Mode, Observer, Outcome, RunMetrics, RunOptions,
     Shutdown,
 };
-use crate::warehouse::{DatasetState, Published, Warehouse, WarehouseHandle};
+use crate::warehouse::{DatasetState, Published, Warehouse, WarehouseHandle, WriterTimings};
 
 /// The jobs of a run, in start order.
 #[derive(Debug, Clone, Default)]
@@ -286,6 +286,11 @@ impl Orchestrator {
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Skipped))
             .count();
+        let writer_timings = publisher
+            .handle
+            .call(|w| Ok(w.timings))
+            .await
+            .unwrap_or_default();
         // Whatever the outcome, what committed is published; a run whose publish failed has failed.
         let publish = publisher
             .publish()
@@ -324,6 +329,7 @@ impl Orchestrator {
             peak_rss_bytes: peak_rss_bytes(),
             datasets,
             published: None,
+            writer_timings,
             path: None,
         };
         report.published = publish.as_ref().ok().copied();
@@ -465,6 +471,8 @@ pub struct RunReport {
     pub datasets: Vec<DatasetReport>,
     /// The publish at the end of the run (size, seconds, reflink or copy), when it succeeded.
     pub published: Option<Published>,
+    /// Busy seconds of the warehouse writer's steps, the whole run (before the final publish).
+    pub writer_timings: WriterTimings,
     /// Where the report was written.
     pub path: Option<PathBuf>,
 }
@@ -570,6 +578,35 @@ impl RunReport {
                 publish_seconds: self.published.map(|p| round2(p.seconds)),
                 published_mb: self.published.map(|p| round2(p.bytes as f64 / 1e6)),
                 publish_reflink: self.published.map(|p| p.reflink),
+                breakdown: Breakdown {
+                    download_s: round2(
+                        self.datasets
+                            .iter()
+                            .map(|d| d.progress.timings.download_s)
+                            .sum(),
+                    ),
+                    check_s: round2(
+                        self.datasets
+                            .iter()
+                            .map(|d| d.progress.timings.check_s)
+                            .sum(),
+                    ),
+                    merge_s: round2(
+                        self.datasets
+                            .iter()
+                            .map(|d| d.progress.timings.merge_s)
+                            .sum(),
+                    ),
+                    stage_s: round2(self.writer_timings.stage_s),
+                    insert_s: round2(self.writer_timings.insert_s),
+                    uncastable_s: round2(self.writer_timings.uncastable_s),
+                    commit_s: round2(self.writer_timings.commit_s),
+                    count_s: round2(self.writer_timings.count_s),
+                    swap_s: round2(self.writer_timings.swap_s),
+                    publish_s: round2(
+                        self.writer_timings.publish_s + self.published.map_or(0.0, |p| p.seconds),
+                    ),
+                },
             },
         };
         serde_json::to_value(file).expect("a report serializes")
@@ -644,6 +681,22 @@ struct PerformanceMetrics {
     publish_seconds: Option<f64>,
     published_mb: Option<f64>,
     publish_reflink: Option<bool>,
+    /// Where the time went: busy seconds per stage, all datasets together (downloads overlap merges).
+    breakdown: Breakdown,
+}
+
+#[derive(Serialize)]
+struct Breakdown {
+    download_s: f64,
+    check_s: f64,
+    merge_s: f64,
+    stage_s: f64,
+    insert_s: f64,
+    uncastable_s: f64,
+    commit_s: f64,
+    count_s: f64,
+    swap_s: f64,
+    publish_s: f64,
 }
 
 /// Datasets as a JSON object keyed by dataset key, in start order.

@@ -124,3 +124,86 @@ proptest! {
         let _ = Catalog::parse(&doc, &src);
     }
 }
+
+/// Cells a Socrata page may hold in a typed column: the usual shapes and the odd ones.
+fn typed_cell() -> impl Strategy<Value = String> {
+    prop_oneof![
+        // Decimals, plain and odd.
+        "[+-]?[0-9]{0,22}(\\.[0-9]{0,20})?",
+        "[+-]?[0-9]{1,3}(\\.[0-9]{1,4})?[eE][+-]?[0-9]{1,4}",
+        "[0-9_,. ]{1,8}",
+        // Timestamps, valid and not: every field may be out of range.
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z?",
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2})?",
+        // Booleans and anything else.
+        "(true|false|TRUE|True|1|0|t|f|yes)",
+        "\\PC{0,12}",
+    ]
+}
+
+proptest! {
+    /// The straight load of a full-load page (no staging, no search for uncastable cells) is taken only when
+    /// the page check says every typed cell is certain to cast: whenever it says so, DuckDB's cast of that
+    /// cell gives a value, so no value becomes NULL unrecorded.
+    #[test]
+    fn a_cell_called_certainly_castable_always_casts(cells in proptest::collection::vec(typed_cell(), 1..40)) {
+        use dobsob::sync::page::certainly_castable;
+        use dobsob::warehouse::ColumnKind;
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let kinds = [
+            (ColumnKind::Decimal, "DECIMAL(38,18)"),
+            (ColumnKind::Double, "DOUBLE"),
+            (ColumnKind::Timestamp, "TIMESTAMP"),
+            (ColumnKind::Instant, "TIMESTAMPTZ"),
+            (ColumnKind::Boolean, "BOOLEAN"),
+        ];
+        for cell in cells.iter().filter(|c| !c.is_empty()) {
+            for (kind, stored) in kinds {
+                if certainly_castable(kind, cell) {
+                    let sql = format!("SELECT ({}) IS NOT NULL FROM (SELECT ?::VARCHAR AS c)", kind.cast_sql("c", stored));
+                    let ok: bool = conn.query_row(&sql, [cell], |r| r.get(0)).unwrap();
+                    prop_assert!(ok, "{kind:?} called {cell:?} certainly castable, DuckDB's cast gives NULL");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_quoted_empty_string_sends_a_page_the_careful_way() {
+    let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn {
+        field_name: "n".into(),
+        data_type_name: "number".into(),
+        name: "n".into(),
+        description: None,
+    }])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let page = |body: &str| {
+        let p = dir.path().join("p.csv");
+        std::fs::write(&p, body).unwrap();
+        inspect_rows(&p, &schema).unwrap().castable
+    };
+    let head = "\":id\",\":created_at\",\":updated_at\",\"n\"\n";
+    let row = |id: &str, n: &str| {
+        format!("\"{id}\",\"2024-01-01T00:00:00.000Z\",\"2024-01-01T00:00:00.000Z\",{n}\n")
+    };
+    assert!(
+        page(&format!("{head}{}{}", row("a", "\"1.5\""), row("b", ""))),
+        "a null is fine"
+    );
+    assert!(
+        !page(&format!("{head}{}", row("a", "\"\""))),
+        "a quoted empty string in the last field"
+    );
+    assert!(
+        !page(&format!("{head}{}", row("a", "\"x\""))),
+        "text in a number column"
+    );
+    assert!(
+        !page(&format!("{head}{}", row("a", "\"1e3\""))),
+        "an exponent takes the careful way"
+    );
+    let first = "\"n\",\":id\",\":created_at\",\":updated_at\"\n\"\",\"a\",\"2024-01-01T00:00:00.000Z\",\"2024-01-01T00:00:00.000Z\"\n";
+    assert!(!page(first), "a quoted empty string in the first field");
+}

@@ -209,6 +209,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
     assert_eq!(
         keys(m),
         [
+            "breakdown",
             "large_files_processed",
             "max_concurrent_jobs",
             "max_large_jobs",
@@ -238,6 +239,22 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
         "{m}"
     );
     assert!(m["publish_reflink"].is_boolean() && m["publish_seconds"].as_f64().is_some());
+    assert_eq!(
+        keys(&m["breakdown"]),
+        [
+            "check_s",
+            "commit_s",
+            "count_s",
+            "download_s",
+            "insert_s",
+            "merge_s",
+            "publish_s",
+            "stage_s",
+            "swap_s",
+            "uncastable_s"
+        ]
+    );
+    assert!(m["breakdown"]["merge_s"].as_f64().unwrap() > 0.0, "{m}");
 
     // The summary's last line says it in one line, and the report's path follows.
     let text = stdout(&out);

@@ -16,8 +16,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use dobsob::emulator::{synthetic, Emulator, Fault, FaultKind, State};
-use dobsob::soda::{PageQuery, RetryPolicy, SodaClient};
+use dobsob::emulator::{synthetic, synthetic_wide, Emulator, Fault, FaultKind, State};
+use dobsob::soda::{PageQuery, RetryPolicy, SodaClient, ViewColumn};
+use dobsob::warehouse::{quote_literal, TableSchema};
 
 const ID: &str = "bnch-0001";
 
@@ -53,6 +54,15 @@ struct Args {
     /// Rows in the generated dataset.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
+    /// Columns of the generated dataset (NYC's are 15 to 50 wide; HPD violations has 46).
+    #[arg(long, default_value_t = 46)]
+    columns: usize,
+    /// Repetitions of the full sync and of its limit (the medians are printed).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Write the figures as JSON to this file too, to compare runs over time.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
     /// Rows per request, for dobsob and the baseline alike.
     #[arg(long, default_value_t = 50_000)]
     page_size: u64,
@@ -65,7 +75,8 @@ struct Args {
     sync_args: Vec<String>,
 }
 
-/// The baseline: keyset pages streamed to disk; the only parsing is finding the last `:id` for the cursor.
+/// The baseline: keyset pages streamed to disk (kept, as `page-N.csv`, for the read_csv limit); the only
+/// parsing is finding the last `:id` for the cursor.
 async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64) {
     let client = SodaClient::new(
         &url::Url::parse(url).unwrap(),
@@ -74,9 +85,9 @@ async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64) {
         Duration::from_secs(300),
     )
     .unwrap();
-    let path = dir.join("baseline.csv");
     let (mut rows, mut bytes, mut cursor) = (0u64, 0u64, None::<String>);
-    loop {
+    for n in 0.. {
+        let path = dir.join(format!("page-{n:05}.csv"));
         let q = PageQuery::full_page(cursor.as_deref(), page_size);
         let dl = client
             .download_csv(ID, &q, &path)
@@ -326,11 +337,69 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The limit: DuckDB's own `read_csv` of the very pages the baseline downloaded, into a table of the types
+/// dobsob gives them (same engine build, through the duckdb crate). Returns seconds.
+fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> f64 {
+    let schema = TableSchema::from_view(view_columns).unwrap();
+    let first = dir.join("page-00000.csv");
+    let header: Vec<String> = csv::Reader::from_path(&first)
+        .unwrap()
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let columns: Vec<String> = header
+        .iter()
+        .map(|h| {
+            let t = match h.as_str() {
+                ":created_at" | ":updated_at" => "TIMESTAMPTZ",
+                _ => schema
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == h)
+                    .map_or("VARCHAR", |c| c.kind.duckdb_type()),
+            };
+            format!("{}: '{t}'", quote_literal(h))
+        })
+        .collect();
+    let db = dir.join("limit.duckdb");
+    let _ = std::fs::remove_file(&db);
+    let conn = duckdb::Connection::open(&db).unwrap();
+    let sql = format!(
+        "CREATE TABLE t AS SELECT * FROM read_csv({}, header = true, auto_detect = false, delim = ',', \
+         quote = '\"', escape = '\"', allow_quoted_nulls = false, strict_mode = true, columns = {{{}}}); \
+         CHECKPOINT;",
+        quote_literal(&dir.join("page-*.csv").display().to_string()),
+        columns.join(", ")
+    );
+    let t = Instant::now();
+    conn.execute_batch(&sql).expect("read_csv of the pages");
+    let s = t.elapsed().as_secs_f64();
+    drop(conn);
+    let _ = std::fs::remove_file(&db);
+    s
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn sync_bench(args: &Args, exe: &Path) {
     let dir = scratch(args);
-    eprintln!("generating {} rows ...", args.rows);
+    eprintln!(
+        "generating {} rows of {} columns ...",
+        args.rows, args.columns
+    );
     let mut state = State::default();
-    state.add_dataset(synthetic(ID, args.rows));
+    state.add_dataset(if args.columns == 14 {
+        synthetic(ID, args.rows)
+    } else {
+        synthetic_wide(ID, args.rows, args.columns)
+    });
+    let view_columns: Vec<ViewColumn> =
+        serde_json::from_value(state.datasets[ID].view["columns"].clone()).unwrap();
     let emu = Emulator::start(state, 0).unwrap();
     let catalog = dir.path().join("catalog.toml");
     std::fs::write(
@@ -343,14 +412,44 @@ fn sync_bench(args: &Args, exe: &Path) {
     .unwrap();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let pages = dir.path().join("pages");
+    std::fs::create_dir_all(&pages).unwrap();
     let t = Instant::now();
-    let (base_rows, base_bytes) = rt.block_on(baseline(&emu.url(), args.page_size, dir.path()));
+    let (base_rows, base_bytes) = rt.block_on(baseline(&emu.url(), args.page_size, &pages));
     let base_s = t.elapsed().as_secs_f64();
+    let limit_s = median(
+        (0..args.repeat.max(1))
+            .map(|_| read_csv_limit(&pages, &view_columns))
+            .collect(),
+    );
+    std::fs::remove_dir_all(&pages).unwrap();
 
-    let data = dir.path().join("data");
     let url = emu.url();
-    let sync = || run_dobsob(exe, &data, &catalog, &url, args.page_size, &args.sync_args);
-    let full = sync();
+    let mut fulls = Vec::new();
+    for r in 0..args.repeat.max(1) {
+        let data = dir.path().join(format!("data-{r}"));
+        fulls.push(run_dobsob(
+            exe,
+            &data,
+            &catalog,
+            &url,
+            args.page_size,
+            &args.sync_args,
+        ));
+        if r + 1 < args.repeat.max(1) {
+            std::fs::remove_dir_all(&data).unwrap();
+        }
+    }
+    let full_s = median(fulls.iter().map(|m| m.seconds).collect());
+    let full = fulls
+        .iter()
+        .min_by(|a, b| {
+            (a.seconds - full_s)
+                .abs()
+                .total_cmp(&(b.seconds - full_s).abs())
+        })
+        .unwrap();
+    let data = dir.path().join(format!("data-{}", args.repeat.max(1) - 1));
     // The publish at the end of the full sync, against a plain copy of the same file made now.
     let m = &full.report["performance_metrics"];
     let working = data.join("work").join("warehouse.duckdb");
@@ -376,40 +475,58 @@ fn sync_bench(args: &Args, exe: &Path) {
             .step_by((args.rows as usize / changed.max(1)).max(1))
             .take(changed)
             .collect();
+        let field = view_columns
+            .iter()
+            .find(|c| c.data_type_name == "text")
+            .map(|c| c.field_name.clone())
+            .unwrap();
         st.edit(ID, |e| {
             for id in &ids {
-                e.set(id, "street", Some(serde_json::json!("CHANGED")));
+                e.set(id, &field, Some(serde_json::json!("CHANGED")));
             }
         });
     }
-    let incr = sync();
+    let incr = run_dobsob(exe, &data, &catalog, &url, args.page_size, &args.sync_args);
 
     let rate = |rows: u64, s: f64| rows as f64 / s;
     println!(
-        "dobsob benchmark: {} rows, page size {}, {:.0} MB of CSV",
+        "dobsob benchmark: {} rows x {} columns, page size {}, {:.0} MB of CSV, median of {}",
         args.rows,
+        args.columns,
         args.page_size,
-        base_bytes as f64 / 1e6
+        base_bytes as f64 / 1e6,
+        args.repeat.max(1)
     );
     println!(
-        "baseline (keyset download to disk, no load): {:>8.2} s  {:>10.0} rows/s",
+        "baseline (keyset download to disk, no load): {:>8.2} s  {:>10.0} rows/s  (the emulator and HTTP alone)",
         base_s,
         rate(base_rows, base_s)
     );
     println!(
-        "dobsob full sync:                            {:>8.2} s  {:>10.0} rows/s  {:.2}x baseline time  peak RSS {:.0} MB",
-        full.seconds,
-        rate(full.rows_fetched, full.seconds),
-        full.seconds / base_s,
+        "limit (DuckDB read_csv of the same pages):   {:>8.2} s  {:>10.0} rows/s",
+        limit_s,
+        rate(base_rows, limit_s)
+    );
+    println!(
+        "dobsob full sync:                            {:>8.2} s  {:>10.0} rows/s  {:.2}x the limit  {:.2}x baseline  peak RSS {:.0} MB",
+        full_s,
+        rate(full.rows_fetched, full_s),
+        full_s / limit_s,
+        full_s / base_s,
         full.peak_rss as f64 / 1e6
     );
     println!(
-        "dobsob incremental ({} changed rows):      {:>8.2} s  {:>10} fetched  {:.3}x baseline time  peak RSS {:.0} MB",
+        "dobsob incremental ({} changed rows):      {:>8.2} s  {:>10} fetched  {:.3}x the full sync  peak RSS {:.0} MB",
         changed,
         incr.seconds,
         incr.rows_fetched,
-        incr.seconds / base_s,
+        incr.seconds / full_s,
         incr.peak_rss as f64 / 1e6
+    );
+    let b = &full.report["performance_metrics"]["breakdown"];
+    println!(
+        "  full sync, busy seconds per stage (download overlaps merge): download {} | check {} | merge {} = stage {} + insert {} + uncastable {} + commit {} + count {} + rest | swap {} | publish {}",
+        b["download_s"], b["check_s"], b["merge_s"], b["stage_s"], b["insert_s"], b["uncastable_s"], b["commit_s"], b["count_s"], b["swap_s"], b["publish_s"]
     );
     println!(
         "publish after the full sync ({}): {:>8.2} s for {:.0} MB ({:.2} s/GB); plain copy + fsync of the same file {:.2} s ({:.2}x)",
@@ -420,4 +537,15 @@ fn sync_bench(args: &Args, exe: &Path) {
         copy_s,
         publish.1 / copy_s.max(0.001)
     );
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({
+            "rows": args.rows, "columns": args.columns, "page_size": args.page_size, "csv_mb": base_bytes as f64 / 1e6,
+            "repeat": args.repeat.max(1),
+            "baseline_s": base_s, "limit_s": limit_s, "full_s": full_s, "full_over_limit": full_s / limit_s,
+            "incremental_s": incr.seconds, "incremental_over_full": incr.seconds / full_s,
+            "full_peak_rss_mb": full.peak_rss as f64 / 1e6, "incremental_peak_rss_mb": incr.peak_rss as f64 / 1e6,
+            "breakdown": b, "publish": {"mb": publish.0, "seconds": publish.1, "reflink": publish.2, "plain_copy_s": copy_s},
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
 }

@@ -625,6 +625,112 @@ pub fn synthetic(id: &str, rows: u64) -> Dataset {
     ds
 }
 
+/// A generated dataset shaped like NYC's wide ones (HPD violations has 46 columns): `width` columns cycling
+/// through ids and codes, free text with quotes, commas and newlines, decimals with up to 15 places
+/// (coordinates), calendar dates, checkboxes and points; about one cell in twelve null. Deterministic;
+/// `:updated_at` ties every 100 rows as in [`synthetic`].
+pub fn synthetic_wide(id: &str, rows: u64, width: usize) -> Dataset {
+    const KINDS: [(&str, &str); 12] = [
+        ("violationid", "text"),
+        ("boroid", "number"),
+        ("housenumber", "text"),
+        ("streetname", "text"),
+        ("novdescription", "text"),
+        ("inspectiondate", "calendar_date"),
+        ("latitude", "number"),
+        ("longitude", "number"),
+        ("rentimpairing", "checkbox"),
+        ("class", "text"),
+        ("location", "point"),
+        ("bbl", "text"),
+    ];
+    let fields: Vec<(String, &str)> = (0..width.max(1))
+        .map(|i| {
+            let (name, t) = KINDS[i % KINDS.len()];
+            let name = if i < KINDS.len() {
+                name.to_string()
+            } else {
+                format!("{name}_{}", i / KINDS.len())
+            };
+            (name, t)
+        })
+        .collect();
+    let cols: Vec<Value> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, (f, t))| serde_json::json!({"id": i + 1, "name": f, "fieldName": f, "dataTypeName": t, "position": i + 1}))
+        .collect();
+    let mut view = Map::new();
+    view.insert(
+        "name".into(),
+        Value::String(format!("Synthetic wide {rows}x{width}")),
+    );
+    view.insert("columns".into(), Value::Array(cols));
+    let mut ds = Dataset::new(id, view).expect("a valid synthetic view");
+    let base = 1_700_000_000_000i64;
+    let streets = [
+        "BROADWAY",
+        "5 AVENUE",
+        "O'CONNOR ST",
+        "GRAND CONCOURSE",
+        "Ñ STREET, REAR",
+    ];
+    for i in 0..rows {
+        let cells = (0..fields.len())
+            .map(|c| {
+                if (i + c as u64) % 12 == 5 {
+                    return None;
+                }
+                let v = i.wrapping_mul(2_654_435_761).wrapping_add(c as u64 * 40_503) % 1_000_000;
+                let s = |v: String| Some(Value::String(v));
+                match c % KINDS.len() {
+                    0 => s(format!("{}", 10_000_000 + i * 7 + c as u64)),
+                    1 => s(format!("{}", 1 + v % 5)),
+                    2 => s(format!("{}-{}", 1 + v % 300, v % 40)),
+                    3 => s(streets[(v % 5) as usize].to_string()),
+                    4 => s(format!(
+                        "SECTION 27-2005 ADM CODE \"REPAIR\" THE BROKEN {} IN THE ENTIRE APARTMENT, LOCATED AT                          APT {}{}\nSEE NOTICE {v}",
+                        ["WINDOW", "DOOR", "PLASTER, PAINT"][(v % 3) as usize],
+                        v % 30,
+                        ["A", "B", "C"][(v % 3) as usize]
+                    )),
+                    5 => s(format!(
+                        "20{:02}-{:02}-{:02}T00:00:00.000",
+                        10 + v % 15,
+                        1 + v % 12,
+                        1 + v % 28
+                    )),
+                    6 => s(format!("40.{:015}", 500_000_000_000_000 + v * 123_456_789)),
+                    7 => s(format!("-73.{:015}", 700_000_000_000_000 + v * 987_654_321)),
+                    8 => Some(Value::Bool(v % 4 == 0)),
+                    9 => s(["A", "B", "C", "I"][(v % 4) as usize].to_string()),
+                    10 => s(format!(
+                        "POINT (-73.{:06} 40.{:06})",
+                        900_000 + v % 99_999,
+                        600_000 + v % 99_999
+                    )),
+                    _ => s(format!("{}{:05}{:04}", 1 + v % 5, v % 99_999, v % 9_999)),
+                }
+            })
+            .collect();
+        let seq = ds.next_seq;
+        ds.next_seq += 1;
+        let t = base + (i as i64 / 100) * 3_000_000;
+        ds.rows.insert(
+            seq,
+            Row {
+                seq,
+                created_at: t,
+                updated_at: t,
+                version: format!("rv-{seq}"),
+                cells,
+            },
+        );
+    }
+    ds.touch_view(base + (rows as i64 / 100 + 1) * 3_000_000);
+    ds
+}
+
 #[cfg(test)]
 mod tests {
     use super::soql::{eval, parse_order, parse_select, parse_where, Field, Selection};

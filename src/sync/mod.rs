@@ -145,6 +145,8 @@ pub struct Progress {
     /// Rows the current pass has received so far.
     #[serde(skip)]
     pub pass_received: u64,
+    /// Where the time went (busy seconds of each stage; downloads overlap merges).
+    pub timings: Timings,
     /// What the catalog and the portal say of the dataset, once its metadata was read (for the table's
     /// comments and `dobsob_datasets`).
     #[serde(skip)]
@@ -152,6 +154,18 @@ pub struct Progress {
     /// sha256 over the page hashes, in order.
     #[serde(skip)]
     digest: sha2::Sha256,
+}
+
+/// Busy seconds of each stage of a dataset's pages. The download of page N+1 overlaps the merge of page N,
+/// so these add up to more than the wall time when the overlap works.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Receiving pages (HTTP, the file, the sha256 computed on the fly).
+    pub download_s: f64,
+    /// The page checks in Rust (quotes, header, keys, order, decimals).
+    pub check_s: f64,
+    /// Merging pages on the writer thread (staging, typed insert, uncastable cells, counts).
+    pub merge_s: f64,
 }
 
 /// Watches a run as it goes, for a live display. Called from the dataset jobs (any thread); the default

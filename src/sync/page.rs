@@ -31,6 +31,9 @@ pub struct PageInfo {
     pub unknown_columns: Vec<String>,
     /// Metadata columns the page does not carry (stored as NULL; reported).
     pub missing_columns: Vec<String>,
+    /// Every typed cell is certain to cast (see [`certainly_castable`]) and no field is a quoted empty
+    /// string: the page can be loaded straight from the CSV, with no uncastable cells to look for.
+    pub castable: bool,
 }
 
 fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, String> {
@@ -54,11 +57,18 @@ fn csv_error(e: csv::Error) -> String {
 
 /// A CSV body whose quote characters do not pair up was cut inside a quoted field (the CSV reader would take
 /// the rest of the file as that field's text).
-fn check_quotes(path: &Path) -> Result<(), String> {
+/// Checks that quotes pair up; returns whether the page may hold a field that is a quoted empty string
+/// (`""` between delimiters: never true of a null, which is an empty unquoted field). Conservative: an escaped
+/// quote inside a text field can look like one, which only costs the slower load.
+fn check_quotes(path: &Path) -> Result<bool, String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read the page: {e}"))?;
     let mut buf = vec![0u8; 1 << 16];
     let (mut quotes, mut offset, mut last_open) = (0u64, 0u64, 0u64);
+    // The last three bytes seen, across buffer boundaries; a field boundary before the file starts.
+    let mut window = [b'\n'; 3];
+    let mut quoted_empty = false;
+    let boundary = |b: u8| matches!(b, b',' | b'\n' | b'\r');
     loop {
         let n = f
             .read(&mut buf)
@@ -73,20 +83,55 @@ fn check_quotes(path: &Path) -> Result<(), String> {
                     last_open = offset + i as u64;
                 }
             }
+            if boundary(*b) && window[1] == b'"' && window[2] == b'"' && boundary(window[0]) {
+                quoted_empty = true;
+            }
+            window = [window[1], window[2], *b];
         }
         offset += n as u64;
+    }
+    if window[1] == b'"' && window[2] == b'"' && boundary(window[0]) {
+        quoted_empty = true;
     }
     if quotes % 2 == 1 {
         return Err(format!(
             "malformed CSV: unterminated quoted field opened at byte {last_open}"
         ));
     }
-    Ok(())
+    Ok(quoted_empty)
+}
+
+/// Whether the SQL cast of a non-empty `cell` to a column of `kind` (`ColumnKind::cast_sql`) is certain to
+/// give a value. Deliberately narrow: the shapes Socrata sends. Anything else (an exponent, an odd
+/// timestamp, text in a number column) answers false and the page takes the path that looks for
+/// uncastable cells.
+pub fn certainly_castable(kind: ColumnKind, cell: &str) -> bool {
+    match kind {
+        ColumnKind::Text => true,
+        ColumnKind::Decimal => {
+            !cell.contains(['e', 'E']) && decimal_shape(cell).is_some_and(fits_decimal)
+        }
+        ColumnKind::Double => {
+            cell.len() <= 300 && !cell.contains(['e', 'E']) && decimal_shape(cell).is_some()
+        }
+        ColumnKind::Timestamp | ColumnKind::Instant => {
+            let t = cell.strip_suffix('Z').unwrap_or(cell);
+            // Four-digit years from 0001, at most microseconds: what DuckDB's TIMESTAMP surely reads.
+            (19..=26).contains(&t.len())
+                && t.as_bytes()[4] == b'-'
+                && t.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                && &t[..4] != "0000"
+                // chrono reads a leap second (:60); DuckDB does not.
+                && t.get(17..19) != Some("60")
+                && chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+        }
+        ColumnKind::Boolean => cell == "true" || cell == "false",
+    }
 }
 
 /// Inspects a page of `$select=:*,*` rows against the dataset's schema.
 pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, String> {
-    check_quotes(path)?;
+    let quoted_empty = check_quotes(path)?;
     let mut rdr = reader(path)?;
     let header: Vec<String> = rdr
         .headers()
@@ -126,6 +171,14 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.name.as_str())))
         .collect();
     let mut wide = vec![false; decimals.len()];
+    // Typed columns by position, for the straight load.
+    let typed: Vec<(usize, ColumnKind)> = schema
+        .columns
+        .iter()
+        .filter(|c| c.kind != ColumnKind::Text)
+        .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.kind)))
+        .collect();
+    let mut castable = !quoted_empty;
     // Two records swapped after each row: the last row is at hand at the end without copying every row.
     let (mut rec, mut prev) = (csv::StringRecord::new(), csv::StringRecord::new());
     let key = |r: &csv::StringRecord| Watermark {
@@ -162,6 +215,12 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
                 *w = !cell.is_empty() && decimal_shape(cell).is_some_and(|s| !fits_decimal(s));
             }
         }
+        if castable {
+            castable = typed.iter().all(|(pos, kind)| {
+                let cell = &rec[*pos];
+                cell.is_empty() || certainly_castable(*kind, cell)
+            });
+        }
         if info.rows == 1 {
             info.first = Some(key(&rec));
         }
@@ -177,6 +236,7 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         .map(|((_, name), _)| name.to_string())
         .collect();
     info.header = header;
+    info.castable = castable;
     Ok(info)
 }
 

@@ -28,6 +28,9 @@ pub(super) struct Fetched {
     pub path: PathBuf,
     pub info: PageInfo,
     pub dl: crate::soda::Download,
+    /// Seconds spent downloading (with the hash, computed on the fly) and checking the page.
+    pub download_s: f64,
+    pub check_s: f64,
 }
 
 /// The kinds of keyset pass.
@@ -65,6 +68,8 @@ impl Progress {
         self.bytes += f.dl.bytes;
         self.rows_fetched += f.info.rows;
         self.pass_received += f.info.rows;
+        self.timings.download_s += f.download_s;
+        self.timings.check_s += f.check_s;
         self.digest.update(f.dl.sha256.as_bytes());
     }
 
@@ -124,6 +129,7 @@ impl Engine {
         page: u64,
     ) -> Result<Fetched, SyncError> {
         let path = self.page_path(ds.key.as_str(), PAGE_SLOTS[slot]);
+        let started = std::time::Instant::now();
         let dl = self
             .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
             .await
@@ -134,6 +140,8 @@ impl Engine {
                 }
                 other => other,
             })?;
+        let download_s = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
         // Parsing a page is CPU work: keep it off the runtime's workers.
         let (p, s) = (path.clone(), schema.clone());
         let checked = tokio::task::spawn_blocking(move || page::inspect_rows(&p, &s))
@@ -145,7 +153,13 @@ impl Engine {
             message,
         })?;
         tracing::debug!(dataset = %ds.key, rows = info.rows, bytes = dl.bytes, "page fetched");
-        Ok(Fetched { path, info, dl })
+        Ok(Fetched {
+            path,
+            info,
+            dl,
+            download_s,
+            check_s: started.elapsed().as_secs_f64(),
+        })
     }
 
     /// Reports what a page says about the metadata: fields it has that the metadata lacks (not stored), and
@@ -240,22 +254,26 @@ impl Engine {
                 fetched.info.wide_decimals.clone(),
                 last.clone(),
             );
+            let castable = fetched.info.castable;
             let merge = self.warehouse.call(move |wh| {
+                let started = std::time::Instant::now();
                 let page = PageFile {
                     path: &p,
                     header: &h,
                     wide_decimals: &w,
+                    castable,
                 };
-                match pass {
+                let (replaced, rows) = match pass {
                     Pass::Full => {
                         wh.load_page(&k, &s, &page, &l.id)?;
-                        Ok((None, wh.count(&crate::warehouse::load_table(&k))?))
+                        (None, wh.count(&crate::warehouse::load_table(&k))?)
                     }
                     Pass::Incremental => {
                         let replaced = wh.upsert_page(&k, &s, &page, Some(&l))?;
-                        Ok((Some(replaced), wh.count(&k)?))
+                        (Some(replaced), wh.count(&k)?)
                     }
-                }
+                };
+                Ok((replaced, rows, started.elapsed().as_secs_f64()))
             });
             let next_cursor = Cursor::After(last.clone());
             let next_q = pass.query(&next_cursor, limit);
@@ -270,7 +288,8 @@ impl Engine {
                 }
             };
             let (merged, next) = tokio::join!(merge, next);
-            let (replaced, rows) = merged?;
+            let (replaced, rows, merge_s) = merged?;
+            progress.timings.merge_s += merge_s;
             progress.count_merged(fetched.info.rows, replaced);
             let wm = (pass == Pass::Incremental).then_some(&last);
             self.ledger.record_page(

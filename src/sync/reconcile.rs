@@ -381,6 +381,7 @@ impl Engine {
                             path: &p,
                             header: &h,
                             wide_decimals: &w,
+                            castable: false,
                         };
                         wh.upsert_page(&k, &s, &page, None)?
                     } else {

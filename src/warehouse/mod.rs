@@ -111,6 +111,9 @@ pub struct PageFile<'a> {
     pub header: &'a [String],
     /// Decimal columns with a value DECIMAL(38,18) cannot hold: widened before the page is merged.
     pub wide_decimals: &'a [String],
+    /// The page check found every typed cell certain to cast and no quoted empty string: a full load's page
+    /// is inserted straight from the CSV, without staging it or looking for uncastable cells.
+    pub castable: bool,
 }
 
 /// What the id set of the source says against a table.
@@ -131,12 +134,47 @@ fn ids_table(key: &str) -> String {
     quote_ident(&format!("_dobsob_ids_{key}"))
 }
 
+/// DuckDB's strict reading of a page file, every column as text named `c0`, `c1`, ... in header order. Every
+/// non-null cell of a Socrata CSV is quoted and a null is an empty unquoted cell, so "" must stay an empty
+/// string (allow_quoted_nulls = false). Nothing is sniffed: the columns are given.
+fn read_page_sql(page: &PageFile) -> String {
+    let columns: Vec<String> = (0..page.header.len())
+        .map(|i| format!("'c{i}': 'VARCHAR'"))
+        .collect();
+    format!(
+        "read_csv({}, header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', \
+         allow_quoted_nulls = false, strict_mode = true, columns = {{{}}})",
+        quote_literal(&page.path.display().to_string()),
+        columns.join(", ")
+    )
+}
+
 /// The table a full load fills before the swap.
 pub fn load_table(key: &str) -> String {
     format!("_dobsob_load_{key}")
 }
 
+/// Busy seconds of the writer's steps, for the whole run (the benchmark's breakdown).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct WriterTimings {
+    /// `read_csv` of a page into the staging table.
+    pub stage_s: f64,
+    /// The typed `INSERT ... SELECT` (and the upsert's delete).
+    pub insert_s: f64,
+    /// Finding uncastable cells.
+    pub uncastable_s: f64,
+    /// Committing pages (the WAL write, and DuckDB's automatic checkpoints).
+    pub commit_s: f64,
+    /// `count(*)` after pages.
+    pub count_s: f64,
+    /// Full loads swapped in.
+    pub swap_s: f64,
+    /// Checkpoints and copies of publishes.
+    pub publish_s: f64,
+}
+
 pub struct Warehouse {
+    pub timings: WriterTimings,
     conn: Connection,
     /// The database file (the working database; see `publish`).
     path: std::path::PathBuf,
@@ -151,7 +189,8 @@ impl Warehouse {
         })?;
         // DuckDB's buffer pool would otherwise grow to 80% of RAM; spill to disk instead.
         conn.execute_batch(&format!(
-            "SET memory_limit = '256MB'; SET preserve_insertion_order = false; SET temp_directory = {};",
+            "SET memory_limit = '256MB'; SET preserve_insertion_order = false; SET checkpoint_threshold = '256MB'; \
+             SET temp_directory = {};",
             quote_literal(&temp_dir.display().to_string())
         ))
         .ctx(|| "configuring DuckDB".into())?;
@@ -191,6 +230,7 @@ impl Warehouse {
         )
         .ctx(|| "recording the warehouse's layout".into())?;
         Ok(Warehouse {
+            timings: WriterTimings::default(),
             conn,
             path: path.to_path_buf(),
         })
@@ -255,7 +295,14 @@ impl Warehouse {
     }
 
     /// Rows in a table of schema `main` (0 if it does not exist).
-    pub fn count(&self, table: &str) -> Result<i64, WarehouseError> {
+    pub fn count(&mut self, table: &str) -> Result<i64, WarehouseError> {
+        let started = std::time::Instant::now();
+        let r = self.count_rows(table);
+        self.timings.count_s += started.elapsed().as_secs_f64();
+        r
+    }
+
+    fn count_rows(&self, table: &str) -> Result<i64, WarehouseError> {
         if !self.table_exists(table)? {
             return Ok(0);
         }
@@ -331,18 +378,17 @@ impl Warehouse {
     }
 
     /// Stages a page's CSV as text columns `c0..cN` (header order) in the temp table `_dobsob_page`.
-    fn stage(&self, page: &PageFile) -> Result<(), WarehouseError> {
-        let columns: Vec<String> = (0..page.header.len())
-            .map(|i| format!("'c{i}': 'VARCHAR'"))
-            .collect();
-        // Every non-null cell of a Socrata CSV is quoted and a null is an empty unquoted cell, so "" must stay
-        // an empty string (allow_quoted_nulls = false). Nothing is sniffed: the columns are given.
+    fn stage(&mut self, page: &PageFile) -> Result<(), WarehouseError> {
+        let started = std::time::Instant::now();
+        let r = self.stage_page(page);
+        self.timings.stage_s += started.elapsed().as_secs_f64();
+        r
+    }
+
+    fn stage_page(&self, page: &PageFile) -> Result<(), WarehouseError> {
         let sql = format!(
-            "CREATE OR REPLACE TEMP TABLE _dobsob_page AS SELECT * FROM read_csv({}, header = true, \
-             auto_detect = false, delim = ',', quote = '\"', escape = '\"', allow_quoted_nulls = false, \
-             strict_mode = true, columns = {{{}}})",
-            quote_literal(&page.path.display().to_string()),
-            columns.join(", ")
+            "CREATE OR REPLACE TEMP TABLE _dobsob_page AS SELECT * FROM {}",
+            read_page_sql(page)
         );
         self.conn
             .execute_batch(&sql)
@@ -433,19 +479,33 @@ impl Warehouse {
         table: &str,
         schema: &TableSchema,
         page: &PageFile,
+        timings: &mut WriterTimings,
     ) -> Result<(), WarehouseError> {
+        let started = std::time::Instant::now();
         let types = Self::column_types(conn, table)?;
-        conn.execute_batch(&Self::insert_sql(table, schema, page, &types)?)
-            .ctx(|| format!("inserting into {table}"))?;
-        Self::keep_uncastable(conn, table, schema, page, &types)
+        conn.execute_batch(&Self::insert_sql(
+            table,
+            schema,
+            page,
+            &types,
+            "_dobsob_page",
+        )?)
+        .ctx(|| format!("inserting into {table}"))?;
+        let inserted = std::time::Instant::now();
+        timings.insert_s += (inserted - started).as_secs_f64();
+        let r = Self::keep_uncastable(conn, table, schema, page, &types);
+        timings.uncastable_s += inserted.elapsed().as_secs_f64();
+        r
     }
 
-    /// The `INSERT INTO table SELECT ... FROM _dobsob_page` of a staged page, with typed columns.
+    /// The `INSERT INTO table SELECT ... FROM source` of a page with typed columns, `source` being the
+    /// staged page (`_dobsob_page`) or the page file read as text ([`read_page_sql`]).
     fn insert_sql(
         table: &str,
         schema: &TableSchema,
         page: &PageFile,
         types: &std::collections::HashMap<String, String>,
+        source: &str,
     ) -> Result<String, WarehouseError> {
         let pos = |name: &str| page.header.iter().position(|h| h == name);
         let sys = |name: &str| {
@@ -477,7 +537,7 @@ impl Warehouse {
             });
         }
         Ok(format!(
-            "INSERT INTO main.{} SELECT {} FROM _dobsob_page",
+            "INSERT INTO main.{} SELECT {} FROM {source}",
             quote_ident(table),
             select.join(", ")
         ))
@@ -509,7 +569,9 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Appends a page of a full load to the load table and records `cursor_id`, in one transaction.
+    /// Appends a page of a full load to the load table and records `cursor_id`, in one transaction. A page
+    /// the page check found certain to cast is inserted straight from its CSV file (no staging, no search for
+    /// uncastable cells).
     pub fn load_page(
         &mut self,
         key: &str,
@@ -518,10 +580,21 @@ impl Warehouse {
         cursor_id: &str,
     ) -> Result<(), WarehouseError> {
         let load = load_table(key);
-        self.stage(page)?;
+        if !page.castable {
+            self.stage(page)?;
+        }
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         Self::widen_decimals(&tx, &load, page)?;
-        Self::insert_page(&tx, &load, schema, page)?;
+        if page.castable {
+            let started = std::time::Instant::now();
+            let types = Self::column_types(&tx, &load)?;
+            let sql = Self::insert_sql(&load, schema, page, &types, &read_page_sql(page))?;
+            tx.execute_batch(&sql)
+                .ctx(|| format!("inserting into {load}"))?;
+            self.timings.insert_s += started.elapsed().as_secs_f64();
+        } else {
+            Self::insert_page(&tx, &load, schema, page, &mut self.timings)?;
+        }
         let n = tx
             .execute(
                 "UPDATE dobsob.sync_state SET cursor_id = ?, updated_at = now() WHERE dataset = ? AND phase = 'full'",
@@ -533,7 +606,10 @@ impl Warehouse {
                 "{key} has no full load in progress"
             )));
         }
-        tx.commit().ctx(|| "COMMIT".into())
+        let started = std::time::Instant::now();
+        let r = tx.commit().ctx(|| "COMMIT".into());
+        self.timings.commit_s += started.elapsed().as_secs_f64();
+        r
     }
 
     /// Replaces the rows of a page in the live table (delete by `socrata_id`, insert) and, for a page of an
@@ -565,7 +641,7 @@ impl Warehouse {
             params![key],
         )
         .ctx(|| "replacing uncastable values".into())?;
-        Self::insert_page(&tx, key, schema, page)?;
+        Self::insert_page(&tx, key, schema, page, &mut self.timings)?;
         let n = match watermark {
             Some(w) => tx.execute(
                 "UPDATE dobsob.sync_state SET wm_updated_at = ?, wm_id = ?, updated_at = now()
@@ -583,13 +659,23 @@ impl Warehouse {
                 "{key} is not in its incremental phase"
             )));
         }
-        tx.commit().ctx(|| "COMMIT".into())?;
+        let started = std::time::Instant::now();
+        let r = tx.commit().ctx(|| "COMMIT".into());
+        self.timings.commit_s += started.elapsed().as_secs_f64();
+        r?;
         Ok(replaced as u64)
     }
 
     /// Swaps a finished full load in for the live table, atomically: a reader sees the old table or the new
     /// one. The watermark becomes the one recorded when the load started.
     pub fn finish_full(&mut self, key: &str, schema: &TableSchema) -> Result<(), WarehouseError> {
+        let started = std::time::Instant::now();
+        let r = self.swap_in(key, schema);
+        self.timings.swap_s += started.elapsed().as_secs_f64();
+        r
+    }
+
+    fn swap_in(&mut self, key: &str, schema: &TableSchema) -> Result<(), WarehouseError> {
         let load = load_table(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         tx.execute_batch(&format!(
@@ -655,7 +741,10 @@ impl Warehouse {
                 "{key} has no full load in progress"
             )));
         }
-        tx.commit().ctx(|| "COMMIT".into())
+        let started = std::time::Instant::now();
+        let r = tx.commit().ctx(|| "COMMIT".into());
+        self.timings.commit_s += started.elapsed().as_secs_f64();
+        r
     }
 
     /// Starts collecting the source's id set (for deletion detection).

@@ -47,8 +47,14 @@ fn wal_of(target: &Path) -> PathBuf {
 impl Warehouse {
     /// Publishes this (working) warehouse as `target`: checkpoint, copy, fsync, rename. Runs on the writer
     /// thread, so no merge writes while the file is copied.
-    pub fn publish(&self, target: &Path) -> Result<Published, WarehouseError> {
+    pub fn publish(&mut self, target: &Path) -> Result<Published, WarehouseError> {
         let started = Instant::now();
+        let r = self.publish_to(target, started);
+        self.timings.publish_s += started.elapsed().as_secs_f64();
+        r
+    }
+
+    fn publish_to(&self, target: &Path, started: Instant) -> Result<Published, WarehouseError> {
         self.conn
             .execute_batch("CHECKPOINT")
             .ctx(|| "CHECKPOINT before publishing".into())?;

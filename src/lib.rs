@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod emulator;
 pub mod error;
+pub mod layout;
 pub mod ledger;
 pub mod lock;
 pub mod notify;

@@ -30,6 +30,7 @@ use url::Url;
 
 use crate::catalog::Dataset;
 use crate::error::Error;
+use crate::layout::DataDir;
 use crate::ledger::{now, Ledger};
 use crate::soda::{AppToken, Budget, RetryPolicy, SodaClient};
 use crate::sync::{start_order, Engine, Quiet, Throttle};
@@ -94,7 +95,7 @@ impl Config {
     /// The CLI's defaults, with reports in `<data_dir>/reports`.
     pub fn new(data_dir: PathBuf, portal: Url) -> Config {
         Config {
-            report_dir: Some(data_dir.join("reports")),
+            report_dir: Some(DataDir(&data_dir).reports()),
             data_dir,
             portal,
             token: None,
@@ -124,18 +125,9 @@ impl Config {
         }
     }
 
-    /// The private working database dobsob writes.
-    pub fn working_path(&self) -> PathBuf {
-        self.data_dir.join("work").join("warehouse.duckdb")
-    }
-
-    /// The published snapshot analysts open.
-    pub fn published_path(&self) -> PathBuf {
-        self.data_dir.join("warehouse.duckdb")
-    }
-
-    fn ledger_path(&self) -> PathBuf {
-        self.data_dir.join("ledger.sqlite")
+    /// The data directory's layout.
+    pub fn layout(&self) -> DataDir<'_> {
+        DataDir(&self.data_dir)
     }
 }
 
@@ -175,7 +167,8 @@ impl Orchestrator {
                 c.data_dir.display()
             ))
         })?;
-        for d in [c.data_dir.join("tmp"), c.data_dir.join("work")]
+        let layout = c.layout();
+        for d in [layout.tmp(), layout.work_dir()]
             .into_iter()
             .chain(c.report_dir.clone())
         {
@@ -188,21 +181,21 @@ impl Orchestrator {
         let client = SodaClient::new(&c.portal, c.token.clone(), c.retry, c.timeout)
             .map_err(Error::Config)?
             .with_budget(Budget::new(c.max_requests_per_second));
-        let mut ledger = Ledger::open(&c.ledger_path())?;
+        let mut ledger = Ledger::open(&layout.ledger())?;
         let abandoned = ledger.mark_abandoned()?;
         if abandoned > 0 {
             tracing::warn!(
                 "{abandoned} earlier run(s) ended without finishing (killed?): marked abandoned in the ledger"
             );
         }
-        let tmp_dir = c.data_dir.join("tmp");
-        let (working, published) = (c.working_path(), c.published_path());
+        let tmp_dir = layout.tmp();
+        let (working, published) = (layout.working(), layout.published());
         adopt_old_layout(&working, &published)?;
         let warehouse = Warehouse::open(&working, &tmp_dir)?;
         let (handle, writer) = WarehouseHandle::spawn(warehouse);
         let publisher = Publisher {
             handle: handle.clone(),
-            ledger_path: c.ledger_path(),
+            ledger_path: layout.ledger(),
             target: published.clone(),
             last: Arc::default(),
         };
@@ -218,7 +211,7 @@ impl Orchestrator {
         let mut engine = Engine {
             client,
             ledger,
-            ledger_path: c.ledger_path(),
+            ledger_path: layout.ledger(),
             limits: c.limits,
             warehouse: handle,
             tmp_dir,

@@ -9,6 +9,7 @@ use url::Url;
 use crate::catalog::{validate_portal, Catalog, Dataset, Group};
 use crate::cli::{GlobalArgs, Selection, SyncArgs};
 use crate::error::Error;
+use crate::layout::DataDir;
 use crate::soda::{AppToken, RetryPolicy};
 
 pub const DEFAULT_PORTAL: &str = "https://data.cityofnewyork.us";
@@ -38,25 +39,25 @@ impl Settings {
         })
     }
 
+    /// The data directory's layout.
+    pub fn layout(&self) -> DataDir<'_> {
+        DataDir(&self.data_dir)
+    }
     pub fn ledger_path(&self) -> PathBuf {
-        self.data_dir.join("ledger.sqlite")
+        self.layout().ledger()
     }
     /// The published warehouse analysts open (and `verify` reads).
     pub fn warehouse_path(&self) -> PathBuf {
-        self.data_dir.join("warehouse.duckdb")
-    }
-    /// The private working database a sync writes.
-    pub fn working_path(&self) -> PathBuf {
-        self.data_dir.join("work").join("warehouse.duckdb")
+        self.layout().published()
     }
     pub fn tmp_dir(&self) -> PathBuf {
-        self.data_dir.join("tmp")
+        self.layout().tmp()
     }
     pub fn reports_dir(&self) -> PathBuf {
-        self.data_dir.join("reports")
+        self.layout().reports()
     }
     pub fn logs_dir(&self) -> PathBuf {
-        self.data_dir.join("logs")
+        self.layout().logs()
     }
 
     /// Creates the data directory and its subdirectories, private to the user.

@@ -118,25 +118,18 @@ fn opening_the_file_during_a_slow_sync_always_succeeds_and_shows_a_committed_sta
         )
         .times(10_000),
     );
-    let mut child = env
-        .cmd(&[
-            "sync",
-            "--datasets",
-            "dob_violations",
-            "--page-size",
-            "5",
-            "--publish-interval",
-            "1",
-            "--overlap",
-            "0",
-            "--throttle",
-            "0",
-            "--max-requests-per-second",
-            "1000",
-            "-q",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(&[
+        "sync",
+        "--datasets",
+        "dob_violations",
+        "--page-size",
+        "5",
+        "--publish-interval",
+        "1",
+        "--overlap",
+        "0",
+        "-q",
+    ]);
     let published = env.data_dir().join("warehouse.duckdb");
     let mut seen = vec![before];
     let (mut opens, mut side_commands) = (0, false);
@@ -204,22 +197,15 @@ fn a_kill_during_a_publish_leaves_the_old_file_and_the_next_run_publishes() {
     });
     let mut killed_mid_publish = false;
     for _ in 0..20 {
-        let mut child = env
-            .cmd(&[
-                "--catalog",
-                cat,
-                "sync",
-                "--force",
-                "--publish-interval",
-                "0",
-                "--throttle",
-                "0",
-                "--max-requests-per-second",
-                "1000",
-                "-q",
-            ])
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn(&[
+            "--catalog",
+            cat,
+            "sync",
+            "--force",
+            "--publish-interval",
+            "0",
+            "-q",
+        ]);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !tmp.exists() && child.try_wait().unwrap().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));

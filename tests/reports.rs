@@ -196,13 +196,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "{key}: {d}"
         );
     }
-    let order: Vec<&str> = r["job_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap())
-        .collect();
-    assert_eq!(order.len(), 5);
+    assert_eq!(job_order(&r).len(), 5);
     assert_eq!(jobs(&r).len(), 5, "each dataset in exactly one list");
 
     let m = &r["performance_metrics"];
@@ -549,13 +543,7 @@ fn a_ledger_error_mid_run_ends_the_run_properly_and_the_next_run_completes() {
         "{dob}"
     );
     // Datasets before hpd_violations in start order ran and are reported; none after it started.
-    let order: Vec<&str> = r["job_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap())
-        .collect();
-    assert!(!order.contains(&"hpd_violations"), "{r}");
+    assert!(!job_order(&r).iter().any(|k| k == "hpd_violations"), "{r}");
     let summary = stdout(&out);
     assert!(
         summary.contains("DATASET"),

@@ -59,12 +59,11 @@ impl TestEnv {
         c
     }
 
-    /// Runs `dobsob ARGS` (sync and rebuild get quick retries) and returns its output.
-    pub fn run(&self, args: &[&str]) -> Output {
+    /// `ARGS` with, for sync and rebuild (after global options), quick retries, no pause between dataset
+    /// starts and a generous request budget: the tests of those limits set them themselves.
+    fn quick<'a>(args: &[&'a str]) -> Vec<&'a str> {
         let mut all: Vec<&str> = args.to_vec();
-        // Quick retries, no pause between dataset starts and a generous request budget: the tests of those
-        // limits set them themselves.
-        if matches!(args.first(), Some(&"sync") | Some(&"rebuild")) {
+        if args.iter().any(|a| matches!(*a, "sync" | "rebuild")) {
             all.extend(["--retry-base-ms", "10"]);
             if !args.contains(&"--throttle") {
                 all.extend(["--throttle", "0"]);
@@ -73,7 +72,17 @@ impl TestEnv {
                 all.extend(["--max-requests-per-second", "1000"]);
             }
         }
-        self.cmd(&all).output().expect("dobsob runs")
+        all
+    }
+
+    /// Runs `dobsob ARGS` (sync and rebuild get quick retries, see [`TestEnv::quick`]) and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(&Self::quick(args)).output().expect("dobsob runs")
+    }
+
+    /// Starts `dobsob ARGS` in the background, with the same quick defaults as [`TestEnv::run`].
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(&Self::quick(args)).spawn().expect("dobsob starts")
     }
 
     /// Runs and asserts the exit code, showing the output if it differs.
@@ -474,13 +483,22 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A report's `job_order`: every dataset's key in start order.
+pub fn job_order(r: &serde_json::Value) -> Vec<String> {
+    r["job_order"]
+        .as_array()
+        .expect("a job_order")
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A report's datasets in start order (its `job_order`), each with its `key` and the list it is in
 /// (`bucket`: completed_jobs, failed_jobs or skipped_jobs). Each dataset is in exactly one list.
 pub fn jobs(r: &serde_json::Value) -> Vec<serde_json::Value> {
-    let order = r["job_order"].as_array().expect("a job_order");
     let mut out = Vec::new();
-    for k in order {
-        let k = k.as_str().unwrap();
+    for k in &job_order(r) {
+        let k = k.as_str();
         let found: Vec<(&str, &serde_json::Value)> =
             ["completed_jobs", "failed_jobs", "skipped_jobs"]
                 .into_iter()

@@ -542,6 +542,61 @@ impl Drop for Emulator {
     }
 }
 
+/// The rows' clock of the generated datasets: `:updated_at` ties every 100 rows, 50 minutes apart, spread
+/// over about a year as a real dataset's changes are (a late-row window of a day then holds a day's rows, not
+/// the whole dataset).
+const GENERATED_EPOCH_MS: i64 = 1_700_000_000_000;
+
+/// Street names of the generated datasets: an apostrophe, a comma, a non-ASCII letter.
+const STREETS: [&str; 5] = [
+    "BROADWAY",
+    "5 AVENUE",
+    "O'CONNOR ST",
+    "GRAND CONCOURSE",
+    "Ñ STREET, REAR",
+];
+
+/// A generated dataset named `name` with columns `fields` (fieldName, dataTypeName) and `rows` rows, row `i`
+/// holding `cells(i)`.
+fn generated<F: AsRef<str>>(
+    id: &str,
+    name: String,
+    fields: &[(F, &str)],
+    rows: u64,
+    cells: impl Fn(u64) -> Vec<Option<Value>>,
+) -> Dataset {
+    let cols: Vec<Value> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, (f, t))| {
+            let f = f.as_ref();
+            serde_json::json!({"id": i + 1, "name": f, "fieldName": f, "dataTypeName": t, "position": i + 1})
+        })
+        .collect();
+    let mut view = Map::new();
+    view.insert("name".into(), Value::String(name));
+    view.insert("columns".into(), Value::Array(cols));
+    let mut ds = Dataset::new(id, view).expect("a valid generated view");
+    let base = GENERATED_EPOCH_MS;
+    for i in 0..rows {
+        let seq = ds.next_seq;
+        ds.next_seq += 1;
+        let t = base + (i as i64 / 100) * 3_000_000;
+        ds.rows.insert(
+            seq,
+            Row {
+                seq,
+                created_at: t,
+                updated_at: t,
+                version: format!("rv-{seq}"),
+                cells: cells(i),
+            },
+        );
+    }
+    ds.touch_view(base + (rows as i64 / 100 + 1) * 3_000_000);
+    ds
+}
+
 /// A generated dataset of `rows` rows with NYC-like columns of every type (for benchmarks and the emulator's
 /// `--synthetic` flag). Deterministic for a given `rows`; `:updated_at` has ties every 100 rows, 50 minutes
 /// apart.
@@ -562,26 +617,9 @@ pub fn synthetic(id: &str, rows: u64) -> Dataset {
         ("penalty", "number"),
         ("is_open", "checkbox"),
     ];
-    let cols: Vec<Value> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, (f, t))| serde_json::json!({"id": i + 1, "name": f, "fieldName": f, "dataTypeName": t, "position": i + 1}))
-        .collect();
-    let mut view = Map::new();
-    view.insert("name".into(), Value::String(format!("Synthetic {rows}")));
-    view.insert("columns".into(), Value::Array(cols));
-    let mut ds = Dataset::new(id, view).expect("a valid synthetic view");
-    let base = 1_700_000_000_000i64;
-    let streets = [
-        "BROADWAY",
-        "5 AVENUE",
-        "O'CONNOR ST",
-        "GRAND CONCOURSE",
-        "Ñ STREET, REAR",
-    ];
-    for i in 0..rows {
+    generated(id, format!("Synthetic {rows}"), &fields, rows, |i| {
         let s = |v: String| Some(Value::String(v));
-        let cells = vec![
+        vec![
             s(format!("{}", 100_000 + i)),
             s(format!("{}", 1 + i % 5)),
             s(format!("{}", 1_000_000 + (i * 7919) % 4_000_000)),
@@ -591,7 +629,7 @@ pub fn synthetic(id: &str, rows: u64) -> Dataset {
             s(["C", "E", "LL", "V"][(i % 4) as usize].to_string()),
             s(format!("{:06}", i)),
             s(format!("{}", 1 + i % 400)),
-            s(streets[(i % 5) as usize].to_string()),
+            s(STREETS[(i % 5) as usize].to_string()),
             s(format!(
                 "2020-{:02}-{:02}T00:00:00.000",
                 1 + i % 12,
@@ -604,25 +642,8 @@ pub fn synthetic(id: &str, rows: u64) -> Dataset {
             },
             s(format!("{}.{:02}", i % 10_000, i % 100)),
             Some(Value::Bool(i % 3 == 0)),
-        ];
-        let seq = ds.next_seq;
-        ds.next_seq += 1;
-        // Ties of 100 rows, spread over about a year as a real dataset's changes are (a late-row window of
-        // a day then holds a day's rows, not the whole dataset).
-        let t = base + (i as i64 / 100) * 3_000_000;
-        ds.rows.insert(
-            seq,
-            Row {
-                seq,
-                created_at: t,
-                updated_at: t,
-                version: format!("rv-{seq}"),
-                cells,
-            },
-        );
-    }
-    ds.touch_view(base + (rows as i64 / 100 + 1) * 3_000_000);
-    ds
+        ]
+    })
 }
 
 /// A generated dataset shaped like NYC's wide ones (HPD violations has 46 columns): `width` columns cycling
@@ -655,80 +676,51 @@ pub fn synthetic_wide(id: &str, rows: u64, width: usize) -> Dataset {
             (name, t)
         })
         .collect();
-    let cols: Vec<Value> = fields
-        .iter()
-        .enumerate()
-        .map(|(i, (f, t))| serde_json::json!({"id": i + 1, "name": f, "fieldName": f, "dataTypeName": t, "position": i + 1}))
-        .collect();
-    let mut view = Map::new();
-    view.insert(
-        "name".into(),
-        Value::String(format!("Synthetic wide {rows}x{width}")),
-    );
-    view.insert("columns".into(), Value::Array(cols));
-    let mut ds = Dataset::new(id, view).expect("a valid synthetic view");
-    let base = 1_700_000_000_000i64;
-    let streets = [
-        "BROADWAY",
-        "5 AVENUE",
-        "O'CONNOR ST",
-        "GRAND CONCOURSE",
-        "Ñ STREET, REAR",
-    ];
-    for i in 0..rows {
-        let cells = (0..fields.len())
-            .map(|c| {
-                if (i + c as u64) % 12 == 5 {
-                    return None;
-                }
-                let v = i.wrapping_mul(2_654_435_761).wrapping_add(c as u64 * 40_503) % 1_000_000;
-                let s = |v: String| Some(Value::String(v));
-                match c % KINDS.len() {
-                    0 => s(format!("{}", 10_000_000 + i * 7 + c as u64)),
-                    1 => s(format!("{}", 1 + v % 5)),
-                    2 => s(format!("{}-{}", 1 + v % 300, v % 40)),
-                    3 => s(streets[(v % 5) as usize].to_string()),
-                    4 => s(format!(
-                        "SECTION 27-2005 ADM CODE \"REPAIR\" THE BROKEN {} IN THE ENTIRE APARTMENT, LOCATED AT                          APT {}{}\nSEE NOTICE {v}",
-                        ["WINDOW", "DOOR", "PLASTER, PAINT"][(v % 3) as usize],
-                        v % 30,
-                        ["A", "B", "C"][(v % 3) as usize]
-                    )),
-                    5 => s(format!(
-                        "20{:02}-{:02}-{:02}T00:00:00.000",
-                        10 + v % 15,
-                        1 + v % 12,
-                        1 + v % 28
-                    )),
-                    6 => s(format!("40.{:015}", 500_000_000_000_000 + v * 123_456_789)),
-                    7 => s(format!("-73.{:015}", 700_000_000_000_000 + v * 987_654_321)),
-                    8 => Some(Value::Bool(v % 4 == 0)),
-                    9 => s(["A", "B", "C", "I"][(v % 4) as usize].to_string()),
-                    10 => s(format!(
-                        "POINT (-73.{:06} 40.{:06})",
-                        900_000 + v % 99_999,
-                        600_000 + v % 99_999
-                    )),
-                    _ => s(format!("{}{:05}{:04}", 1 + v % 5, v % 99_999, v % 9_999)),
-                }
-            })
-            .collect();
-        let seq = ds.next_seq;
-        ds.next_seq += 1;
-        let t = base + (i as i64 / 100) * 3_000_000;
-        ds.rows.insert(
-            seq,
-            Row {
-                seq,
-                created_at: t,
-                updated_at: t,
-                version: format!("rv-{seq}"),
-                cells,
-            },
-        );
-    }
-    ds.touch_view(base + (rows as i64 / 100 + 1) * 3_000_000);
-    ds
+    generated(
+        id,
+        format!("Synthetic wide {rows}x{width}"),
+        &fields,
+        rows,
+        |i| {
+            (0..fields.len())
+        .map(|c| {
+            if (i + c as u64) % 12 == 5 {
+                return None;
+            }
+            let v = i.wrapping_mul(2_654_435_761).wrapping_add(c as u64 * 40_503) % 1_000_000;
+            let s = |v: String| Some(Value::String(v));
+            match c % KINDS.len() {
+                0 => s(format!("{}", 10_000_000 + i * 7 + c as u64)),
+                1 => s(format!("{}", 1 + v % 5)),
+                2 => s(format!("{}-{}", 1 + v % 300, v % 40)),
+                3 => s(STREETS[(v % 5) as usize].to_string()),
+                4 => s(format!(
+                    "SECTION 27-2005 ADM CODE \"REPAIR\" THE BROKEN {} IN THE ENTIRE APARTMENT, LOCATED AT                          APT {}{}\nSEE NOTICE {v}",
+                    ["WINDOW", "DOOR", "PLASTER, PAINT"][(v % 3) as usize],
+                    v % 30,
+                    ["A", "B", "C"][(v % 3) as usize]
+                )),
+                5 => s(format!(
+                    "20{:02}-{:02}-{:02}T00:00:00.000",
+                    10 + v % 15,
+                    1 + v % 12,
+                    1 + v % 28
+                )),
+                6 => s(format!("40.{:015}", 500_000_000_000_000 + v * 123_456_789)),
+                7 => s(format!("-73.{:015}", 700_000_000_000_000 + v * 987_654_321)),
+                8 => Some(Value::Bool(v % 4 == 0)),
+                9 => s(["A", "B", "C", "I"][(v % 4) as usize].to_string()),
+                10 => s(format!(
+                    "POINT (-73.{:06} 40.{:06})",
+                    900_000 + v % 99_999,
+                    600_000 + v % 99_999
+                )),
+                _ => s(format!("{}{:05}{:04}", 1 + v % 5, v % 99_999, v % 9_999)),
+            }
+        })
+        .collect()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -96,9 +96,7 @@ proptest! {
 
     #[test]
     fn the_page_checker_never_panics_and_counts_what_it_accepts(body in proptest::collection::vec(any::<u8>(), 0..600), rows in proptest::collection::vec(("\\PC{0,12}", proptest::option::of("\\PC{0,12}")), 0..20)) {
-        let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn {
-            field_name: "a".into(), data_type_name: "number".into(), name: "a".into(), description: None,
-        }]).unwrap();
+        let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn::new("a", "number")]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.csv");
         std::fs::write(&p, &body).unwrap();
@@ -171,13 +169,7 @@ proptest! {
 
 #[test]
 fn a_quoted_empty_string_sends_a_page_the_careful_way() {
-    let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn {
-        field_name: "n".into(),
-        data_type_name: "number".into(),
-        name: "n".into(),
-        description: None,
-    }])
-    .unwrap();
+    let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn::new("n", "number")]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let page = |body: &str| {
         let p = dir.path().join("p.csv");

@@ -86,6 +86,18 @@ pub struct ViewColumn {
     pub description: Option<String>,
 }
 
+impl ViewColumn {
+    /// A column named by its field name, without a description (for tests and hand-made schemas).
+    pub fn new(field_name: &str, data_type_name: &str) -> ViewColumn {
+        ViewColumn {
+            field_name: field_name.into(),
+            data_type_name: data_type_name.into(),
+            name: field_name.into(),
+            description: None,
+        }
+    }
+}
+
 /// The parts of `/api/views/{id}.json` that dobsob uses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -364,13 +364,7 @@ mod tests {
     use crate::soda::ViewColumn;
 
     fn schema() -> TableSchema {
-        TableSchema::from_view(&[ViewColumn {
-            field_name: "a".into(),
-            data_type_name: "text".into(),
-            name: "a".into(),
-            description: None,
-        }])
-        .unwrap()
+        TableSchema::from_view(&[ViewColumn::new("a", "text")]).unwrap()
     }
 
     fn page(body: &str) -> Result<PageInfo, String> {
@@ -515,18 +509,8 @@ mod tests {
     #[test]
     fn wide_decimals_are_found() {
         let schema = TableSchema::from_view(&[
-            ViewColumn {
-                field_name: "lat".into(),
-                data_type_name: "number".into(),
-                name: "lat".into(),
-                description: None,
-            },
-            ViewColumn {
-                field_name: "n".into(),
-                data_type_name: "number".into(),
-                name: "n".into(),
-                description: None,
-            },
+            ViewColumn::new("lat", "number"),
+            ViewColumn::new("n", "number"),
         ])
         .unwrap();
         let dir = tempfile::tempdir().unwrap();

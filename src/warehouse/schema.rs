@@ -344,12 +344,7 @@ mod tests {
     use super::*;
 
     fn col(name: &str, t: &str) -> ViewColumn {
-        ViewColumn {
-            field_name: name.into(),
-            data_type_name: t.into(),
-            name: name.into(),
-            description: None,
-        }
+        ViewColumn::new(name, t)
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub fn certainly_castable(kind: ColumnKind, cell: &str) -> bool {
                 && &t[..4] != "0000"
                 // chrono reads a leap second (:60); DuckDB does not.
                 && t.get(17..19) != Some("60")
-                && chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+                && parse_timestamp_ms(cell).is_some()
         }
         ColumnKind::Boolean => cell == "true" || cell == "false",
     }

@@ -175,15 +175,15 @@ pub fn decimal_shape(s: &str) -> Option<(u32, u32)> {
     if i != b.len() {
         return None;
     }
-    // All digits, with the point after `point` of them.
-    let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
-    let lead = digits.iter().take_while(|&&d| d == b'0').count();
-    let significant = &digits[lead..];
-    let trail = significant.iter().rev().take_while(|&&d| d == b'0').count();
-    let n = (significant.len() - trail) as i64;
-    if n == 0 {
+    // All digits, with the point after `point` of them (no copy: this runs for every decimal cell).
+    let digits = || int_part.iter().chain(frac_part);
+    let total = int_part.len() + frac_part.len();
+    let lead = digits().take_while(|&&d| d == b'0').count();
+    if lead == total {
         return Some((0, 0));
     }
+    let trail = digits().rev().take_while(|&&d| d == b'0').count();
+    let n = (total - lead - trail) as i64;
     let point = (int_part.len() as i64 - lead as i64).saturating_add(exp);
     let clamp = |v: i64| v.clamp(0, u32::MAX as i64) as u32;
     Some((clamp(point), clamp(n - point)))

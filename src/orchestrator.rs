@@ -362,16 +362,22 @@ struct Publisher {
 impl Publisher {
     /// Publishes unless nothing was committed since the last publish (no page and no attempt finished).
     async fn publish_if_changed(&self) -> Result<Option<Published>, Error> {
-        let token = Ledger::open(&self.ledger_path)?.change_token()?;
-        if *self.last.lock().unwrap_or_else(|p| p.into_inner()) == Some(token) {
-            return Ok(None);
-        }
-        self.publish().await.map(Some)
+        self.publish_unless(true).await
     }
 
     async fn publish(&self) -> Result<Published, Error> {
+        Ok(self
+            .publish_unless(false)
+            .await?
+            .expect("an unconditional publish publishes"))
+    }
+
+    async fn publish_unless(&self, unchanged: bool) -> Result<Option<Published>, Error> {
         let ledger = Ledger::open(&self.ledger_path)?;
         let token = ledger.change_token()?;
+        if unchanged && *self.last.lock().unwrap_or_else(|p| p.into_inner()) == Some(token) {
+            return Ok(None);
+        }
         let mut states = Vec::new();
         for key in ledger.dataset_keys()? {
             if let Some(r) = ledger.dataset(&key)? {
@@ -388,7 +394,7 @@ impl Publisher {
             })
             .await?;
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
-        Ok(published)
+        Ok(Some(published))
     }
 }
 

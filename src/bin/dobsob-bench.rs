@@ -195,7 +195,7 @@ fn run_dobsob(
     }
 }
 
-/// A catalog of `n` generated datasets, `bench_00`..; their ids are `bnch-00NN`.
+/// A catalog of the generated datasets `ids`, keyed `bench_00`, `bench_01`, ...
 fn catalog_of(path: &Path, ids: &[String]) {
     let mut toml = String::new();
     for (i, id) in ids.iter().enumerate() {
@@ -402,14 +402,7 @@ fn sync_bench(args: &Args, exe: &Path) {
         serde_json::from_value(state.datasets[ID].view["columns"].clone()).unwrap();
     let emu = Emulator::start(state, 0).unwrap();
     let catalog = dir.path().join("catalog.toml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "[[dataset]]\nkey = \"bench\"\nid = \"{ID}\"\nname = \"bench\"\ngroup = \"primary\"\n\
-             frequency = \"daily\"\nsize_mb = 1\n"
-        ),
-    )
-    .unwrap();
+    catalog_of(&catalog, &[ID.to_string()]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pages = dir.path().join("pages");

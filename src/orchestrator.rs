@@ -57,6 +57,27 @@ impl Plan {
     pub fn from_datasets<'a>(datasets: impl IntoIterator<Item = &'a Dataset>) -> Plan {
         Plan::new(datasets.into_iter().cloned().map(Job::new).collect())
     }
+
+    /// Only the jobs whose last attempt failed or drifted, by the ledger of `data_dir` (none without one):
+    /// what `--retry-failed` runs.
+    pub fn retry_failed(mut self, data_dir: &Path) -> Result<Plan, Error> {
+        let path = DataDir(data_dir).ledger();
+        if !path.exists() {
+            self.jobs.clear();
+            return Ok(self);
+        }
+        let ledger = Ledger::open(&path)?;
+        let mut failed = Vec::with_capacity(self.jobs.len());
+        for j in &self.jobs {
+            let r = ledger.dataset(j.dataset.key.as_str())?;
+            failed.push(
+                r.is_some_and(|r| matches!(r.last_outcome.as_deref(), Some("failed" | "drift"))),
+            );
+        }
+        let mut keep = failed.into_iter();
+        self.jobs.retain(|_| keep.next().unwrap_or(false));
+        Ok(self)
+    }
 }
 
 /// How a run goes: where, against which portal, and every limit. [`Config::new`] gives the CLI's defaults.

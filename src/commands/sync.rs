@@ -3,7 +3,6 @@
 
 use crate::cli::SyncArgs;
 use crate::error::{Error, ExitStatus};
-use crate::ledger::Ledger;
 use crate::orchestrator::{Config, Orchestrator, Plan, RunReport};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
@@ -68,22 +67,20 @@ pub async fn run(
     printer: Printer,
     shutdown: Shutdown,
 ) -> Result<ExitStatus, Error> {
-    let mut datasets = settings.select(&args.selection)?;
     let config = config(settings, args, mode);
+    let mut plan = Plan::from_datasets(settings.select(&args.selection)?);
     if args.retry_failed {
-        let failed = failed_last_time(settings)?;
-        datasets.retain(|d| failed.iter().any(|k| k == d.key.as_str()));
-        if datasets.is_empty() {
+        plan = plan.retry_failed(&settings.data_dir)?;
+        if plan.jobs.is_empty() {
             printer
                 .line("--retry-failed: no selected dataset failed or drifted in its last attempt");
             return Ok(ExitStatus::Ok);
         }
     }
     if args.dry_run {
+        let datasets: Vec<_> = plan.jobs.iter().map(|j| &j.dataset).collect();
         return super::plan::print(settings, args, config.mode, &datasets, printer).await;
     }
-    settings.prepare_data_dir()?;
-    let plan = Plan::from_datasets(datasets.iter().copied());
     let mut orchestrator = Orchestrator::new(config);
     let display = (!printer.quiet && !args.no_progress)
         .then(|| crate::progress::Display::on_terminal(plan.jobs.len()))
@@ -143,22 +140,4 @@ fn print_summary(printer: Printer, report: &RunReport) {
         &rows,
     ));
     printer.data(&crate::notify::one_line(report));
-}
-
-/// Keys of the datasets whose last attempt failed or drifted, from the ledger (none without one).
-fn failed_last_time(settings: &Settings) -> Result<Vec<String>, Error> {
-    let path = settings.ledger_path();
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let ledger = Ledger::open(&path)?;
-    let mut out = Vec::new();
-    for d in &settings.catalog.datasets {
-        if let Some(r) = ledger.dataset(d.key.as_str())? {
-            if matches!(r.last_outcome.as_deref(), Some("failed" | "drift")) {
-                out.push(d.key.to_string());
-            }
-        }
-    }
-    Ok(out)
 }

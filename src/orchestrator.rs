@@ -38,7 +38,7 @@ pub use crate::sync::{
     DatasetReport, DeleteGuard, Job, Limits, Mode, Observer, Outcome, RunMetrics, RunOptions,
     Shutdown,
 };
-use crate::warehouse::{DatasetState, Published, Warehouse, WarehouseHandle, WriterTimings};
+use crate::warehouse::{Published, Warehouse, WarehouseHandle, WriterTimings};
 
 /// The jobs of a run, in start order.
 #[derive(Debug, Clone, Default)]
@@ -402,7 +402,7 @@ impl Publisher {
         let mut states = Vec::new();
         for key in ledger.dataset_keys()? {
             if let Some(r) = ledger.dataset(&key)? {
-                states.push(DatasetState::from(&r));
+                states.push(r);
             }
         }
         drop(ledger);

@@ -1,11 +1,13 @@
 //! The warehouse explains itself: `COMMENT ON TABLE` / `COMMENT ON COLUMN` from the portal's names and
 //! descriptions (so `DESCRIBE`, `duckdb_columns()`, DBeaver and the like show what `bin` or `isndevice`
 //! means), and the `main.dobsob_datasets` view over `dobsob.datasets_info` (catalog and portal facts) and
-//! `dobsob.datasets_state` (the ledger's facts, rewritten at each publish).
+//! `dobsob.datasets_state` (the ledger's `DatasetRecord`s, rewritten at each publish).
 //!
 //! Every name and text from the portal goes through `quote_ident` / `quote_literal` or a bound parameter.
 
 use duckdb::params;
+
+use crate::ledger::DatasetRecord;
 
 use super::{quote_ident, quote_literal, Context, Warehouse, WarehouseError};
 
@@ -32,42 +34,6 @@ pub struct Description {
     pub frequency: String,
     pub priority: String,
     pub columns: Vec<ColumnDescription>,
-}
-
-/// A dataset's state as the ledger knows it, for `dobsob_datasets`.
-#[derive(Debug, Clone, Default)]
-pub struct DatasetState {
-    pub key: String,
-    pub rows: Option<i64>,
-    pub source_rows: Option<i64>,
-    /// RFC 3339, as the ledger records times.
-    pub last_success_at: Option<String>,
-    pub last_attempt_at: Option<String>,
-    pub last_outcome: Option<String>,
-    pub last_error: Option<String>,
-    pub consecutive_failures: i64,
-    pub watermark_updated_at: Option<String>,
-    pub watermark_id: Option<String>,
-    /// The portal's `rowsUpdatedAt` at the last sync, epoch seconds.
-    pub source_rows_updated_at: Option<i64>,
-}
-
-impl From<&crate::ledger::DatasetRecord> for DatasetState {
-    fn from(r: &crate::ledger::DatasetRecord) -> Self {
-        DatasetState {
-            key: r.key.clone(),
-            rows: r.row_count,
-            source_rows: r.source_count,
-            last_success_at: r.last_success_at.clone(),
-            last_attempt_at: r.last_attempt_at.clone(),
-            last_outcome: r.last_outcome.clone(),
-            last_error: r.last_error.clone(),
-            consecutive_failures: r.consecutive_failures,
-            watermark_updated_at: r.watermark.as_ref().map(|w| w.updated_at.clone()),
-            watermark_id: r.watermark.as_ref().map(|w| w.id.clone()),
-            source_rows_updated_at: r.source_rows_updated_at,
-        }
-    }
 }
 
 /// A UTC time as DuckDB's core reads a TIMESTAMP (no time zone handling without ICU).
@@ -218,7 +184,7 @@ impl Warehouse {
 
     /// Rewrites the ledger's facts behind `dobsob_datasets` (in one transaction). `due_at` is the last
     /// success plus the period of the frequency recorded by [`Warehouse::describe`].
-    pub fn write_dataset_states(&mut self, states: &[DatasetState]) -> Result<(), WarehouseError> {
+    pub fn write_dataset_states(&mut self, states: &[DatasetRecord]) -> Result<(), WarehouseError> {
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         let frequencies: Vec<(String, Option<String>)> = {
             let mut stmt = tx
@@ -253,8 +219,8 @@ impl Warehouse {
                     .and_then(|(t, p)| chrono::Duration::from_std(p).ok().map(|p| t + p));
                 stmt.execute(params![
                     s.key,
-                    s.rows,
-                    s.source_rows,
+                    s.row_count,
+                    s.source_count,
                     success.map(utc),
                     s.last_attempt_at
                         .as_deref()
@@ -263,8 +229,8 @@ impl Warehouse {
                     s.last_outcome,
                     s.last_error,
                     s.consecutive_failures,
-                    s.watermark_updated_at,
-                    s.watermark_id,
+                    s.watermark.as_ref().map(|w| &w.updated_at),
+                    s.watermark.as_ref().map(|w| &w.id),
                     s.source_rows_updated_at
                         .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                         .map(utc),

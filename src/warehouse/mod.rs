@@ -18,7 +18,7 @@ use std::path::Path;
 use duckdb::{params, Connection, OptionalExt};
 
 use crate::soda::Watermark;
-pub use describe::{ColumnDescription, DatasetState, Description};
+pub use describe::{ColumnDescription, Description};
 pub use publish::{publishing_path, Published};
 pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
 pub use writer::WarehouseHandle;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dobsob::emulator::{synthetic, Emulator, State};
+use dobsob::emulator::{synthetic, synthetic_wide, Emulator, State};
 
 /// Serve Socrata datasets from a fixtures folder on 127.0.0.1, with the real API's awkward behaviour.
 #[derive(Parser)]
@@ -20,6 +20,11 @@ struct Args {
     /// Also serve a generated dataset: ID:ROWS, e.g. bench-0001:1000000.
     #[arg(long, value_name = "ID:ROWS")]
     synthetic: Vec<String>,
+    /// Generate the --synthetic datasets this many columns wide, shaped like HPD violations (free text with
+    /// quotes and newlines, 15-place decimals, dates, points), as the benchmark does; without it, the
+    /// 14-column generator.
+    #[arg(long, value_name = "N")]
+    columns: Option<usize>,
     /// Answer 403 to requests without this X-App-Token.
     #[arg(long, value_name = "TOKEN")]
     require_token: Option<String>,
@@ -42,7 +47,10 @@ fn main() -> ExitCode {
             eprintln!("error: --synthetic {s:?}: expected ID:ROWS");
             return ExitCode::from(2);
         };
-        state.add_dataset(synthetic(id, rows));
+        state.add_dataset(match args.columns {
+            Some(width) => synthetic_wide(id, rows, width),
+            None => synthetic(id, rows),
+        });
     }
     state.required_token = args.require_token;
     let ids: Vec<String> = state.datasets.keys().cloned().collect();

@@ -94,8 +94,10 @@ pub struct Config {
     /// How long to wait for data from the portal before a request counts as failed.
     pub timeout: Duration,
     pub limits: Limits,
-    /// The whole run's request budget (all datasets together).
+    /// The whole run's request budget (all datasets together): an average rate, and how many requests
+    /// may go out back to back after a pause.
     pub max_requests_per_second: f64,
+    pub request_burst: u32,
     pub options: RunOptions,
     pub overlap: Duration,
     pub late_window: Duration,
@@ -131,6 +133,7 @@ impl Config {
             timeout: Duration::from_secs(300),
             limits: Limits::default(),
             max_requests_per_second: 5.0,
+            request_burst: 20,
             options: RunOptions::default(),
             overlap: Duration::from_secs(300),
             late_window: Duration::from_secs(86_400),
@@ -201,7 +204,7 @@ impl Orchestrator {
         let _lock = crate::lock::RunLock::acquire(&c.data_dir)?;
         let client = SodaClient::new(&c.portal, c.token.clone(), c.retry, c.timeout)
             .map_err(Error::Config)?
-            .with_budget(Budget::new(c.max_requests_per_second));
+            .with_budget(Budget::new(c.max_requests_per_second, c.request_burst));
         let mut ledger = Ledger::open(&layout.ledger())?;
         let abandoned = ledger.mark_abandoned()?;
         if abandoned > 0 {
@@ -339,6 +342,7 @@ impl Orchestrator {
             seconds: started.elapsed().as_secs_f64(),
             limits: c.limits,
             max_requests_per_second: c.max_requests_per_second,
+            request_burst: c.request_burst,
             metrics,
             peak_rss_bytes: peak_rss_bytes(),
             datasets,
@@ -484,6 +488,7 @@ pub struct RunReport {
     pub seconds: f64,
     pub limits: Limits,
     pub max_requests_per_second: f64,
+    pub request_burst: u32,
     pub metrics: RunMetrics,
     /// Peak resident memory of this process (Linux's VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -555,7 +560,7 @@ impl RunReport {
     /// - `job_order`: every dataset's key in start order;
     /// - `completed_jobs`, `failed_jobs`, `skipped_jobs`: objects keyed by dataset (see [`JobEntry`]);
     /// - `performance_metrics`: peak_concurrent_jobs, max_concurrent_jobs, max_large_jobs,
-    ///   throttle_delay_seconds, max_requests_per_second, retry_attempts, large_files_processed, peak_rss_mb,
+    ///   throttle_delay_seconds, max_requests_per_second, request_burst, retry_attempts, large_files_processed, peak_rss_mb,
     ///   publish_seconds, published_mb, publish_reflink.
     pub fn to_json(&self) -> serde_json::Value {
         let mb = self.bytes() as f64 / 1e6;
@@ -592,6 +597,7 @@ impl RunReport {
                 max_large_jobs: self.limits.max_large,
                 throttle_delay_seconds: self.limits.throttle.as_secs_f64(),
                 max_requests_per_second: self.max_requests_per_second,
+                request_burst: self.request_burst,
                 retry_attempts: self.metrics.retries,
                 large_files_processed: self.metrics.large_jobs,
                 peak_rss_mb: self.peak_rss_bytes.map(|b| round2(b as f64 / 1e6)),
@@ -694,6 +700,7 @@ struct PerformanceMetrics {
     max_large_jobs: usize,
     throttle_delay_seconds: f64,
     max_requests_per_second: f64,
+    request_burst: u32,
     retry_attempts: u64,
     large_files_processed: usize,
     peak_rss_mb: Option<f64>,

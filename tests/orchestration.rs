@@ -511,6 +511,8 @@ fn one_request_budget_for_the_whole_run_and_a_429_slows_everyone() {
             "4",
             "--max-requests-per-second",
             "10",
+            "--request-burst",
+            "3",
             "--large-mb",
             "1000",
         ],
@@ -521,13 +523,16 @@ fn one_request_budget_for_the_whole_run_and_a_429_slows_everyone() {
         "enough requests to measure: {}",
         times.len()
     );
-    // Never more than 10 requests in any second (one of slack for timer granularity).
+    // Never more than 10 requests in any second plus the burst of 3 (one of slack for timer granularity),
+    // and a burst of no more than 3 (4 within 20 ms would be one too many).
     for (i, t) in times.iter().enumerate() {
         let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
         assert!(
-            in_window <= 11,
+            in_window <= 14,
             "{in_window} requests in the second from {t} ms"
         );
+        let at_once = times[i..].iter().take_while(|u| **u < t + 20).count();
+        assert!(at_once <= 3, "{at_once} requests within 20 ms from {t} ms");
     }
     // After the 429 (Retry-After 2 s), no dataset sent anything for about two seconds (requests already on
     // the wire when it was answered excepted).

@@ -88,12 +88,13 @@ pub async fn print(
         .max_requests_per_second
         .unwrap_or(if settings.token.is_some() { 20.0 } else { 5.0 });
     printer.line(&format!(
-        "concurrency: --max-concurrent {}, --max-large {} (over --large-mb {}), --max-requests-per-second {}, \
-         --throttle {}s{}",
+        "concurrency: --max-concurrent {}, --max-large {} (over --large-mb {}), --max-requests-per-second {} \
+         (--request-burst {}), --throttle {}s{}",
         args.max_concurrent,
         args.max_large,
         args.large_mb,
         per_second,
+        args.request_burst,
         args.throttle,
         match args.max_duration {
             Some(d) => format!(", --max-duration {}s", d.as_secs()),

@@ -34,6 +34,7 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
     c.max_requests_per_second = args
         .max_requests_per_second
         .unwrap_or(if settings.token.is_some() { 20.0 } else { 5.0 });
+    c.request_burst = args.request_burst;
     c.options = RunOptions {
         schedule_grace: args.schedule_check.then_some(args.grace as i64),
         force: args.force,

@@ -126,25 +126,33 @@ pub struct Download {
     pub url: String,
 }
 
-/// One request budget for a whole run, shared by every dataset job: requests are spaced at least
-/// `interval` apart, and a 429 from the portal holds every job back, not only the one that got it.
+/// One request budget for a whole run, shared by every dataset job: on average at most one request per
+/// `interval`, with up to `burst` requests back to back when the budget has been idle (a token bucket, kept
+/// as the time the next request is due: the generic cell rate algorithm). A 429 from the portal holds every
+/// job back, not only the one that got it, and empties the bucket.
 #[derive(Debug)]
 pub struct Budget {
     interval: Duration,
+    /// How far ahead of its due time a request may go: `(burst - 1) * interval`.
+    tolerance: Duration,
+    /// When the next request is due if requests went out exactly one `interval` apart.
     next: tokio::sync::Mutex<tokio::time::Instant>,
     /// No request goes out before this (a 429 holds back even requests that already had their turn).
     held_until: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Budget {
-    /// At most `per_second` requests per second (0: unlimited).
-    pub fn new(per_second: f64) -> Budget {
+    /// At most `per_second` requests per second on average (0: unlimited), `burst` of them (at least 1) at
+    /// once after a pause.
+    pub fn new(per_second: f64, burst: u32) -> Budget {
+        let interval = if per_second > 0.0 {
+            Duration::from_secs_f64(1.0 / per_second)
+        } else {
+            Duration::ZERO
+        };
         Budget {
-            interval: if per_second > 0.0 {
-                Duration::from_secs_f64(1.0 / per_second)
-            } else {
-                Duration::ZERO
-            },
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
             next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             held_until: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
@@ -156,9 +164,10 @@ impl Budget {
         loop {
             let at = {
                 let mut next = self.next.lock().await;
-                let at = (*next).max(tokio::time::Instant::now());
-                *next = at + self.interval;
-                at
+                let now = tokio::time::Instant::now();
+                let due = (*next).max(now);
+                *next = due + self.interval;
+                due.checked_sub(self.tolerance).unwrap_or(now).max(now)
             };
             tokio::time::sleep_until(at).await;
             let held = *self.held_until.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,7 +178,8 @@ impl Budget {
         }
     }
 
-    /// Holds every request back for `wait` (the portal throttled us).
+    /// Holds every request back for `wait` (the portal throttled us); after it, requests resume one
+    /// `interval` apart, without a burst.
     async fn hold(&self, wait: Duration) {
         let until = tokio::time::Instant::now() + wait;
         {
@@ -177,7 +187,7 @@ impl Budget {
             *held = (*held).max(until);
         }
         let mut next = self.next.lock().await;
-        *next = (*next).max(until);
+        *next = (*next).max(until + self.tolerance);
     }
 }
 
@@ -244,7 +254,7 @@ impl SodaClient {
             http,
             base,
             retry,
-            budget: Arc::new(Budget::new(0.0)),
+            budget: Arc::new(Budget::new(0.0, 1)),
             answered: Default::default(),
             run_stats: Default::default(),
             job_stats: Default::default(),
@@ -562,6 +572,37 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When each of `n` requests taken back to back went out, in milliseconds after the first call.
+    async fn send_times(budget: &Budget, n: usize) -> Vec<u128> {
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..n {
+            budget.take().await;
+            at.push((tokio::time::Instant::now() - start).as_millis());
+        }
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_lets_a_burst_through_then_spaces_requests() {
+        let b = Budget::new(5.0, 3);
+        assert_eq!(send_times(&b, 5).await, [0, 0, 0, 200, 400]);
+        // Idle long enough to refill the bucket: another burst of three.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(send_times(&b, 4).await, [0, 0, 0, 200]);
+        // No burst: every request one interval after the one before.
+        let b = Budget::new(5.0, 1);
+        assert_eq!(send_times(&b, 3).await, [0, 200, 400]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_hold_empties_the_bucket() {
+        let b = Budget::new(5.0, 3);
+        b.hold(Duration::from_secs(1)).await;
+        // Nothing before the hold ends, and no burst after it.
+        assert_eq!(send_times(&b, 3).await, [1000, 1200, 1400]);
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date_against_the_portals_clock() {

@@ -132,6 +132,8 @@ fn typed_cell() -> impl Strategy<Value = String> {
         "[0-9_,. ]{1,8}",
         // Timestamps, valid and not: every field may be out of range.
         "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z?",
+        // ... and in range, as the portal sends them.
+        "(1[89]|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z?",
         "[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2})?",
         // Booleans and anything else.
         "(true|false|TRUE|True|1|0|t|f|yes)",
@@ -163,6 +165,54 @@ proptest! {
                     prop_assert!(ok, "{kind:?} called {cell:?} certainly castable, DuckDB's cast gives NULL");
                 }
             }
+        }
+    }
+
+    /// The straight load has DuckDB's CSV reader parse certain cells as typed columns
+    /// (`ColumnKind::read_type`); the careful load casts their text (`ColumnKind::cast_sql`). Both must
+    /// store the same value.
+    #[test]
+    fn a_certain_cell_read_typed_from_csv_equals_its_cast(cells in proptest::collection::vec(typed_cell(), 1..40)) {
+        use dobsob::sync::page::certainly_castable;
+        use dobsob::warehouse::ColumnKind;
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        conn.execute_batch("SET threads = 1").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kinds = [
+            (ColumnKind::Decimal, "DECIMAL(38,18)"),
+            (ColumnKind::Double, "DOUBLE"),
+            (ColumnKind::Timestamp, "TIMESTAMP"),
+            (ColumnKind::Instant, "TIMESTAMPTZ"),
+            (ColumnKind::Boolean, "BOOLEAN"),
+        ];
+        for (kind, stored) in kinds {
+            let certain: Vec<&String> = cells.iter().filter(|c| !c.is_empty() && certainly_castable(kind, c)).collect();
+            if certain.is_empty() {
+                continue;
+            }
+            let path = dir.path().join("page.csv");
+            let mut body = String::from("\"c\"\n");
+            for c in &certain {
+                body.push_str(&format!("\"{}\"\n", c.replace('"', "\"\"")));
+            }
+            std::fs::write(&path, &body).unwrap();
+            let read = |t: &str| format!(
+                "SELECT row_number() OVER () AS n, c FROM read_csv('{}', header = true, auto_detect = false, \
+                 delim = ',', quote = '\"', escape = '\"', allow_quoted_nulls = false, strict_mode = true, \
+                 columns = {{'c': '{t}'}})",
+                path.display()
+            );
+            let sql = format!(
+                "SELECT count(*), count(*) FILTER (WHERE typed.v IS DISTINCT FROM careful.v) \
+                 FROM (SELECT n, {} AS v FROM ({})) typed JOIN (SELECT n, {} AS v FROM ({})) careful USING (n)",
+                kind.from_read_sql("c", stored),
+                read(kind.read_type(stored)),
+                kind.cast_sql("c", stored),
+                read("VARCHAR"),
+            );
+            let (n, differ): (i64, i64) = conn.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            prop_assert_eq!(n as usize, certain.len());
+            prop_assert_eq!(differ, 0, "{:?}: {:?}", kind, certain);
         }
     }
 }

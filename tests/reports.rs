@@ -213,6 +213,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "publish_reflink",
             "publish_seconds",
             "published_mb",
+            "request_burst",
             "retry_attempts",
             "throttle_delay_seconds"
         ]

@@ -224,6 +224,87 @@ fn kill_mid_full_load_then_resume_equals_source() {
     );
 }
 
+/// A full load of large pages commits in batches of a DuckDB row group (15 pages of 8,192 rows): killed
+/// after its first batch committed and while the next was downloading, it resumes from that batch, and the
+/// ledger never records a page of a batch that did not commit.
+#[test]
+fn kill_9_between_row_group_batches_resumes_from_the_last_batch() {
+    let env = TestEnv::new();
+    let id = "bigr-0001";
+    let total = 2 * 122_880 + 5_000;
+    env.emu
+        .state()
+        .add_dataset(dobsob::emulator::synthetic(id, total as u64));
+    let catalog = env.data_dir().with_file_name("big.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[[dataset]]\nkey = \"big\"\nid = \"{id}\"\nname = \"big\"\ngroup = \"primary\"\n\
+             frequency = \"daily\"\nsize_mb = 10\n"
+        ),
+    )
+    .unwrap();
+    let args = ["sync", "--datasets", "big", "--page-size", "8192", "-q"];
+    // The 21st request for rows stalls (a page of the second batch: the count and the newest row are asked
+    // first), so the second batch cannot commit.
+    env.emu
+        .state()
+        .faults
+        .push(Fault::on(&format!("/resource/{id}.csv"), FaultKind::DelayMs(30_000)).skip(20));
+    let mut child = env
+        .cmd(&args)
+        .env("DOBSOB_CATALOG", &catalog)
+        .spawn()
+        .unwrap();
+    let committed = || -> i64 {
+        let path = env.data_dir().join("ledger.sqlite");
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM pages", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while committed() < 15 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first batch never committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.emu.state().faults.clear();
+    // Exactly the first batch, a whole row group, is in the ledger and in the load table.
+    assert_eq!(committed(), 15);
+    let loaded: i64 = env
+        .working()
+        .query_row("SELECT count(*) FROM main._dobsob_load_big", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(loaded, 122_880);
+    env.assert_ledger_not_ahead("big");
+
+    let served_before = env.full_rows_served(id);
+    let out = env
+        .cmd(&args)
+        .env("DOBSOB_CATALOG", &catalog)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.assert_equal_to_source("big", id);
+    let refetched = env.full_rows_served(id) - served_before;
+    // Only what the first batch had not committed (and the incremental pass's tie at its watermark).
+    assert!(
+        (total - 122_880..total - 122_880 + 8_192).contains(&refetched),
+        "refetched {refetched} of {total} rows"
+    );
+}
+
 #[test]
 fn kill_mid_incremental_then_rerun_equals_source() {
     let env = TestEnv::new();

@@ -20,8 +20,51 @@ use crate::ledger::{AttemptId, PageRecord};
 use crate::soda::{PageQuery, Watermark};
 use crate::warehouse::{PageFile, TableSchema};
 
-/// Two page files: one being merged while the next downloads.
-pub(super) const PAGE_SLOTS: [&str; 2] = ["page0", "page1"];
+/// A full load commits pages in batches of at least this many rows (DuckDB's row group), or
+/// [`MAX_BATCH_PAGES`], with pages of a size that divides it ([`full_page_size`]): each commit then hands
+/// DuckDB whole row groups, compressed and written once. A commit per 50,000-row page made each commit's
+/// checkpoint rewrite the table's last, growing row group; batches that are not whole row groups leave a
+/// partial one per commit, which the next checkpoint merges and rewrites (docs/performance.md).
+pub(super) const BATCH_ROWS: u64 = 122_880;
+pub(super) const MAX_BATCH_PAGES: usize = 16;
+
+/// The `$limit` of a full load's pages for `--page-size` `page_size`: the largest size not above it that
+/// divides [`BATCH_ROWS`] (or a multiple of it), so that batches are whole row groups. 50,000 gives 40,960
+/// (three pages a row group), 100,000 gives 61,440. Sizes under 8,192 are kept as they are, and such pages
+/// are committed one by one ([`batch_full`]): the loads are small, and a kill loses at most a page.
+pub(super) fn full_page_size(page_size: u64) -> u64 {
+    if page_size < 8_192 {
+        return page_size;
+    }
+    if page_size >= BATCH_ROWS {
+        return page_size / BATCH_ROWS * BATCH_ROWS;
+    }
+    (1..=MAX_BATCH_PAGES as u64)
+        .filter(|k| BATCH_ROWS.is_multiple_of(*k))
+        .map(|k| BATCH_ROWS / k)
+        .filter(|size| *size <= page_size)
+        .max()
+        .unwrap_or(page_size)
+}
+
+/// Whether a batch of `pages` pages and `rows` rows, asked `limit` at a time, is merged now: an
+/// incremental pass merges each page, a full load whole row groups, and pages smaller than
+/// [`full_page_size`] aligns (small loads) one by one.
+fn batch_full(pass: Pass, limit: u64, rows: u64, pages: usize) -> bool {
+    match pass {
+        Pass::Incremental => true,
+        Pass::Full if limit < 8_192 => true,
+        Pass::Full => rows >= BATCH_ROWS || pages >= MAX_BATCH_PAGES,
+    }
+}
+
+/// Page files (`page0` ...): a batch being merged while the pages of the next one download. On disk at
+/// most two batches' worth, about two row groups of CSV (some 300 MB at 46 columns).
+pub(super) const PAGE_SLOTS: usize = 2 * MAX_BATCH_PAGES;
+
+pub(super) fn page_slot(slot: usize) -> String {
+    format!("page{slot}")
+}
 
 /// A page on disk, checked.
 pub(super) struct Fetched {
@@ -114,12 +157,34 @@ pub(super) fn more_pages(
     }
 }
 
-impl Engine {
-    pub(super) fn page_path(&self, key: &str, what: &str) -> PathBuf {
-        self.tmp_dir.join(format!("{key}.{what}.csv"))
+/// What a page download needs of the engine: borrowed apart from its ledger.
+pub(super) struct Fetcher<'e> {
+    client: &'e crate::soda::SodaClient,
+    shutdown: &'e super::Shutdown,
+    tmp_dir: &'e std::path::Path,
+}
+
+impl Fetcher<'_> {
+    async fn interruptible<T, E>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, SyncError>
+    where
+        SyncError: From<E>,
+    {
+        tokio::select! {
+            r = fut => r.map_err(SyncError::from),
+            _ = self.shutdown.wait() => Err(SyncError::Interrupted),
+        }
+    }
+
+    fn page_path(&self, key: &str, what: &str) -> PathBuf {
+        page_path(self.tmp_dir, key, what)
     }
 
     /// Downloads page number `page` of a pass into page file `slot` and checks it.
+    /// Borrows only the client, the shutdown and the page directory, so that the ledger can record a
+    /// finished merge while a download is under way.
     pub(super) async fn fetch_rows(
         &self,
         ds: &Dataset,
@@ -128,7 +193,7 @@ impl Engine {
         slot: usize,
         page: u64,
     ) -> Result<Fetched, SyncError> {
-        let path = self.page_path(ds.key.as_str(), PAGE_SLOTS[slot]);
+        let path = self.page_path(ds.key.as_str(), &page_slot(slot));
         let started = std::time::Instant::now();
         let dl = self
             .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
@@ -161,6 +226,33 @@ impl Engine {
             check_s: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+pub(super) fn page_path(tmp_dir: &std::path::Path, key: &str, what: &str) -> PathBuf {
+    tmp_dir.join(format!("{key}.{what}.csv"))
+}
+
+impl Engine {
+    pub(super) fn page_path(&self, key: &str, what: &str) -> PathBuf {
+        page_path(&self.tmp_dir, key, what)
+    }
+
+    /// Downloads page number `page` of a pass into page file `slot` and checks it.
+    pub(super) async fn fetch_rows(
+        &self,
+        ds: &Dataset,
+        q: &PageQuery,
+        schema: &Arc<TableSchema>,
+        slot: usize,
+        page: u64,
+    ) -> Result<Fetched, SyncError> {
+        let fetcher = Fetcher {
+            client: &self.client,
+            shutdown: &self.shutdown,
+            tmp_dir: &self.tmp_dir,
+        };
+        fetcher.fetch_rows(ds, q, schema, slot, page).await
+    }
 
     /// Reports what a page says about the metadata: fields it has that the metadata lacks (not stored), and
     /// metadata columns it lacks (NULL in every row).
@@ -185,9 +277,12 @@ impl Engine {
         }
     }
 
-    /// Pages through a pass from `cursor`, merging each page. `expected` is the number of rows the source
-    /// counted for the pass (None: unknown). A page is recorded in the ledger only after its merge
-    /// committed. Returns the last row committed (None if the pass was empty).
+    /// Pages through a pass from `cursor`, merging the pages as they come: one by one for an incremental
+    /// pass, in batches of [`BATCH_ROWS`] for a full load, each batch merging on the writer while the pages
+    /// of the next one download. `expected` is the number of rows the source counted for the pass (None:
+    /// unknown). A page is recorded in the ledger only after its merge committed, and every merge that
+    /// committed is recorded, whatever error ends the pass. Returns the last row committed (None if the
+    /// pass was empty).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn pages(
         &mut self,
@@ -200,23 +295,46 @@ impl Engine {
         expected: Option<u64>,
     ) -> Result<Option<Watermark>, SyncError> {
         let key = ds.key.to_string();
-        let limit = self.page_size;
+        let limit = match pass {
+            Pass::Full => full_page_size(self.page_size),
+            Pass::Incremental => self.page_size,
+        };
         // A pass that receives this many rows is not converging (rows do change during a pass and come back,
         // but not without end).
         let runaway = expected.map(|e| e.saturating_mul(3) + 10 * limit);
         let (mut received, mut capped, mut seq) = (0u64, false, 0u64);
         let mut prev: HashMap<String, String> = HashMap::new();
         let mut last_committed = None;
-        let mut slot = 0;
         progress.pass_expected = expected;
         progress.pass_received = 0;
-        let mut fetched = self
-            .fetch_rows(ds, &pass.query(&cursor, limit), schema, slot, 1)
-            .await?;
-        loop {
+        // Checked pages not yet sent to the writer, and the batch the writer is merging.
+        let mut batch: Vec<Batched> = Vec::new();
+        let mut in_flight: Option<InFlight> = None;
+        let mut failure: Option<SyncError> = None;
+        let mut stopped = false;
+        let fetcher = Fetcher {
+            client: &self.client,
+            shutdown: &self.shutdown,
+            tmp_dir: &self.tmp_dir,
+        };
+        let mut next = Some(
+            fetcher
+                .fetch_rows(ds, &pass.query(&cursor, limit), schema, 0, 1)
+                .await,
+        );
+        while let Some(result) = next.take() {
+            let mut fetched = match result {
+                Ok(f) => f,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
             seq += 1;
-            page::check_step(pass.order(), &cursor, &fetched.info, &prev)
-                .map_err(|message| SyncError::Paging { page: seq, message })?;
+            if let Err(message) = page::check_step(pass.order(), &cursor, &fetched.info, &prev) {
+                failure = Some(SyncError::Paging { page: seq, message });
+                break;
+            }
             progress.add_page(&fetched);
             Self::note_columns(ds, progress, &fetched.info);
             let Some(last) = fetched.info.last.clone() else {
@@ -224,7 +342,7 @@ impl Engine {
             };
             received += fetched.info.rows;
             if runaway.is_some_and(|r| received > r) {
-                return Err(SyncError::Paging {
+                failure = Some(SyncError::Paging {
                     page: seq,
                     message: format!(
                         "{received} rows received where the source counted {}: the portal keeps returning rows \
@@ -232,6 +350,7 @@ impl Engine {
                         expected.unwrap_or(0)
                     ),
                 });
+                break;
             }
             let was_capped = capped;
             let more = more_pages(fetched.info.rows, limit, received, expected, &mut capped);
@@ -246,74 +365,235 @@ impl Engine {
                     ),
                 );
             }
-            let (k, s, p, h, w, l) = (
-                key.clone(),
-                schema.clone(),
-                fetched.path.clone(),
-                fetched.info.header.clone(),
-                fetched.info.wide_decimals.clone(),
-                last.clone(),
-            );
-            let castable = fetched.info.castable;
-            let merge = self.warehouse.call(move |wh| {
-                let started = std::time::Instant::now();
-                let page = PageFile {
-                    path: &p,
-                    header: &h,
-                    wide_decimals: &w,
-                    castable,
-                };
-                let (replaced, rows) = match pass {
-                    Pass::Full => {
-                        wh.load_page(&k, &s, &page, &l.id)?;
-                        (None, wh.count(&crate::warehouse::load_table(&k))?)
-                    }
-                    Pass::Incremental => {
-                        let replaced = wh.upsert_page(&k, &s, &page, Some(&l))?;
-                        (Some(replaced), wh.count(&k)?)
-                    }
-                };
-                Ok((replaced, rows, started.elapsed().as_secs_f64()))
+            cursor = Cursor::After(last.clone());
+            prev = std::mem::take(&mut fetched.info.keys);
+            batch.push(Batched {
+                ledger_seq: progress.pages,
+                fetched,
+                last,
             });
-            let next_cursor = Cursor::After(last.clone());
-            let next_q = pass.query(&next_cursor, limit);
-            let next = async {
-                if more && !self.shutdown.is_triggered() {
-                    Some(
-                        self.fetch_rows(ds, &next_q, schema, 1 - slot, seq + 1)
-                            .await,
-                    )
-                } else {
-                    None
+            stopped = more && self.shutdown.is_triggered();
+            let end = !more || stopped;
+            let rows: u64 = batch.iter().map(|b| b.fetched.info.rows).sum();
+            let full = batch_full(pass, limit, rows, batch.len());
+            if end || full {
+                if let Some(m) = in_flight.take() {
+                    let answer = m.answer.await;
+                    let r = Self::record_merged(
+                        &mut self.ledger,
+                        &self.client,
+                        &*self.observer,
+                        ds,
+                        attempt,
+                        progress,
+                        m.batch,
+                        m.pass,
+                        answer,
+                        &mut last_committed,
+                    );
+                    if let Err(e) = r {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                in_flight = Some(self.submit_merge(&key, schema, pass, std::mem::take(&mut batch)));
+            }
+            if end {
+                break;
+            }
+            // The next download; the merge in flight is recorded in the ledger as soon as it commits.
+            let slot = (seq as usize) % PAGE_SLOTS;
+            let q = pass.query(&cursor, limit);
+            let fetch = fetcher.fetch_rows(ds, &q, schema, slot, seq + 1);
+            tokio::pin!(fetch);
+            let fetched = loop {
+                let Some(m) = in_flight.as_mut() else {
+                    break Some(fetch.as_mut().await);
+                };
+                tokio::select! {
+                    r = fetch.as_mut() => break Some(r),
+                    answer = &mut m.answer => {
+                        let Some(m) = in_flight.take() else { unreachable!() };
+                        let r = Self::record_merged(&mut self.ledger, &self.client, &*self.observer, ds, attempt, progress, m.batch, m.pass, answer, &mut last_committed);
+                        if let Err(e) = r {
+                            failure = Some(e);
+                            break None;
+                        }
+                    }
                 }
             };
-            let (merged, next) = tokio::join!(merge, next);
-            let (replaced, rows, merge_s) = merged?;
-            progress.timings.merge_s += merge_s;
-            progress.count_merged(fetched.info.rows, replaced);
-            let wm = (pass == Pass::Incremental).then_some(&last);
-            self.ledger.record_page(
-                attempt,
-                &key,
-                &page_record(progress.pages, &fetched),
-                wm,
-                rows,
-            )?;
-            last_committed = Some(last);
-            self.observe(ds, progress);
-            cursor = next_cursor;
-            match next {
-                Some(n) => {
-                    prev = std::mem::take(&mut fetched.info.keys);
-                    fetched = n?;
-                }
-                None if self.shutdown.is_triggered() => return Err(SyncError::Interrupted),
+            match fetched {
+                Some(r) => next = Some(r),
                 None => break,
             }
-            slot = 1 - slot;
+        }
+        // The pass ended on an empty page with checked pages not yet merged.
+        if failure.is_none() && !batch.is_empty() {
+            if let Some(m) = in_flight.take() {
+                let answer = m.answer.await;
+                let r = Self::record_merged(
+                    &mut self.ledger,
+                    &self.client,
+                    &*self.observer,
+                    ds,
+                    attempt,
+                    progress,
+                    m.batch,
+                    m.pass,
+                    answer,
+                    &mut last_committed,
+                );
+                if let Err(e) = r {
+                    failure = Some(e);
+                }
+            }
+            if failure.is_none() {
+                in_flight = Some(self.submit_merge(&key, schema, pass, std::mem::take(&mut batch)));
+            }
+        }
+        // Whatever ended the pass, what the writer is merging is waited for and recorded.
+        if let Some(m) = in_flight.take() {
+            let answer = m.answer.await;
+            match Self::record_merged(
+                &mut self.ledger,
+                &self.client,
+                &*self.observer,
+                ds,
+                attempt,
+                progress,
+                m.batch,
+                m.pass,
+                answer,
+                &mut last_committed,
+            ) {
+                Err(e) if failure.is_none() => failure = Some(e),
+                Err(e) => tracing::warn!(dataset = %key, "{e}"),
+                Ok(()) => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if stopped {
+            return Err(SyncError::Interrupted);
         }
         Ok(last_committed)
     }
+
+    /// Sends a batch of checked pages to the writer: a full load's batch is loaded with
+    /// [`crate::warehouse::Warehouse::load_pages`], an incremental page upserted. The writer answers with
+    /// the rows the upsert replaced, the table's count after it, and its busy seconds.
+    fn submit_merge(
+        &self,
+        key: &str,
+        schema: &Arc<TableSchema>,
+        pass: Pass,
+        batch: Vec<Batched>,
+    ) -> InFlight {
+        let files: Vec<OnDisk> = batch
+            .iter()
+            .map(|b| OnDisk {
+                path: b.fetched.path.clone(),
+                header: b.fetched.info.header.clone(),
+                wide_decimals: b.fetched.info.wide_decimals.clone(),
+                castable: b.fetched.info.castable,
+                last: b.last.clone(),
+            })
+            .collect();
+        let (k, s) = (key.to_string(), schema.clone());
+        let answer = self.warehouse.submit(move |wh| {
+            let started = std::time::Instant::now();
+            let pages: Vec<PageFile> = files
+                .iter()
+                .map(|f| PageFile {
+                    path: &f.path,
+                    header: &f.header,
+                    wide_decimals: &f.wide_decimals,
+                    castable: f.castable,
+                })
+                .collect();
+            let (replaced, rows) = match pass {
+                Pass::Full => {
+                    let ids: Vec<String> = files.iter().map(|f| f.last.id.clone()).collect();
+                    wh.load_pages(&k, &s, &pages, &ids)?;
+                    (None, wh.count(&crate::warehouse::load_table(&k))?)
+                }
+                Pass::Incremental => {
+                    let mut replaced = 0;
+                    for (page, f) in pages.iter().zip(&files) {
+                        replaced += wh.upsert_page(&k, &s, page, Some(&f.last))?;
+                    }
+                    (Some(replaced), wh.count(&k)?)
+                }
+            };
+            Ok((replaced, rows, started.elapsed().as_secs_f64()))
+        });
+        InFlight {
+            batch,
+            answer,
+            pass,
+        }
+    }
+
+    /// Records the pages of a merge sent with [`Self::submit_merge`] in the ledger, once it committed
+    /// (`answer`). Touches only the ledger, the client's counts and the observer: a download may be under
+    /// way meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn record_merged(
+        ledger: &mut crate::ledger::Ledger,
+        client: &crate::soda::SodaClient,
+        observer: &dyn super::Observer,
+        ds: &Dataset,
+        attempt: AttemptId,
+        progress: &mut Progress,
+        batch: Vec<Batched>,
+        pass: Pass,
+        answer: Result<(Option<u64>, i64, f64), crate::warehouse::WarehouseError>,
+        last_committed: &mut Option<Watermark>,
+    ) -> Result<(), SyncError> {
+        let (replaced, rows, merge_s) = answer?;
+        progress.timings.merge_s += merge_s;
+        let merged: u64 = batch.iter().map(|b| b.fetched.info.rows).sum();
+        progress.count_merged(merged, replaced);
+        for b in &batch {
+            let wm = (pass == Pass::Incremental).then_some(&b.last);
+            ledger.record_page(
+                attempt,
+                ds.key.as_str(),
+                &page_record(b.ledger_seq, &b.fetched),
+                wm,
+                rows,
+            )?;
+            *last_committed = Some(b.last.clone());
+        }
+        progress.requests = client.job_stats().requests();
+        progress.retries = client.job_stats().retries();
+        observer.progress(ds.key.as_str(), progress);
+        Ok(())
+    }
+}
+
+/// What the writer needs of a checked page.
+struct OnDisk {
+    path: PathBuf,
+    header: Vec<String>,
+    wide_decimals: Vec<String>,
+    castable: bool,
+    last: Watermark,
+}
+
+/// A checked page waiting for its merge: its sequence number in the ledger and its last row.
+pub(super) struct Batched {
+    ledger_seq: u64,
+    fetched: Fetched,
+    last: Watermark,
+}
+
+/// A batch the writer is merging.
+pub(super) struct InFlight {
+    batch: Vec<Batched>,
+    answer: crate::warehouse::Pending<(Option<u64>, i64, f64)>,
+    pass: Pass,
 }
 
 pub(super) fn page_record(seq: u64, f: &Fetched) -> PageRecord {
@@ -330,6 +610,33 @@ pub(super) fn page_record(seq: u64, f: &Fetched) -> PageRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_load_pages_in_sizes_that_make_whole_row_groups() {
+        assert_eq!(full_page_size(50_000), 40_960);
+        assert_eq!(full_page_size(40_960), 40_960);
+        assert_eq!(full_page_size(100_000), 61_440);
+        assert_eq!(full_page_size(122_880), 122_880);
+        assert_eq!(full_page_size(300_000), 245_760);
+        assert_eq!(full_page_size(20_000), 15_360);
+        assert_eq!(full_page_size(9_000), 8_192);
+        // Small pages stay as asked.
+        assert_eq!(full_page_size(20), 20);
+        assert_eq!(full_page_size(8_191), 8_191);
+        for size in [
+            8_192, 10_000, 20_000, 30_000, 50_000, 70_000, 122_880, 500_000,
+        ] {
+            let full = full_page_size(size);
+            assert!(full <= size && full * 2 > size, "{size} -> {full}");
+            // Whole row groups in at most MAX_BATCH_PAGES pages.
+            let per_group = BATCH_ROWS.div_ceil(full);
+            assert!(
+                full >= BATCH_ROWS || BATCH_ROWS.is_multiple_of(full),
+                "{size} -> {full}"
+            );
+            assert!(per_group <= MAX_BATCH_PAGES as u64, "{size} -> {full}");
+        }
+    }
 
     #[test]
     fn a_short_page_ends_a_pass_only_when_the_count_is_reached() {

@@ -376,8 +376,9 @@ impl Engine {
         }
         progress.requests = self.client.job_stats().requests();
         progress.retries = self.client.job_stats().retries();
-        for what in pass::PAGE_SLOTS.iter().chain(&["ids"]) {
-            let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), what));
+        let slots = (0..pass::PAGE_SLOTS).map(pass::page_slot);
+        for what in slots.chain(["ids".to_string()]) {
+            let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), &what));
         }
         let seconds = started.elapsed().as_secs_f64();
         let mut report = DatasetReport {

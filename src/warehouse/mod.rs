@@ -21,7 +21,7 @@ use crate::soda::Watermark;
 pub use describe::{ColumnDescription, Description};
 pub use publish::{publishing_path, Published};
 pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
-pub use writer::WarehouseHandle;
+pub use writer::{Pending, WarehouseHandle};
 
 const META_SQL: &[&str] = &[
     include_str!("../../sql/warehouse/0001_meta.sql"),
@@ -138,15 +138,31 @@ fn ids_table(key: &str) -> String {
 /// non-null cell of a Socrata CSV is quoted and a null is an empty unquoted cell, so "" must stay an empty
 /// string (allow_quoted_nulls = false). Nothing is sniffed: the columns are given.
 fn read_page_sql(page: &PageFile) -> String {
-    let columns: Vec<String> = (0..page.header.len())
-        .map(|i| format!("'c{i}': 'VARCHAR'"))
+    read_csv_sql(&[page.path], &vec!["VARCHAR"; page.header.len()])
+}
+
+/// DuckDB's strict reading of page files with the same header, column `c{i}` read as `types[i]`.
+fn read_csv_sql(paths: &[&Path], types: &[&str]) -> String {
+    let columns: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("'c{i}': '{t}'"))
+        .collect();
+    let files: Vec<String> = paths
+        .iter()
+        .map(|p| quote_literal(&p.display().to_string()))
         .collect();
     format!(
-        "read_csv({}, header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', \
+        "read_csv([{}], header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', \
          allow_quoted_nulls = false, strict_mode = true, columns = {{{}}})",
-        quote_literal(&page.path.display().to_string()),
+        files.join(", "),
         columns.join(", ")
     )
+}
+
+/// Whether a page field is one of the system timestamps (read as a TIMESTAMP by the straight load).
+fn is_system_instant(field: &str) -> bool {
+    field == ":created_at" || field == ":updated_at"
 }
 
 /// The table a full load fills before the swap.
@@ -488,9 +504,10 @@ impl Warehouse {
         conn.execute_batch(&Self::insert_sql(
             table,
             schema,
-            page,
+            page.header,
             &types,
             "_dobsob_page",
+            false,
         )?)
         .ctx(|| format!("inserting into {table}"))?;
         let inserted = std::time::Instant::now();
@@ -501,24 +518,33 @@ impl Warehouse {
     }
 
     /// The `INSERT INTO table SELECT ... FROM source` of a page with typed columns, `source` being the
-    /// staged page (`_dobsob_page`) or the page file read as text ([`read_page_sql`]).
+    /// staged page (`_dobsob_page`, every column text) or, `typed`, page files read with
+    /// [`Self::read_types`].
     fn insert_sql(
         table: &str,
         schema: &TableSchema,
-        page: &PageFile,
+        header: &[String],
         types: &std::collections::HashMap<String, String>,
         source: &str,
+        typed: bool,
     ) -> Result<String, WarehouseError> {
-        let pos = |name: &str| page.header.iter().position(|h| h == name);
+        let pos = |name: &str| header.iter().position(|h| h == name);
         let sys = |name: &str| {
             pos(name)
                 .map(|i| format!("c{i}"))
                 .ok_or_else(|| WarehouseError::State(format!("page has no {name} column")))
         };
+        let instant = |raw: String| {
+            if typed {
+                format!("CAST({raw} AS TIMESTAMPTZ)")
+            } else {
+                schema::instant_sql(&raw)
+            }
+        };
         let mut select = vec![
             sys(":id")?,
-            schema::instant_sql(&sys(":created_at")?),
-            schema::instant_sql(&sys(":updated_at")?),
+            instant(sys(":created_at")?),
+            instant(sys(":updated_at")?),
             // `:version` changes with every change of the row: `verify --deep` compares it.
             pos(":version")
                 .map(|i| format!("c{i}"))
@@ -528,6 +554,7 @@ impl Warehouse {
             let stored = types.get(&c.name).map(String::as_str).unwrap_or("");
             // A column the page does not carry is null in every row of it (reported by the page check).
             select.push(match pos(&c.name) {
+                Some(i) if typed => c.kind.from_read_sql(&format!("c{i}"), stored),
                 Some(i) => c.kind.cast_sql(&format!("c{i}"), stored),
                 None => "NULL".into(),
             });
@@ -543,6 +570,30 @@ impl Warehouse {
             quote_ident(table),
             select.join(", ")
         ))
+    }
+
+    /// The types the straight load reads a page's fields as: the system timestamps as TIMESTAMP, typed
+    /// columns as [`ColumnKind::read_type`], everything else (ids, text, points, fields the metadata does
+    /// not list) as text.
+    fn read_types<'t>(
+        schema: &TableSchema,
+        header: &[String],
+        types: &'t std::collections::HashMap<String, String>,
+    ) -> Vec<&'t str> {
+        header
+            .iter()
+            .map(|h| {
+                if is_system_instant(h) {
+                    return "TIMESTAMP";
+                }
+                match schema.columns.iter().find(|c| &c.name == h) {
+                    Some(c) => c
+                        .kind
+                        .read_type(types.get(&c.name).map(String::as_str).unwrap_or("VARCHAR")),
+                    None => "VARCHAR",
+                }
+            })
+            .collect()
     }
 
     /// Keeps the staged page's uncastable cells in `dobsob.uncastable` under `table`.
@@ -571,9 +622,77 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Appends a page of a full load to the load table and records `cursor_id`, in one transaction. A page
-    /// the page check found certain to cast is inserted straight from its CSV file (no staging, no search for
-    /// uncastable cells).
+    /// Appends consecutive pages of a full load to the load table and records `cursor_ids` (each page's last
+    /// id), keeping what was recorded in step with what committed. When every page was found certain to
+    /// cast (and they share a header), in one transaction: one `INSERT ... SELECT` from all their CSV
+    /// files, read with typed columns by DuckDB's strict reader ([`Self::read_types`]). A batch of a row
+    /// group or more is then compressed and written once, where a commit per page rewrote the table's last,
+    /// growing row group each time. Otherwise, or if DuckDB refuses a cell the page check called certain
+    /// (nothing is lost: the transaction rolls back), page by page: each staged, typed with `TRY_CAST` and
+    /// its uncastable cells kept, in its own transaction.
+    pub fn load_pages(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+        pages: &[PageFile],
+        cursor_ids: &[String],
+    ) -> Result<(), WarehouseError> {
+        if pages.is_empty() || pages.len() != cursor_ids.len() {
+            return Err(WarehouseError::State(format!(
+                "{} pages with {} cursors",
+                pages.len(),
+                cursor_ids.len()
+            )));
+        }
+        let same_header = pages.windows(2).all(|w| w[0].header == w[1].header);
+        if same_header && pages.iter().all(|p| p.castable) {
+            match self.load_straight(key, schema, pages, &cursor_ids[cursor_ids.len() - 1]) {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(
+                    dataset = key,
+                    "DuckDB refused the straight load of {} page(s) the page check found certain to cast \
+                     ({e}); loading them one by one, keeping uncastable cells",
+                    pages.len()
+                ),
+            }
+        }
+        for (page, id) in pages.iter().zip(cursor_ids) {
+            self.load_page(key, schema, page, id)?;
+        }
+        Ok(())
+    }
+
+    /// The straight load of [`Self::load_pages`], in one transaction.
+    fn load_straight(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+        pages: &[PageFile],
+        cursor_id: &str,
+    ) -> Result<(), WarehouseError> {
+        let load = load_table(key);
+        let started = std::time::Instant::now();
+        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+        for page in pages {
+            Self::widen_decimals(&tx, &load, page)?;
+        }
+        let types = Self::column_types(&tx, &load)?;
+        let header = pages[0].header;
+        let paths: Vec<&Path> = pages.iter().map(|p| p.path).collect();
+        let source = read_csv_sql(&paths, &Self::read_types(schema, header, &types));
+        let sql = Self::insert_sql(&load, schema, header, &types, &source, true)?;
+        tx.execute_batch(&sql)
+            .ctx(|| format!("inserting into {load}"))?;
+        self.timings.insert_s += started.elapsed().as_secs_f64();
+        Self::advance_load_cursor(&tx, key, cursor_id)?;
+        let started = std::time::Instant::now();
+        let r = tx.commit().ctx(|| "COMMIT".into());
+        self.timings.commit_s += started.elapsed().as_secs_f64();
+        r
+    }
+
+    /// Appends one page of a full load to the load table the careful way (staged, typed with `TRY_CAST`,
+    /// uncastable cells kept) and records `cursor_id`, in one transaction.
     pub fn load_page(
         &mut self,
         key: &str,
@@ -582,22 +701,23 @@ impl Warehouse {
         cursor_id: &str,
     ) -> Result<(), WarehouseError> {
         let load = load_table(key);
-        if !page.castable {
-            self.stage(page)?;
-        }
+        self.stage(page)?;
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         Self::widen_decimals(&tx, &load, page)?;
-        if page.castable {
-            let started = std::time::Instant::now();
-            let types = Self::column_types(&tx, &load)?;
-            let sql = Self::insert_sql(&load, schema, page, &types, &read_page_sql(page))?;
-            tx.execute_batch(&sql)
-                .ctx(|| format!("inserting into {load}"))?;
-            self.timings.insert_s += started.elapsed().as_secs_f64();
-        } else {
-            Self::insert_page(&tx, &load, schema, page, &mut self.timings)?;
-        }
-        let n = tx
+        Self::insert_page(&tx, &load, schema, page, &mut self.timings)?;
+        Self::advance_load_cursor(&tx, key, cursor_id)?;
+        let started = std::time::Instant::now();
+        let r = tx.commit().ctx(|| "COMMIT".into());
+        self.timings.commit_s += started.elapsed().as_secs_f64();
+        r
+    }
+
+    fn advance_load_cursor(
+        conn: &Connection,
+        key: &str,
+        cursor_id: &str,
+    ) -> Result<(), WarehouseError> {
+        let n = conn
             .execute(
                 "UPDATE dobsob.sync_state SET cursor_id = ?, updated_at = now() WHERE dataset = ? AND phase = 'full'",
                 params![cursor_id, key],
@@ -608,10 +728,7 @@ impl Warehouse {
                 "{key} has no full load in progress"
             )));
         }
-        let started = std::time::Instant::now();
-        let r = tx.commit().ctx(|| "COMMIT".into());
-        self.timings.commit_s += started.elapsed().as_secs_f64();
-        r
+        Ok(())
     }
 
     /// Replaces the rows of a page in the live table (delete by `socrata_id`, insert) and, for a page of an
@@ -903,5 +1020,86 @@ impl Warehouse {
         self.conn
             .execute_batch("CHECKPOINT")
             .ctx(|| "CHECKPOINT".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soda::ViewColumn;
+
+    /// A page the page check wrongly called certain to cast still loads whole: DuckDB's typed reader
+    /// refuses it, the transaction rolls back, and the pages go the careful way, the bad cell kept as
+    /// uncastable and every other value typed.
+    #[test]
+    fn a_batch_duckdb_refuses_loads_the_careful_way_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wh = Warehouse::open(&dir.path().join("w.duckdb"), dir.path()).unwrap();
+        let schema =
+            TableSchema::from_view(&[ViewColumn::new("n", "number"), ViewColumn::new("t", "text")])
+                .unwrap();
+        wh.begin_full("k", &schema, "fp", None).unwrap();
+        let header: Vec<String> = [":id", ":created_at", ":updated_at", "n", "t"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let ts = "\"2024-01-01T00:00:00.000Z\"";
+        let write = |name: &str, rows: &[(&str, &str)]| {
+            let path = dir.path().join(name);
+            let mut body = "\":id\",\":created_at\",\":updated_at\",\"n\",\"t\"\n".to_string();
+            for (id, n) in rows {
+                body.push_str(&format!("\"{id}\",{ts},{ts},\"{n}\",\"x, \"\"y\"\"\"\n"));
+            }
+            std::fs::write(&path, body).unwrap();
+            path
+        };
+        let a = write("a.csv", &[("r1", "1.5"), ("r2", "-073.8600")]);
+        let b = write("b.csv", &[("r3", "12abc"), ("r4", "7")]);
+        let page = |path| PageFile {
+            path,
+            header: &header,
+            wide_decimals: &[],
+            castable: true,
+        };
+        wh.load_pages(
+            "k",
+            &schema,
+            &[page(&a), page(&b)],
+            &["r2".into(), "r4".into()],
+        )
+        .unwrap();
+        let load = load_table("k");
+        let rows: Vec<(String, Option<String>, String)> = wh
+            .conn
+            .prepare(&format!(
+                "SELECT socrata_id, CAST(n AS VARCHAR), t FROM {} ORDER BY socrata_id",
+                quote_ident(&load)
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let n = |v: &str| Some(v.to_string());
+        let t = "x, \"y\"".to_string();
+        assert_eq!(
+            rows,
+            [
+                ("r1".into(), n("1.500000000000000000"), t.clone()),
+                ("r2".into(), n("-73.860000000000000000"), t.clone()),
+                ("r3".into(), None, t.clone()),
+                ("r4".into(), n("7.000000000000000000"), t.clone()),
+            ]
+        );
+        assert_eq!(wh.uncastable_count(&load).unwrap(), 1);
+        let cursor: String = wh
+            .conn
+            .query_row(
+                "SELECT cursor_id FROM dobsob.sync_state WHERE dataset = 'k'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(cursor, "r4");
     }
 }

@@ -107,6 +107,30 @@ impl ColumnKind {
     }
 }
 
+impl ColumnKind {
+    /// The type the straight load has DuckDB's CSV reader parse a cell of this column as, for a column
+    /// stored as `stored` (a page whose every cell the page check found certain to cast; see
+    /// `sync::page::certainly_castable`). Instants are read as their UTC wall time.
+    pub fn read_type(self, stored: &str) -> &'static str {
+        if stored == "VARCHAR" {
+            return "VARCHAR";
+        }
+        match self {
+            ColumnKind::Instant => "TIMESTAMP",
+            kind => kind.duckdb_type(),
+        }
+    }
+
+    /// The stored value of a cell read as [`ColumnKind::read_type`] into `raw`: the same value
+    /// [`ColumnKind::cast_sql`] gives the cell's text (`tests/fuzz.rs` checks it).
+    pub fn from_read_sql(self, raw: &str, stored: &str) -> String {
+        match self.read_type(stored) {
+            "TIMESTAMP" if self == ColumnKind::Instant => format!("CAST({raw} AS TIMESTAMPTZ)"),
+            _ => raw.to_string(),
+        }
+    }
+}
+
 /// A floating Socrata timestamp (`2023-06-03T00:00:00.000`) as a TIMESTAMP.
 pub fn timestamp_sql(raw: &str) -> String {
     format!("TRY_CAST(regexp_replace({raw}, 'Z$', '') AS TIMESTAMP)")

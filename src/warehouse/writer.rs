@@ -40,12 +40,39 @@ impl WarehouseHandle {
         T: Send + 'static,
         F: FnOnce(&mut Warehouse) -> Result<T, WarehouseError> + Send + 'static,
     {
+        self.submit(f).await
+    }
+
+    /// Sends `f` to the writer thread now, and returns its answer to await later: the caller goes on (with
+    /// the next downloads) while the writer works, without borrowing the handle.
+    pub fn submit<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Warehouse) -> Result<T, WarehouseError> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Box::new(move |wh| {
-                let _ = tx.send(f(wh));
-            }))
-            .map_err(|_| WarehouseError::WriterGone)?;
-        rx.await.map_err(|_| WarehouseError::WriterGone)?
+        let sent = self.tx.send(Box::new(move |wh| {
+            let _ = tx.send(f(wh));
+        }));
+        Pending(sent.ok().map(|_| rx))
+    }
+}
+
+/// The answer of work sent with [`WarehouseHandle::submit`]: a future of the work's result.
+pub struct Pending<T>(Option<tokio::sync::oneshot::Receiver<Result<T, WarehouseError>>>);
+
+impl<T> std::future::Future for Pending<T> {
+    type Output = Result<T, WarehouseError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.0.as_mut() {
+            None => std::task::Poll::Ready(Err(WarehouseError::WriterGone)),
+            Some(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(WarehouseError::WriterGone))),
+        }
     }
 }

@@ -84,6 +84,13 @@ proptest! {
         let _ = parse_timestamp_ms(&junk);
     }
 
+    /// The hand-read fixed shape gives what chrono gives, for every string of about that shape.
+    #[test]
+    fn the_fast_timestamp_reader_agrees_with_chrono(t in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,10})?Z?|[0-9+-]{1,6}-[0-9]{1,2}-[0-9]{1,2}T[0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}.{0,4}") {
+        let reference = dobsob::soda::soql::chrono_timestamp_ms(t.strip_suffix('Z').unwrap_or(&t));
+        prop_assert_eq!(parse_timestamp_ms(&t), reference, "{}", t);
+    }
+
     #[test]
     fn quoted_values_reach_the_portal_as_the_same_string(s in "\\PC{0,40}") {
         let ds = every_type();

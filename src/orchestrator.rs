@@ -611,6 +611,12 @@ impl RunReport {
                             .map(|d| d.progress.timings.download_s)
                             .sum(),
                     ),
+                    hash_s: round2(
+                        self.datasets
+                            .iter()
+                            .map(|d| d.progress.timings.hash_s)
+                            .sum(),
+                    ),
                     check_s: round2(
                         self.datasets
                             .iter()
@@ -715,6 +721,8 @@ struct PerformanceMetrics {
 #[derive(Serialize)]
 struct Breakdown {
     download_s: f64,
+    /// Of `download_s`, hashing pages (sha256 as they arrive).
+    hash_s: f64,
     check_s: f64,
     merge_s: f64,
     stage_s: f64,

@@ -241,6 +241,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "commit_s",
             "count_s",
             "download_s",
+            "hash_s",
             "insert_s",
             "merge_s",
             "publish_s",
@@ -250,6 +251,14 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
         ]
     );
     assert!(m["breakdown"]["merge_s"].as_f64().unwrap() > 0.0, "{m}");
+    let (hash, download) = (
+        m["breakdown"]["hash_s"].as_f64().unwrap(),
+        m["breakdown"]["download_s"].as_f64().unwrap(),
+    );
+    assert!(
+        hash >= 0.0 && hash <= download,
+        "hashing is part of the download: {m}"
+    );
 
     // The summary's last line says it in one line, and the report's path follows.
     let text = stdout(&out);

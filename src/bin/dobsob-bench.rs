@@ -518,8 +518,8 @@ fn sync_bench(args: &Args, exe: &Path) {
     );
     let b = &full.report["performance_metrics"]["breakdown"];
     println!(
-        "  full sync, busy seconds per stage (download overlaps merge): download {} | check {} | merge {} = stage {} + insert {} + uncastable {} + commit {} + count {} + rest | swap {} | publish {}",
-        b["download_s"], b["check_s"], b["merge_s"], b["stage_s"], b["insert_s"], b["uncastable_s"], b["commit_s"], b["count_s"], b["swap_s"], b["publish_s"]
+        "  full sync, busy seconds per stage (download overlaps merge): download {} (hashing {}) | check {} | merge {} = stage {} + insert {} + uncastable {} + commit {} + count {} + rest | swap {} | publish {}",
+        b["download_s"], b["hash_s"], b["check_s"], b["merge_s"], b["stage_s"], b["insert_s"], b["uncastable_s"], b["commit_s"], b["count_s"], b["swap_s"], b["publish_s"]
     );
     println!(
         "publish after the full sync ({}): {:>8.2} s for {:.0} MB ({:.2} s/GB); plain copy + fsync of the same file {:.2} s ({:.2}x)",

@@ -124,6 +124,8 @@ pub struct Download {
     pub sha256: String,
     /// The request URL (never contains the token: that travels in a header).
     pub url: String,
+    /// Seconds spent computing the sha256 (part of the download's time).
+    pub hash_s: f64,
 }
 
 /// One request budget for a whole run, shared by every dataset job: on average at most one request per
@@ -421,10 +423,13 @@ impl SodaClient {
         let mut file = create_private(path).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
+        let mut hash = Duration::ZERO;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| network("GET", url, &e))?;
+            let started = std::time::Instant::now();
             hasher.update(&chunk);
+            hash += started.elapsed();
             bytes += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(io)?;
         }
@@ -433,6 +438,7 @@ impl SodaClient {
             bytes,
             sha256: hex(&hasher.finalize()),
             url: url.to_string(),
+            hash_s: hash.as_secs_f64(),
         })
     }
 

@@ -53,7 +53,13 @@ fn fixed_shape_ms(t: &[u8]) -> Option<Option<i64>> {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
         })
     }
-    if t.len() < 19 || t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[13] != b':' || t[16] != b':' {
+    if t.len() < 19
+        || t[4] != b'-'
+        || t[7] != b'-'
+        || t[10] != b'T'
+        || t[13] != b':'
+        || t[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(&t[0..4])?, num(&t[5..7])?, num(&t[8..10])?);

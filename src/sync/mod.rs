@@ -162,6 +162,8 @@ pub struct Progress {
 pub struct Timings {
     /// Receiving pages (HTTP, the file, the sha256 computed on the fly).
     pub download_s: f64,
+    /// Of `download_s`, computing the sha256.
+    pub hash_s: f64,
     /// The page checks in Rust (quotes, header, keys, order, decimals).
     pub check_s: f64,
     /// Merging pages on the writer thread (staging, typed insert, uncastable cells, counts).

@@ -112,6 +112,7 @@ impl Progress {
         self.rows_fetched += f.info.rows;
         self.pass_received += f.info.rows;
         self.timings.download_s += f.download_s;
+        self.timings.hash_s += f.dl.hash_s;
         self.timings.check_s += f.check_s;
         self.digest.update(f.dl.sha256.as_bytes());
     }

@@ -130,6 +130,15 @@ proptest! {
     }
 }
 
+/// The typed column kinds and the DuckDB types their columns are created with.
+const TYPED_KINDS: [(dobsob::warehouse::ColumnKind, &str); 5] = [
+    (dobsob::warehouse::ColumnKind::Decimal, "DECIMAL(38,18)"),
+    (dobsob::warehouse::ColumnKind::Double, "DOUBLE"),
+    (dobsob::warehouse::ColumnKind::Timestamp, "TIMESTAMP"),
+    (dobsob::warehouse::ColumnKind::Instant, "TIMESTAMPTZ"),
+    (dobsob::warehouse::ColumnKind::Boolean, "BOOLEAN"),
+];
+
 /// Cells a Socrata page may hold in a typed column: the usual shapes and the odd ones.
 fn typed_cell() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -155,17 +164,9 @@ proptest! {
     #[test]
     fn a_cell_called_certainly_castable_always_casts(cells in proptest::collection::vec(typed_cell(), 1..40)) {
         use dobsob::sync::page::certainly_castable;
-        use dobsob::warehouse::ColumnKind;
         let conn = duckdb::Connection::open_in_memory().unwrap();
-        let kinds = [
-            (ColumnKind::Decimal, "DECIMAL(38,18)"),
-            (ColumnKind::Double, "DOUBLE"),
-            (ColumnKind::Timestamp, "TIMESTAMP"),
-            (ColumnKind::Instant, "TIMESTAMPTZ"),
-            (ColumnKind::Boolean, "BOOLEAN"),
-        ];
         for cell in cells.iter().filter(|c| !c.is_empty()) {
-            for (kind, stored) in kinds {
+            for (kind, stored) in TYPED_KINDS {
                 if certainly_castable(kind, cell) {
                     let sql = format!("SELECT ({}) IS NOT NULL FROM (SELECT ?::VARCHAR AS c)", kind.cast_sql("c", stored));
                     let ok: bool = conn.query_row(&sql, [cell], |r| r.get(0)).unwrap();
@@ -181,18 +182,10 @@ proptest! {
     #[test]
     fn a_certain_cell_read_typed_from_csv_equals_its_cast(cells in proptest::collection::vec(typed_cell(), 1..40)) {
         use dobsob::sync::page::certainly_castable;
-        use dobsob::warehouse::ColumnKind;
         let conn = duckdb::Connection::open_in_memory().unwrap();
         conn.execute_batch("SET threads = 1").unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let kinds = [
-            (ColumnKind::Decimal, "DECIMAL(38,18)"),
-            (ColumnKind::Double, "DOUBLE"),
-            (ColumnKind::Timestamp, "TIMESTAMP"),
-            (ColumnKind::Instant, "TIMESTAMPTZ"),
-            (ColumnKind::Boolean, "BOOLEAN"),
-        ];
-        for (kind, stored) in kinds {
+        for (kind, stored) in TYPED_KINDS {
             let certain: Vec<&String> = cells.iter().filter(|c| !c.is_empty() && certainly_castable(kind, c)).collect();
             if certain.is_empty() {
                 continue;

@@ -57,6 +57,20 @@ fn gate_value(rows_updated_at: Option<i64>, portal_date: Option<i64>) -> Option<
     (d >= r + GATE_MARGIN_SECS).then_some(r)
 }
 
+/// Runs `fut` unless `shutdown` is asked for first.
+pub(super) async fn until_shutdown<T, E>(
+    shutdown: &super::Shutdown,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, SyncError>
+where
+    SyncError: From<E>,
+{
+    tokio::select! {
+        r = fut => r.map_err(SyncError::from),
+        _ = shutdown.wait() => Err(SyncError::Interrupted),
+    }
+}
+
 impl Engine {
     /// Runs `fut` unless shutdown is asked for first.
     pub(super) async fn interruptible<T, E>(
@@ -66,10 +80,7 @@ impl Engine {
     where
         SyncError: From<E>,
     {
-        tokio::select! {
-            r = fut => r.map_err(SyncError::from),
-            _ = self.shutdown.wait() => Err(SyncError::Interrupted),
-        }
+        until_shutdown(&self.shutdown, fut).await
     }
 
     /// The dataset as the catalog and the portal's metadata describe it.

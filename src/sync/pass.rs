@@ -173,10 +173,7 @@ impl Fetcher<'_> {
     where
         SyncError: From<E>,
     {
-        tokio::select! {
-            r = fut => r.map_err(SyncError::from),
-            _ = self.shutdown.wait() => Err(SyncError::Interrupted),
-        }
+        super::dataset::until_shutdown(self.shutdown, fut).await
     }
 
     fn page_path(&self, key: &str, what: &str) -> PathBuf {
@@ -238,21 +235,13 @@ impl Engine {
         page_path(&self.tmp_dir, key, what)
     }
 
-    /// Downloads page number `page` of a pass into page file `slot` and checks it.
-    pub(super) async fn fetch_rows(
-        &self,
-        ds: &Dataset,
-        q: &PageQuery,
-        schema: &Arc<TableSchema>,
-        slot: usize,
-        page: u64,
-    ) -> Result<Fetched, SyncError> {
-        let fetcher = Fetcher {
+    /// The page downloader, borrowing the client, the shutdown and the page directory.
+    pub(super) fn fetcher(&self) -> Fetcher<'_> {
+        Fetcher {
             client: &self.client,
             shutdown: &self.shutdown,
             tmp_dir: &self.tmp_dir,
-        };
-        fetcher.fetch_rows(ds, q, schema, slot, page).await
+        }
     }
 
     /// Reports what a page says about the metadata: fields it has that the metadata lacks (not stored), and
@@ -313,6 +302,24 @@ impl Engine {
         let mut in_flight: Option<InFlight> = None;
         let mut failure: Option<SyncError> = None;
         let mut stopped = false;
+        // Records a finished merge `m` whose answer is `answer` (touching only the ledger, the client's counts
+        // and the observer, so that a download may be under way).
+        macro_rules! record {
+            ($m:expr, $answer:expr) => {
+                Self::record_merged(
+                    &mut self.ledger,
+                    &self.client,
+                    &*self.observer,
+                    ds,
+                    attempt,
+                    progress,
+                    $m.batch,
+                    $m.pass,
+                    $answer,
+                    &mut last_committed,
+                )
+            };
+        }
         let fetcher = Fetcher {
             client: &self.client,
             shutdown: &self.shutdown,
@@ -380,18 +387,7 @@ impl Engine {
             if end || full {
                 if let Some(m) = in_flight.take() {
                     let answer = m.answer.await;
-                    let r = Self::record_merged(
-                        &mut self.ledger,
-                        &self.client,
-                        &*self.observer,
-                        ds,
-                        attempt,
-                        progress,
-                        m.batch,
-                        m.pass,
-                        answer,
-                        &mut last_committed,
-                    );
+                    let r = record!(m, answer);
                     if let Err(e) = r {
                         failure = Some(e);
                         break;
@@ -415,7 +411,7 @@ impl Engine {
                     r = fetch.as_mut() => break Some(r),
                     answer = &mut m.answer => {
                         let Some(m) = in_flight.take() else { unreachable!() };
-                        let r = Self::record_merged(&mut self.ledger, &self.client, &*self.observer, ds, attempt, progress, m.batch, m.pass, answer, &mut last_committed);
+                        let r = record!(m, answer);
                         if let Err(e) = r {
                             failure = Some(e);
                             break None;
@@ -432,18 +428,7 @@ impl Engine {
         if failure.is_none() && !batch.is_empty() {
             if let Some(m) = in_flight.take() {
                 let answer = m.answer.await;
-                let r = Self::record_merged(
-                    &mut self.ledger,
-                    &self.client,
-                    &*self.observer,
-                    ds,
-                    attempt,
-                    progress,
-                    m.batch,
-                    m.pass,
-                    answer,
-                    &mut last_committed,
-                );
+                let r = record!(m, answer);
                 if let Err(e) = r {
                     failure = Some(e);
                 }
@@ -455,18 +440,7 @@ impl Engine {
         // Whatever ended the pass, what the writer is merging is waited for and recorded.
         if let Some(m) = in_flight.take() {
             let answer = m.answer.await;
-            match Self::record_merged(
-                &mut self.ledger,
-                &self.client,
-                &*self.observer,
-                ds,
-                attempt,
-                progress,
-                m.batch,
-                m.pass,
-                answer,
-                &mut last_committed,
-            ) {
+            match record!(m, answer) {
                 Err(e) if failure.is_none() => failure = Some(e),
                 Err(e) => tracing::warn!(dataset = %key, "{e}"),
                 Ok(()) => {}

@@ -336,6 +336,7 @@ impl Engine {
             }
             let wanted: HashSet<&String> = ids.iter().collect();
             let fetched = self
+                .fetcher()
                 .fetch_rows(
                     ds,
                     &PageQuery::rows_with_ids(&ids),

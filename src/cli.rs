@@ -235,7 +235,7 @@ pub struct SyncArgs {
     /// Requests that may go out back to back, within --max-requests-per-second on average, after the budget
     /// was idle: a night of unchanged datasets costs one metadata request each and goes out in one burst
     /// (at most --max-concurrent at a time) instead of waiting a turn for each. 1: no burst.
-    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = crate::orchestrator::DEFAULT_REQUEST_BURST, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub request_burst: u32,
 
     /// A deadline for the run, e.g. 2h, 90m, 1h30m, 600s: past it nothing new starts and running datasets stop

@@ -114,6 +114,20 @@ pub struct Config {
     pub publish_interval: Option<Duration>,
 }
 
+/// Requests that may go out back to back after a pause (`--request-burst`): a night's metadata checks of 18
+/// datasets in one burst.
+pub const DEFAULT_REQUEST_BURST: u32 = 20;
+
+/// The request budget when none is asked for: 5 requests per second without an app token (the portal's
+/// shared per-IP pool), 20 with one.
+pub fn default_requests_per_second(token: Option<&AppToken>) -> f64 {
+    if token.is_some() {
+        20.0
+    } else {
+        5.0
+    }
+}
+
 impl Config {
     /// The CLI's defaults, with reports in `<data_dir>/reports`.
     pub fn new(data_dir: PathBuf, portal: Url) -> Config {
@@ -132,8 +146,8 @@ impl Config {
             },
             timeout: Duration::from_secs(300),
             limits: Limits::default(),
-            max_requests_per_second: 5.0,
-            request_burst: 20,
+            max_requests_per_second: default_requests_per_second(None),
+            request_burst: DEFAULT_REQUEST_BURST,
             options: RunOptions::default(),
             overlap: Duration::from_secs(300),
             late_window: Duration::from_secs(86_400),
@@ -444,11 +458,6 @@ fn adopt_old_layout(working: &Path, published: &Path) -> Result<(), Error> {
         published.display(),
         working.display()
     );
-    let wal = |p: &Path| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(".wal");
-        PathBuf::from(s)
-    };
     let moved = |from: &Path, to: &Path| {
         std::fs::rename(from, to).map_err(|e| {
             Error::Runtime(format!(
@@ -459,8 +468,9 @@ fn adopt_old_layout(working: &Path, published: &Path) -> Result<(), Error> {
         })
     };
     // The WAL first: a crash between the two leaves the database where the next run adopts it again.
-    if wal(published).exists() {
-        moved(&wal(published), &wal(working))?;
+    let wal_of = crate::warehouse::wal_of;
+    if wal_of(published).exists() {
+        moved(&wal_of(published), &wal_of(working))?;
     }
     moved(published, working)?;
     #[cfg(unix)]

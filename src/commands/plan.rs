@@ -84,9 +84,9 @@ pub async fn print(
         &["DATASET", "PRIORITY", "SCHEDULE", "WOULD", "SIZE"],
         &rows,
     ));
-    let per_second = args
-        .max_requests_per_second
-        .unwrap_or(if settings.token.is_some() { 20.0 } else { 5.0 });
+    let per_second = args.max_requests_per_second.unwrap_or_else(|| {
+        crate::orchestrator::default_requests_per_second(settings.token.as_ref())
+    });
     printer.line(&format!(
         "concurrency: --max-concurrent {}, --max-large {} (over --large-mb {}), --max-requests-per-second {} \
          (--request-burst {}), --throttle {}s{}",

@@ -3,7 +3,7 @@
 
 use crate::cli::SyncArgs;
 use crate::error::{Error, ExitStatus};
-use crate::orchestrator::{Config, Orchestrator, Plan, RunReport};
+use crate::orchestrator::{default_requests_per_second, Config, Orchestrator, Plan, RunReport};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
@@ -33,7 +33,7 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
     };
     c.max_requests_per_second = args
         .max_requests_per_second
-        .unwrap_or(if settings.token.is_some() { 20.0 } else { 5.0 });
+        .unwrap_or_else(|| default_requests_per_second(settings.token.as_ref()));
     c.request_burst = args.request_burst;
     c.options = RunOptions {
         schedule_grace: args.schedule_check.then_some(args.grace as i64),

@@ -19,7 +19,7 @@ use duckdb::{params, Connection, OptionalExt};
 
 use crate::soda::Watermark;
 pub use describe::{ColumnDescription, Description};
-pub use publish::{publishing_path, Published};
+pub use publish::{publishing_path, wal_of, Published};
 pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
 pub use writer::{Pending, WarehouseHandle};
 

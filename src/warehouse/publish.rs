@@ -38,7 +38,8 @@ pub fn publishing_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.publishing"))
 }
 
-fn wal_of(target: &Path) -> PathBuf {
+/// The WAL DuckDB finds beside a database file, by name.
+pub fn wal_of(target: &Path) -> PathBuf {
     let mut s = target.as_os_str().to_owned();
     s.push(".wal");
     PathBuf::from(s)

@@ -124,6 +124,12 @@ impl Progress {
         self.rows_inserted += rows - replaced;
     }
 
+    /// Takes the job's request and retry counts so far from its client ([`crate::soda::SodaClient::for_job`]).
+    pub(super) fn count_requests(&mut self, client: &crate::soda::SodaClient) {
+        self.requests = client.job_stats().requests();
+        self.retries = client.job_stats().retries();
+    }
+
     /// Records a warning once (the same message from every page of a pass is one warning).
     pub(super) fn warn(&mut self, dataset: &str, message: String) {
         if !self.warnings.contains(&message) {
@@ -176,10 +182,6 @@ impl Fetcher<'_> {
         super::dataset::until_shutdown(self.shutdown, fut).await
     }
 
-    fn page_path(&self, key: &str, what: &str) -> PathBuf {
-        page_path(self.tmp_dir, key, what)
-    }
-
     /// Downloads page number `page` of a pass into page file `slot` and checks it.
     /// Borrows only the client, the shutdown and the page directory, so that the ledger can record a
     /// finished merge while a download is under way.
@@ -191,7 +193,7 @@ impl Fetcher<'_> {
         slot: usize,
         page: u64,
     ) -> Result<Fetched, SyncError> {
-        let path = self.page_path(ds.key.as_str(), &page_slot(slot));
+        let path = page_path(self.tmp_dir, ds.key.as_str(), &page_slot(slot));
         let started = std::time::Instant::now();
         let dl = self
             .interruptible(self.client.download_csv(ds.id.as_str(), q, &path))
@@ -541,8 +543,7 @@ impl Engine {
             )?;
             *last_committed = Some(b.last.clone());
         }
-        progress.requests = client.job_stats().requests();
-        progress.retries = client.job_stats().retries();
+        progress.count_requests(client);
         observer.progress(ds.key.as_str(), progress);
         Ok(())
     }

@@ -2,10 +2,10 @@
 //!
 //! At most `max_concurrent` datasets are in flight, and among them at most `max_large` whose size is over
 //! `large_mb` (the bytes of the last full load when the ledger knows them, else the catalog's `size_mb`).
-//! Downloads start `throttle` apart (a dataset stopped by the change gate never waits). Fetching runs in parallel; every merge goes through the one warehouse
-//! writer thread, so the warehouse stays single-writer. The first job starts alone until the portal has
-//! answered once: if it cannot be reached at all, the run says so once and skips the rest instead of failing
-//! every dataset the same way.
+//! Downloads start `throttle` apart (a dataset stopped by the change gate never waits). Fetching runs in
+//! parallel; every merge goes through the one warehouse writer thread, so the warehouse stays single-writer.
+//! The first job starts alone until the portal has answered once: if it cannot be reached at all, the run
+//! says so once and skips the rest instead of failing every dataset the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -207,8 +207,7 @@ impl Engine {
 
     /// Tells the observer how far a dataset has got (with its request counts so far).
     pub(super) fn observe(&self, ds: &Dataset, progress: &mut Progress) {
-        progress.requests = self.client.job_stats().requests();
-        progress.retries = self.client.job_stats().retries();
+        progress.count_requests(&self.client);
         self.observer.progress(ds.key.as_str(), progress);
     }
 
@@ -374,8 +373,7 @@ impl Engine {
                 );
             }
         }
-        progress.requests = self.client.job_stats().requests();
-        progress.retries = self.client.job_stats().retries();
+        progress.count_requests(&self.client);
         let slots = (0..pass::PAGE_SLOTS).map(pass::page_slot);
         for what in slots.chain(["ids".to_string()]) {
             let _ = std::fs::remove_file(self.page_path(ds.key.as_str(), &what));

@@ -111,8 +111,9 @@ pub struct PageFile<'a> {
     pub header: &'a [String],
     /// Decimal columns with a value DECIMAL(38,18) cannot hold: widened before the page is merged.
     pub wide_decimals: &'a [String],
-    /// The page check found every typed cell certain to cast and no quoted empty string: a full load's page
-    /// is inserted straight from the CSV, without staging it or looking for uncastable cells.
+    /// The page check found every typed cell certain to cast and no quoted empty string: in a full load, a
+    /// batch of such pages is inserted straight from the CSV ([`Warehouse::load_pages`]), without staging
+    /// or looking for uncastable cells.
     pub castable: bool,
 }
 
@@ -160,9 +161,23 @@ fn read_csv_sql(paths: &[&Path], types: &[&str]) -> String {
     )
 }
 
-/// Whether a page field is one of the system timestamps (read as a TIMESTAMP by the straight load).
+/// Whether a page field is one of the system timestamps (instants, like a `date` column).
 fn is_system_instant(field: &str) -> bool {
     field == ":created_at" || field == ":updated_at"
+}
+
+/// Commits `tx`, counting the time in `timings.commit_s` (the WAL write, and DuckDB's automatic checkpoints).
+fn commit(tx: duckdb::Transaction<'_>, timings: &mut WriterTimings) -> Result<(), WarehouseError> {
+    let started = std::time::Instant::now();
+    let r = tx.commit().ctx(|| "COMMIT".into());
+    timings.commit_s += started.elapsed().as_secs_f64();
+    r
+}
+
+/// The type column `name` has in the table now (`types`, from [`Warehouse::column_types`]); "" if it has
+/// none (the insert then fails on the missing column).
+fn stored_type<'t>(types: &'t std::collections::HashMap<String, String>, name: &str) -> &'t str {
+    types.get(name).map(String::as_str).unwrap_or("")
 }
 
 /// The table a full load fills before the swap.
@@ -534,11 +549,13 @@ impl Warehouse {
                 .map(|i| format!("c{i}"))
                 .ok_or_else(|| WarehouseError::State(format!("page has no {name} column")))
         };
+        // The system timestamps are instants, stored as TIMESTAMPTZ.
+        let instant_type = ColumnKind::Instant.duckdb_type();
         let instant = |raw: String| {
             if typed {
-                format!("CAST({raw} AS TIMESTAMPTZ)")
+                ColumnKind::Instant.from_read_sql(&raw, instant_type)
             } else {
-                schema::instant_sql(&raw)
+                ColumnKind::Instant.cast_sql(&raw, instant_type)
             }
         };
         let mut select = vec![
@@ -551,7 +568,7 @@ impl Warehouse {
                 .unwrap_or_else(|| "NULL".into()),
         ];
         for c in &schema.columns {
-            let stored = types.get(&c.name).map(String::as_str).unwrap_or("");
+            let stored = stored_type(types, &c.name);
             // A column the page does not carry is null in every row of it (reported by the page check).
             select.push(match pos(&c.name) {
                 Some(i) if typed => c.kind.from_read_sql(&format!("c{i}"), stored),
@@ -584,12 +601,10 @@ impl Warehouse {
             .iter()
             .map(|h| {
                 if is_system_instant(h) {
-                    return "TIMESTAMP";
+                    return ColumnKind::Instant.read_type(ColumnKind::Instant.duckdb_type());
                 }
                 match schema.columns.iter().find(|c| &c.name == h) {
-                    Some(c) => c
-                        .kind
-                        .read_type(types.get(&c.name).map(String::as_str).unwrap_or("VARCHAR")),
+                    Some(c) => c.kind.read_type(stored_type(types, &c.name)),
                     None => "VARCHAR",
                 }
             })
@@ -610,7 +625,7 @@ impl Warehouse {
                 continue;
             };
             let raw = format!("c{i}");
-            let stored = types.get(&c.name).map(String::as_str).unwrap_or("");
+            let stored = stored_type(types, &c.name);
             if let Some(pred) = c.uncastable_sql(&raw, stored) {
                 conn.execute(
                     &format!("INSERT INTO dobsob.uncastable SELECT ?, c{id}, ?, ?, {raw} FROM _dobsob_page WHERE {pred}"),
@@ -685,15 +700,12 @@ impl Warehouse {
             .ctx(|| format!("inserting into {load}"))?;
         self.timings.insert_s += started.elapsed().as_secs_f64();
         Self::advance_load_cursor(&tx, key, cursor_id)?;
-        let started = std::time::Instant::now();
-        let r = tx.commit().ctx(|| "COMMIT".into());
-        self.timings.commit_s += started.elapsed().as_secs_f64();
-        r
+        commit(tx, &mut self.timings)
     }
 
     /// Appends one page of a full load to the load table the careful way (staged, typed with `TRY_CAST`,
     /// uncastable cells kept) and records `cursor_id`, in one transaction.
-    pub fn load_page(
+    fn load_page(
         &mut self,
         key: &str,
         schema: &TableSchema,
@@ -706,10 +718,7 @@ impl Warehouse {
         Self::widen_decimals(&tx, &load, page)?;
         Self::insert_page(&tx, &load, schema, page, &mut self.timings)?;
         Self::advance_load_cursor(&tx, key, cursor_id)?;
-        let started = std::time::Instant::now();
-        let r = tx.commit().ctx(|| "COMMIT".into());
-        self.timings.commit_s += started.elapsed().as_secs_f64();
-        r
+        commit(tx, &mut self.timings)
     }
 
     fn advance_load_cursor(
@@ -778,10 +787,7 @@ impl Warehouse {
                 "{key} is not in its incremental phase"
             )));
         }
-        let started = std::time::Instant::now();
-        let r = tx.commit().ctx(|| "COMMIT".into());
-        self.timings.commit_s += started.elapsed().as_secs_f64();
-        r?;
+        commit(tx, &mut self.timings)?;
         Ok(replaced as u64)
     }
 
@@ -860,10 +866,7 @@ impl Warehouse {
                 "{key} has no full load in progress"
             )));
         }
-        let started = std::time::Instant::now();
-        let r = tx.commit().ctx(|| "COMMIT".into());
-        self.timings.commit_s += started.elapsed().as_secs_f64();
-        r
+        commit(tx, &mut self.timings)
     }
 
     /// Starts collecting the source's id set (for deletion detection).

@@ -32,7 +32,7 @@ pub(super) const MAX_BATCH_PAGES: usize = 16;
 /// divides [`BATCH_ROWS`] (or a multiple of it), so that batches are whole row groups. 50,000 gives 40,960
 /// (three pages a row group), 100,000 gives 61,440. Sizes under 8,192 are kept as they are, and such pages
 /// are committed one by one ([`batch_full`]): the loads are small, and a kill loses at most a page.
-pub(super) fn full_page_size(page_size: u64) -> u64 {
+pub fn full_page_size(page_size: u64) -> u64 {
     if page_size < 8_192 {
         return page_size;
     }

@@ -36,6 +36,34 @@ fn a_capped_limit_neither_truncates_a_full_load_nor_empties_a_table() {
     env.assert_equal_to_source("hpd_violations", HPD_VIOLATIONS);
 }
 
+/// A full load of large pages commits in row-group batches that assume nothing of the pages' size: when the
+/// portal caps `$limit` far below what is asked (5,000 of 8,192), the short pages go on into batches of up to
+/// 16 pages, and the table still equals the source.
+#[test]
+fn a_capped_limit_in_a_batched_full_load_loses_nothing() {
+    let env = TestEnv::new();
+    let total = 90_000;
+    let catalog = env.generated_catalog("big", "bigc-0001", total);
+    env.emu.state().quirks.limit_cap = Some(5_000);
+    let out = env
+        .cmd(&["sync", "--datasets", "big", "--page-size", "8192"])
+        .env("DOBSOB_CATALOG", &catalog)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    env.assert_equal_to_source("big", "bigc-0001");
+    let pages: i64 = env
+        .ledger()
+        .query_row("SELECT count(*) FROM pages WHERE rows = 5000", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        pages, 18,
+        "the full load: 90,000 rows in capped pages of 5,000"
+    );
+}
+
 #[test]
 fn a_portal_that_ignores_where_fails_the_dataset_without_looping_or_committing() {
     let env = TestEnv::new();

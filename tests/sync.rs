@@ -232,18 +232,7 @@ fn kill_9_between_row_group_batches_resumes_from_the_last_batch() {
     let env = TestEnv::new();
     let id = "bigr-0001";
     let total = 2 * 122_880 + 5_000;
-    env.emu
-        .state()
-        .add_dataset(dobsob::emulator::synthetic(id, total as u64));
-    let catalog = env.data_dir().with_file_name("big.toml");
-    std::fs::write(
-        &catalog,
-        format!(
-            "[[dataset]]\nkey = \"big\"\nid = \"{id}\"\nname = \"big\"\ngroup = \"primary\"\n\
-             frequency = \"daily\"\nsize_mb = 10\n"
-        ),
-    )
-    .unwrap();
+    let catalog = env.generated_catalog("big", id, total as u64);
     let args = ["sync", "--datasets", "big", "--page-size", "8192", "-q"];
     // The 21st request for rows stalls (a page of the second batch: the count and the newest row are asked
     // first), so the second batch cannot commit.

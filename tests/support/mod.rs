@@ -47,6 +47,24 @@ impl TestEnv {
         self.dir.path().join("data")
     }
 
+    /// Serves a generated dataset `id` of `rows` rows (`dobsob::emulator::synthetic`) and writes a catalog
+    /// of it alone, keyed `key`; returns the catalog's path, for `DOBSOB_CATALOG`.
+    pub fn generated_catalog(&self, key: &str, id: &str, rows: u64) -> PathBuf {
+        self.emu
+            .state()
+            .add_dataset(dobsob::emulator::synthetic(id, rows));
+        let catalog = self.dir.path().join(format!("{key}.toml"));
+        std::fs::write(
+            &catalog,
+            format!(
+                "[[dataset]]\nkey = \"{key}\"\nid = \"{id}\"\nname = \"{key}\"\ngroup = \"primary\"\n\
+                 frequency = \"daily\"\nsize_mb = 10\n"
+            ),
+        )
+        .unwrap();
+        catalog
+    }
+
     /// The `dobsob` command, pointed at this env's data dir, the fixtures catalog and the emulator.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dobsob"));

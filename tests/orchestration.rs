@@ -603,6 +603,19 @@ fn throttle_spaces_dataset_downloads_and_an_unchanged_dataset_does_not_wait() {
     assert_eq!(arrivals.len(), 5, "one request per dataset: {arrivals:?}");
     let span = arrivals.last().unwrap().1 - arrivals[0].1;
     assert!(span < 3000, "metadata requests {arrivals:?}");
+    // Under the budget without an app token (5 requests a second), the night's checks go out in one burst
+    // (--request-burst, 20 by default): spaced one budget interval apart they would span at least 800 ms.
+    env.emu.state().arrivals.clear();
+    let mut args = vec!["sync", "--throttle", "3", "--max-requests-per-second", "5"];
+    args.extend_from_slice(&throttle[2..]);
+    env.run_ok(&args);
+    let arrivals = env.emu.state().arrivals.clone();
+    assert_eq!(arrivals.len(), 5, "one request per dataset: {arrivals:?}");
+    let span = arrivals.last().unwrap().1 - arrivals[0].1;
+    assert!(
+        span < 600,
+        "metadata requests under the default budget: {arrivals:?}"
+    );
 }
 
 #[test]

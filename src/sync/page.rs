@@ -292,7 +292,7 @@ pub fn check_step(
         Cursor::After(c) => {
             if first.id == c.id {
                 return Err(format!(
-                    "the page starts with the cursor's own row {} instead of the row after it (the portal                      ignored $where?)",
+                    "the page starts with the cursor's own row {} instead of the row after it (the portal ignored $where?)",
                     c.id
                 ));
             }
@@ -315,7 +315,8 @@ pub fn check_step(
     if order == Order::UpdatedAt {
         if let Some((row, id)) = &info.time_order_break {
             return Err(format!(
-                "row {row} (:id {id}) is older than the row before it: the page is not in :updated_at order                  (the portal ignored $order?)"
+                "row {row} (:id {id}) is older than the row before it: the page is not in :updated_at order \
+                 (the portal ignored $order?)"
             ));
         }
     }

@@ -657,9 +657,8 @@ impl RunReport {
     /// Writes the report into `dir` as `orchestration_report_YYYYMMDD_HHMMSS.json` (the run's start, UTC;
     /// `_run<ID>` is added when two runs started in the same second), private to the user.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, Error> {
-        let stamp = chrono::DateTime::parse_from_rfc3339(&self.started_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now())
+        let stamp = crate::sync::schedule::parse_time(&self.started_at)
+            .unwrap_or_else(chrono::Utc::now)
             .format("%Y%m%d_%H%M%S");
         let mut path = dir.join(format!("orchestration_report_{stamp}.json"));
         if path.exists() {

@@ -8,6 +8,7 @@
 use duckdb::params;
 
 use crate::ledger::DatasetRecord;
+use crate::sync::schedule::parse_time;
 
 use super::{quote_ident, quote_literal, Context, Warehouse, WarehouseError};
 
@@ -39,12 +40,6 @@ pub struct Description {
 /// A UTC time as DuckDB's core reads a TIMESTAMP (no time zone handling without ICU).
 fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
-}
-
-fn parse_rfc3339(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// The comments dobsob's own columns get.
@@ -207,7 +202,7 @@ impl Warehouse {
                 ))
                 .ctx(|| "rewriting dobsob.datasets_state".into())?;
             for s in states {
-                let success = s.last_success_at.as_deref().and_then(parse_rfc3339);
+                let success = s.last_success_at.as_deref().and_then(parse_time);
                 let period = frequencies
                     .iter()
                     .find(|(k, _)| *k == s.key)
@@ -222,10 +217,7 @@ impl Warehouse {
                     s.row_count,
                     s.source_count,
                     success.map(utc),
-                    s.last_attempt_at
-                        .as_deref()
-                        .and_then(parse_rfc3339)
-                        .map(utc),
+                    s.last_attempt_at.as_deref().and_then(parse_time).map(utc),
                     s.last_outcome,
                     s.last_error,
                     s.consecutive_failures,

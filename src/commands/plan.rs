@@ -45,20 +45,12 @@ pub async fn print(
         } else {
             action(&client, ds, rec.as_ref(), args, mode).await
         };
-        // The size that decides "large": the last full load's bytes when known, else the catalog's.
         let loaded = match &ledger {
             Some(l) => l.last_full_load_bytes(ds.key.as_str())?,
             None => None,
         };
-        let (mb, source) = match loaded {
-            Some(b) if b > 0 => (b / 1_000_000, "last full load"),
-            _ => (ds.size_mb as i64, "catalog"),
-        };
-        let large = if mb > args.large_mb as i64 {
-            ", large"
-        } else {
-            ""
-        };
+        let (mb, source) = sync::size_estimate_mb(loaded, ds);
+        let large = if mb > args.large_mb { ", large" } else { "" };
         let size = match rec.as_ref().and_then(|r| r.row_count) {
             Some(n) => format!("{mb} MB ({source}{large}), {n} rows"),
             None => format!("{mb} MB ({source}{large})"),

@@ -25,7 +25,7 @@ use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
 pub use dataset::{fingerprint, gate_holds, unchanged_reason};
 pub use reconcile::DeleteGuard;
-pub use run::{start_order, Job, Limits, RunMetrics, RunResult, Throttle};
+pub use run::{size_estimate_mb, start_order, Job, Limits, RunMetrics, RunResult, Throttle};
 pub use shutdown::Shutdown;
 
 /// What to do with each dataset.
@@ -157,8 +157,8 @@ pub struct Progress {
     digest: sha2::Sha256,
 }
 
-/// Busy seconds of each stage of a dataset's pages. The download of page N+1 overlaps the merge of page N,
-/// so these add up to more than the wall time when the overlap works.
+/// Busy seconds of each stage of a dataset's pages. Downloads overlap the merge of the page (or the full
+/// load's batch) before, so these add up to more than the wall time when the overlap works.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Timings {
     /// Receiving pages (HTTP, the file, the sha256 computed on the fly).

@@ -148,6 +148,18 @@ pub struct RunMetrics {
     pub retries: u64,
 }
 
+/// The size in MB that decides whether a dataset is large, and where it comes from: the bytes its last
+/// full load downloaded (`loaded_bytes`, from the ledger) when known, else the catalog's `size_mb`.
+pub fn size_estimate_mb(loaded_bytes: Option<i64>, ds: &Dataset) -> (u32, &'static str) {
+    match loaded_bytes {
+        Some(b) if b > 0 => (
+            (b / 1_000_000).min(u32::MAX as i64) as u32,
+            "last full load",
+        ),
+        _ => (ds.size_mb, "catalog"),
+    }
+}
+
 /// A report for a dataset that was not started.
 fn skipped(job: &Job, reason: String) -> DatasetReport {
     DatasetReport {
@@ -211,12 +223,10 @@ impl Engine {
         self.observer.progress(ds.key.as_str(), progress);
     }
 
-    /// The size that decides whether a dataset is large: its last full load's bytes, else the catalog's.
+    /// The size that decides whether a dataset is large (see [`size_estimate_mb`]).
     fn size_mb(&self, ds: &Dataset) -> Result<u32, LedgerError> {
-        Ok(match self.ledger.last_full_load_bytes(ds.key.as_str())? {
-            Some(b) if b > 0 => (b / 1_000_000).min(u32::MAX as i64) as u32,
-            _ => ds.size_mb,
-        })
+        let loaded = self.ledger.last_full_load_bytes(ds.key.as_str())?;
+        Ok(size_estimate_mb(loaded, ds).0)
     }
 
     /// Runs `jobs` (already in start order, see [`start_order`]) within the limits; returns their reports in

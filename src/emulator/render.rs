@@ -529,9 +529,21 @@ fn answer(
             .take(p.limit)
             .collect(),
         Some(order) => {
+            // The rows a stable sort would put first: ties keep the server's :id order. Only the page's
+            // rows are sorted (the emulator's CPU is taken from the client's on one machine).
+            let cmp = |a: &&Row, b: &&Row| {
+                soql::cmp_rows(ds, a, b, order).then_with(|| a.seq.cmp(&b.seq))
+            };
             let mut all: Vec<&Row> = ds.rows.values().filter(matches).collect();
-            all.sort_by(|a, b| soql::cmp_rows(ds, a, b, order));
-            all.into_iter().skip(p.offset).take(p.limit).collect()
+            let end = p.offset.saturating_add(p.limit).min(all.len());
+            if end < all.len() {
+                if end > 0 {
+                    all.select_nth_unstable_by(end - 1, cmp);
+                }
+                all.truncate(end);
+            }
+            all.sort_unstable_by(cmp);
+            all.into_iter().skip(p.offset).collect()
         }
         None => {
             // No total order, no stable pages: the real portal's order without $order is arbitrary.
@@ -610,7 +622,13 @@ fn render_csv(ds: &Dataset, fields: &[(String, Field)], rows: &[&Row]) -> Vec<u8
     let mut out = Vec::with_capacity(rows.len() * 256);
     let quote = |out: &mut Vec<u8>, s: &str| {
         out.push(b'"');
-        out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+        let mut rest = s.as_bytes();
+        while let Some(i) = memchr::memchr(b'"', rest) {
+            out.extend_from_slice(&rest[..=i]);
+            out.push(b'"');
+            rest = &rest[i + 1..];
+        }
+        out.extend_from_slice(rest);
         out.push(b'"');
     };
     for (i, (name, _)) in fields.iter().enumerate() {
@@ -625,15 +643,19 @@ fn render_csv(ds: &Dataset, fields: &[(String, Field)], rows: &[&Row]) -> Vec<u8
             if i > 0 {
                 out.push(b',');
             }
-            let text = match f {
-                Field::Column(c) => r.cells[*c]
-                    .as_ref()
-                    .map(|v| cell_text(&ds.columns[*c].data_type_name, v)),
-                sys => system_value(r, sys),
-            };
             // Every non-null cell is quoted; a null is an empty unquoted cell.
-            if let Some(t) = text {
-                quote(&mut out, &t);
+            match f {
+                // Most cells are text: written without a copy.
+                Field::Column(c) => match &r.cells[*c] {
+                    Some(Value::String(s)) => quote(&mut out, s),
+                    Some(v) => quote(&mut out, &cell_text(&ds.columns[*c].data_type_name, v)),
+                    None => {}
+                },
+                sys => {
+                    if let Some(t) = system_value(r, sys) {
+                        quote(&mut out, &t);
+                    }
+                }
             }
         }
         out.push(b'\n');
@@ -662,4 +684,55 @@ fn render_json(fields: &[(String, Field)], rows: &[&Row]) -> Vec<u8> {
     let mut body = serde_json::to_vec(&arr).expect("JSON");
     body.push(b'\n');
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The ids of a CSV page whose first column is `:id` (no cell in these pages spans lines).
+    fn page_ids(body: &[u8]) -> Vec<String> {
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().trim_matches('"').to_string())
+            .collect()
+    }
+
+    /// Pages of an order with ties are slices of one stable sort (ties in the server's :id order), whatever
+    /// the offset and limit: only the page's rows are sorted, and that must not show.
+    #[test]
+    fn ordered_pages_are_slices_of_one_stable_sort() {
+        let view = json!({"columns": [{"fieldName": "name", "dataTypeName": "text"}]});
+        let mut ds = Dataset::new("abcd-1234", view.as_object().unwrap().clone()).unwrap();
+        for i in 0..50_i64 {
+            let mut row = Map::new();
+            row.insert("name".into(), json!(format!("o\"c {i}")));
+            // Five distinct times, out of :id order: many ties.
+            ds.push_row(&row, 1000, 1000 + (i * 7 % 5) * 1000).unwrap();
+        }
+        let mut reference: Vec<&Row> = ds.rows.values().collect();
+        reference.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
+        let reference: Vec<String> = reference.iter().map(|r| ids::encode(r.seq)).collect();
+        for limit in [1, 7, 50, 60] {
+            for offset in [0, 3, 49, 50, 55] {
+                let raw = format!(
+                    "$select=:id,name&$order=:updated_at DESC&$limit={limit}&$offset={offset}"
+                );
+                let (body, n, _) = answer(&ds, &raw, true, &Applied::default()).unwrap();
+                let want: Vec<String> =
+                    reference.iter().skip(offset).take(limit).cloned().collect();
+                assert_eq!(page_ids(&body), want, "limit {limit} offset {offset}");
+                assert_eq!(n, want.len());
+            }
+        }
+        let raw = "$select=:id,name&$order=:updated_at&$limit=0";
+        assert_eq!(answer(&ds, raw, true, &Applied::default()).unwrap().1, 0);
+        // A quote inside a cell is doubled, the cell quoted.
+        let raw = "$select=name&$order=:id&$limit=1";
+        let body = answer(&ds, raw, true, &Applied::default()).unwrap().0;
+        assert_eq!(String::from_utf8(body).unwrap(), "\"name\"\n\"o\"\"c 0\"\n");
+    }
 }

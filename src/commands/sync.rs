@@ -35,6 +35,7 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
         .max_requests_per_second
         .unwrap_or_else(|| default_requests_per_second(settings.token.as_ref()));
     c.request_burst = args.request_burst;
+    c.memory_limit_mb = args.memory_limit;
     c.options = RunOptions {
         schedule_grace: args.schedule_check.then_some(args.grace as i64),
         force: args.force,

@@ -142,6 +142,16 @@ fn read_page_sql(page: &PageFile) -> String {
     read_csv_sql(&[page.path], &vec!["VARCHAR"; page.header.len()])
 }
 
+/// DuckDB's memory cap (`--memory-limit`) unless told otherwise, in MB. A full load of a 46-column dataset
+/// needs about 80 MB of it pinned at once (two threads each filling a row group's column segments); at
+/// 64 MB DuckDB refused it. docs/performance.md has the measurements.
+pub const DEFAULT_MEMORY_LIMIT_MB: u32 = 96;
+
+/// The CSV reader's buffer, in bytes. DuckDB's default (16 times `max_line_size`, 32 MB) is allocated per
+/// file and thread, which alone would take half of [`DEFAULT_MEMORY_LIMIT_MB`]; the reader was no slower
+/// on 4 MB buffers. DuckDB's longest row (`max_line_size`, 2 MB by default) follows it, to 4 MB.
+const CSV_BUFFER_BYTES: u32 = 4 << 20;
+
 /// DuckDB's strict reading of page files with the same header, column `c{i}` read as `types[i]`.
 fn read_csv_sql(paths: &[&Path], types: &[&str]) -> String {
     let columns: Vec<String> = types
@@ -155,7 +165,7 @@ fn read_csv_sql(paths: &[&Path], types: &[&str]) -> String {
         .collect();
     format!(
         "read_csv([{}], header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', \
-         allow_quoted_nulls = false, strict_mode = true, columns = {{{}}})",
+         allow_quoted_nulls = false, strict_mode = true, buffer_size = {CSV_BUFFER_BYTES}, columns = {{{}}})",
         files.join(", "),
         columns.join(", ")
     )
@@ -212,8 +222,13 @@ pub struct Warehouse {
 }
 
 impl Warehouse {
-    /// Opens (or creates) the warehouse file and dobsob's own tables.
-    pub fn open(path: &Path, temp_dir: &Path) -> Result<Warehouse, WarehouseError> {
+    /// Opens (or creates) the warehouse file and dobsob's own tables; DuckDB may hold `memory_limit_mb` of
+    /// memory and spills to `temp_dir` beyond it.
+    pub fn open(
+        path: &Path,
+        temp_dir: &Path,
+        memory_limit_mb: u32,
+    ) -> Result<Warehouse, WarehouseError> {
         let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
             path: path.display().to_string(),
             source,
@@ -222,7 +237,7 @@ impl Warehouse {
         // checkpoint threshold (16 MB of WAL) a checkpoint rewrites the growing load table every few pages of a
         // wide dataset; 64 MB halves the commits' cost for little memory (docs/performance.md).
         conn.execute_batch(&format!(
-            "SET memory_limit = '256MB'; SET preserve_insertion_order = false; SET checkpoint_threshold = '64MB'; \
+            "SET memory_limit = '{memory_limit_mb}MB'; SET preserve_insertion_order = false; SET checkpoint_threshold = '64MB'; \
              SET temp_directory = {};",
             quote_literal(&temp_dir.display().to_string())
         ))
@@ -663,12 +678,19 @@ impl Warehouse {
         if same_header && pages.iter().all(|p| p.castable) {
             match self.load_straight(key, schema, pages, &cursor_ids[cursor_ids.len() - 1]) {
                 Ok(()) => return Ok(()),
-                Err(e) => tracing::warn!(
-                    dataset = key,
-                    "DuckDB refused the straight load of {} page(s) the page check found certain to cast \
-                     ({e}); loading them one by one, keeping uncastable cells",
-                    pages.len()
-                ),
+                Err(e) => {
+                    let hint = if e.to_string().contains("Out of Memory") {
+                        " (--memory-limit is DuckDB's memory cap)"
+                    } else {
+                        ""
+                    };
+                    tracing::warn!(
+                        dataset = key,
+                        "DuckDB refused the straight load of {} page(s) the page check found certain to cast \
+                         ({e}){hint}; loading them one by one, keeping uncastable cells",
+                        pages.len()
+                    )
+                }
             }
         }
         for (page, id) in pages.iter().zip(cursor_ids) {
@@ -1031,13 +1053,30 @@ mod tests {
     use super::*;
     use crate::soda::ViewColumn;
 
+    /// `--memory-limit` is DuckDB's cap (100 MB is 95.3 MiB in DuckDB's units).
+    #[test]
+    fn the_memory_limit_reaches_duckdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = Warehouse::open(&dir.path().join("w.duckdb"), dir.path(), 100).unwrap();
+        let limit: String = wh
+            .conn
+            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, "95.3 MiB");
+    }
+
     /// A page the page check wrongly called certain to cast still loads whole: DuckDB's typed reader
     /// refuses it, the transaction rolls back, and the pages go the careful way, the bad cell kept as
     /// uncastable and every other value typed.
     #[test]
     fn a_batch_duckdb_refuses_loads_the_careful_way_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut wh = Warehouse::open(&dir.path().join("w.duckdb"), dir.path()).unwrap();
+        let mut wh = Warehouse::open(
+            &dir.path().join("w.duckdb"),
+            dir.path(),
+            DEFAULT_MEMORY_LIMIT_MB,
+        )
+        .unwrap();
         let schema =
             TableSchema::from_view(&[ViewColumn::new("n", "number"), ViewColumn::new("t", "text")])
                 .unwrap();

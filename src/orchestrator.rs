@@ -98,8 +98,8 @@ pub struct Config {
     /// may go out back to back after a pause.
     pub max_requests_per_second: f64,
     pub request_burst: u32,
-    /// DuckDB's memory cap (`--memory-limit`), in MB.
-    pub memory_limit_mb: u32,
+    /// DuckDB's memory cap (`--memory-limit`, else automatic).
+    pub memory: crate::warehouse::MemoryLimit,
     pub options: RunOptions,
     pub overlap: Duration,
     pub late_window: Duration,
@@ -150,7 +150,7 @@ impl Config {
             limits: Limits::default(),
             max_requests_per_second: default_requests_per_second(None),
             request_burst: DEFAULT_REQUEST_BURST,
-            memory_limit_mb: crate::warehouse::DEFAULT_MEMORY_LIMIT_MB,
+            memory: crate::warehouse::MemoryLimit::default(),
             options: RunOptions::default(),
             overlap: Duration::from_secs(300),
             late_window: Duration::from_secs(86_400),
@@ -232,7 +232,7 @@ impl Orchestrator {
         let tmp_dir = layout.tmp();
         let (working, published) = (layout.working(), layout.published());
         adopt_old_layout(&working, &published)?;
-        let warehouse = Warehouse::open(&working, &tmp_dir, c.memory_limit_mb)?;
+        let warehouse = Warehouse::open(&working, &tmp_dir, c.memory)?;
         let (handle, writer) = WarehouseHandle::spawn(warehouse);
         let publisher = Publisher {
             handle: handle.clone(),
@@ -360,7 +360,7 @@ impl Orchestrator {
             limits: c.limits,
             max_requests_per_second: c.max_requests_per_second,
             request_burst: c.request_burst,
-            memory_limit_mb: c.memory_limit_mb,
+            memory: c.memory,
             metrics,
             peak_rss_bytes: peak_rss_bytes(),
             datasets,
@@ -503,8 +503,8 @@ pub struct RunReport {
     pub limits: Limits,
     pub max_requests_per_second: f64,
     pub request_burst: u32,
-    /// DuckDB's memory cap, MB.
-    pub memory_limit_mb: u32,
+    /// DuckDB's memory cap at the start of the run.
+    pub memory: crate::warehouse::MemoryLimit,
     pub metrics: RunMetrics,
     /// Peak resident memory of this process (Linux's VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
@@ -577,7 +577,7 @@ impl RunReport {
     /// - `completed_jobs`, `failed_jobs`, `skipped_jobs`: objects keyed by dataset (see [`JobEntry`]);
     /// - `performance_metrics`: peak_concurrent_jobs, max_concurrent_jobs, max_large_jobs,
     ///   throttle_delay_seconds, max_requests_per_second, request_burst, retry_attempts, large_files_processed,
-    ///   memory_limit_mb, peak_rss_mb,
+    ///   memory_limit_mb (DuckDB's cap at the start), memory_limit_auto (whether dobsob may raise it), peak_rss_mb,
     ///   publish_seconds, published_mb, publish_reflink.
     pub fn to_json(&self) -> serde_json::Value {
         let mb = self.bytes() as f64 / 1e6;
@@ -617,7 +617,11 @@ impl RunReport {
                 request_burst: self.request_burst,
                 retry_attempts: self.metrics.retries,
                 large_files_processed: self.metrics.large_jobs,
-                memory_limit_mb: self.memory_limit_mb,
+                memory_limit_mb: self.memory.start_mb(),
+                memory_limit_auto: matches!(
+                    self.memory,
+                    crate::warehouse::MemoryLimit::Auto { .. }
+                ),
                 peak_rss_mb: self.peak_rss_bytes.map(|b| round2(b as f64 / 1e6)),
                 publish_seconds: self.published.map(|p| round2(p.seconds)),
                 published_mb: self.published.map(|p| round2(p.bytes as f64 / 1e6)),
@@ -727,6 +731,7 @@ struct PerformanceMetrics {
     retry_attempts: u64,
     large_files_processed: usize,
     memory_limit_mb: u32,
+    memory_limit_auto: bool,
     peak_rss_mb: Option<f64>,
     /// The publish at the end of the run: seconds, size of the published file, whether it was a reflink.
     publish_seconds: Option<f64>,

@@ -208,6 +208,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "max_concurrent_jobs",
             "max_large_jobs",
             "max_requests_per_second",
+            "memory_limit_auto",
             "memory_limit_mb",
             "peak_concurrent_jobs",
             "peak_rss_mb",
@@ -224,6 +225,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
         m["memory_limit_mb"],
         dobsob::warehouse::DEFAULT_MEMORY_LIMIT_MB
     );
+    assert_eq!(m["memory_limit_auto"], true);
     assert_eq!(m["throttle_delay_seconds"], 0.0);
     // Once loaded, a dataset's size is what its full load downloaded: a few KB, none large any more.
     assert_eq!(m["large_files_processed"], 0);

@@ -524,6 +524,24 @@ fn sync_bench(args: &Args, exe: &Path) {
         "  full sync, busy seconds per stage (download overlaps merge): download {} (hashing {}) | check {} | merge {} = stage {} + insert {} + uncastable {} + commit {} + count {} + rest | swap {} | publish {}",
         b["download_s"], b["hash_s"], b["check_s"], b["merge_s"], b["stage_s"], b["insert_s"], b["uncastable_s"], b["commit_s"], b["count_s"], b["swap_s"], b["publish_s"]
     );
+    // The incremental sync's cost is per run, not per row: say where it goes.
+    let ib = &incr.report["performance_metrics"]["breakdown"];
+    let run_s = incr.report["execution_summary"]["total_duration_seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let stage = |k: &str| ib[k].as_f64().unwrap_or(0.0);
+    let staged = stage("download_s") + stage("merge_s") + stage("publish_s");
+    println!(
+        "  incremental, of its {:.2} s: {} requests, download {} (check {}) | merge {} | publish {} | the rest of the run {:.2} | process start and exit {:.2}",
+        incr.seconds,
+        incr.requests,
+        ib["download_s"],
+        ib["check_s"],
+        ib["merge_s"],
+        ib["publish_s"],
+        (run_s - staged).max(0.0),
+        (incr.seconds - run_s).max(0.0)
+    );
     println!(
         "publish after the full sync ({}): {:>8.2} s for {:.0} MB ({:.2} s/GB); plain copy + fsync of the same file {:.2} s ({:.2}x)",
         if publish.2 { "reflink" } else { "copy, no reflink here" },
@@ -540,7 +558,7 @@ fn sync_bench(args: &Args, exe: &Path) {
             "baseline_s": base_s, "limit_s": limit_s, "full_s": full_s, "full_over_limit": full_s / limit_s,
             "incremental_s": incr.seconds, "incremental_over_full": incr.seconds / full_s,
             "full_peak_rss_mb": full.peak_rss as f64 / 1e6, "incremental_peak_rss_mb": incr.peak_rss as f64 / 1e6,
-            "breakdown": b, "publish": {"mb": publish.0, "seconds": publish.1, "reflink": publish.2, "plain_copy_s": copy_s},
+            "breakdown": b, "incremental_breakdown": ib, "incremental_requests": incr.requests, "publish": {"mb": publish.0, "seconds": publish.1, "reflink": publish.2, "plain_copy_s": copy_s},
         });
         std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     }

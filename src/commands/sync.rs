@@ -7,6 +7,7 @@ use crate::orchestrator::{default_requests_per_second, Config, Orchestrator, Pla
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
+use crate::warehouse::MemoryLimit;
 
 /// The orchestrator's configuration for these flags.
 pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
@@ -35,7 +36,9 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
         .max_requests_per_second
         .unwrap_or_else(|| default_requests_per_second(settings.token.as_ref()));
     c.request_burst = args.request_burst;
-    c.memory_limit_mb = args.memory_limit;
+    c.memory = args
+        .memory_limit
+        .map_or_else(Default::default, MemoryLimit::Fixed);
     c.options = RunOptions {
         schedule_grace: args.schedule_check.then_some(args.grace as i64),
         force: args.force,

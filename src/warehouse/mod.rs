@@ -142,13 +142,46 @@ fn read_page_sql(page: &PageFile) -> String {
     read_csv_sql(&[page.path], &vec!["VARCHAR"; page.header.len()])
 }
 
-/// DuckDB's memory cap (`--memory-limit`) unless told otherwise, in MB. A full load of a 46-column dataset
-/// needs about 80 MB of it pinned at once (two threads each filling a row group's column segments); at
-/// 64 MB DuckDB refused it. docs/performance.md has the measurements.
-pub const DEFAULT_MEMORY_LIMIT_MB: u32 = 96;
+/// DuckDB's memory cap at the start of a run unless `--memory-limit` fixes one, in MB. What a full load
+/// needs pinned at once grows with the table's width (two threads each fill a row group's column segments):
+/// DuckDB refused a 46-column load at 64 MB and a 60-column one at 80 MB (which the automatic cap then
+/// raises). Peak resident memory of a 46-column full load: 163-189 MB at 80 MB, 187-202 MB at 96 MB, for
+/// a few percent of speed; docs/performance.md has the measurements.
+pub const DEFAULT_MEMORY_LIMIT_MB: u32 = 80;
+
+/// The highest cap [`MemoryLimit::Auto`] raises DuckDB's to, in MB.
+pub const MAX_AUTO_MEMORY_LIMIT_MB: u32 = 1024;
+
+/// DuckDB's memory cap for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// Starts at `start_mb` ([`DEFAULT_MEMORY_LIMIT_MB`] from the CLI) and doubles, up to
+    /// [`MAX_AUTO_MEMORY_LIMIT_MB`], each time DuckDB refuses a batch of a full load for memory (a wide
+    /// dataset); a raised cap stays for the rest of the run.
+    Auto { start_mb: u32 },
+    /// `--memory-limit`: never raised; a batch refused for memory is loaded page by page.
+    Fixed(u32),
+}
+
+impl MemoryLimit {
+    /// The cap the run starts with, in MB.
+    pub fn start_mb(self) -> u32 {
+        match self {
+            MemoryLimit::Auto { start_mb } | MemoryLimit::Fixed(start_mb) => start_mb,
+        }
+    }
+}
+
+impl Default for MemoryLimit {
+    fn default() -> Self {
+        MemoryLimit::Auto {
+            start_mb: DEFAULT_MEMORY_LIMIT_MB,
+        }
+    }
+}
 
 /// The CSV reader's buffer, in bytes. DuckDB's default (16 times `max_line_size`, 32 MB) is allocated per
-/// file and thread, which alone would take half of [`DEFAULT_MEMORY_LIMIT_MB`]; the reader was no slower
+/// file and thread, which alone would take much of [`DEFAULT_MEMORY_LIMIT_MB`]; the reader was no slower
 /// on 4 MB buffers. DuckDB's longest row (`max_line_size`, 2 MB by default) follows it, to 4 MB.
 const CSV_BUFFER_BYTES: u32 = 4 << 20;
 
@@ -217,18 +250,22 @@ pub struct WriterTimings {
 pub struct Warehouse {
     pub timings: WriterTimings,
     conn: Connection,
+    memory: MemoryLimit,
+    /// DuckDB's cap now, MB (raised from `memory`'s start when it is automatic).
+    memory_limit_mb: u32,
     /// The database file (the working database; see `publish`).
     path: std::path::PathBuf,
 }
 
 impl Warehouse {
-    /// Opens (or creates) the warehouse file and dobsob's own tables; DuckDB may hold `memory_limit_mb` of
-    /// memory and spills to `temp_dir` beyond it.
+    /// Opens (or creates) the warehouse file and dobsob's own tables; DuckDB may hold `memory` and spills
+    /// to `temp_dir` beyond it.
     pub fn open(
         path: &Path,
         temp_dir: &Path,
-        memory_limit_mb: u32,
+        memory: MemoryLimit,
     ) -> Result<Warehouse, WarehouseError> {
+        let memory_limit_mb = memory.start_mb();
         let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
             path: path.display().to_string(),
             source,
@@ -280,8 +317,40 @@ impl Warehouse {
         Ok(Warehouse {
             timings: WriterTimings::default(),
             conn,
+            memory,
+            memory_limit_mb,
             path: path.to_path_buf(),
         })
+    }
+
+    /// DuckDB's memory cap now, MB.
+    pub fn memory_limit_mb(&self) -> u32 {
+        self.memory_limit_mb
+    }
+
+    /// Doubles DuckDB's memory cap after it refused a batch of `key` for memory, when the cap is dobsob's to
+    /// choose and below [`MAX_AUTO_MEMORY_LIMIT_MB`]; whether it did.
+    fn raise_memory_limit(&mut self, key: &str) -> Result<bool, WarehouseError> {
+        if !matches!(self.memory, MemoryLimit::Auto { .. })
+            || self.memory_limit_mb >= MAX_AUTO_MEMORY_LIMIT_MB
+        {
+            return Ok(false);
+        }
+        let raised = self
+            .memory_limit_mb
+            .saturating_mul(2)
+            .min(MAX_AUTO_MEMORY_LIMIT_MB);
+        self.conn
+            .execute_batch(&format!("SET memory_limit = '{raised}MB'"))
+            .ctx(|| "raising DuckDB's memory cap".into())?;
+        tracing::info!(
+            dataset = key,
+            "DuckDB needed more than {} MB to load a batch of pages of this dataset; its memory cap is {raised} MB \
+             for the rest of the run (--memory-limit fixes a cap)",
+            self.memory_limit_mb
+        );
+        self.memory_limit_mb = raised;
+        Ok(true)
     }
 
     /// The dataset's sync state. A live table dropped by hand means there is nothing to be incremental on:
@@ -676,20 +745,31 @@ impl Warehouse {
         }
         let same_header = pages.windows(2).all(|w| w[0].header == w[1].header);
         if same_header && pages.iter().all(|p| p.castable) {
-            match self.load_straight(key, schema, pages, &cursor_ids[cursor_ids.len() - 1]) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    let hint = if e.to_string().contains("Out of Memory") {
-                        " (--memory-limit is DuckDB's memory cap)"
-                    } else {
-                        ""
-                    };
-                    tracing::warn!(
-                        dataset = key,
-                        "DuckDB refused the straight load of {} page(s) the page check found certain to cast \
-                         ({e}){hint}; loading them one by one, keeping uncastable cells",
-                        pages.len()
-                    )
+            loop {
+                // A refused batch rolled back whole: it may be tried again.
+                match self.load_straight(key, schema, pages, &cursor_ids[cursor_ids.len() - 1]) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        let out_of_memory = e.to_string().contains("Out of Memory");
+                        if out_of_memory && self.raise_memory_limit(key)? {
+                            continue;
+                        }
+                        let hint = if out_of_memory {
+                            format!(
+                                " (DuckDB's memory cap is {} MB; --memory-limit sets it)",
+                                self.memory_limit_mb
+                            )
+                        } else {
+                            String::new()
+                        };
+                        tracing::warn!(
+                            dataset = key,
+                            "DuckDB refused the straight load of {} page(s) the page check found certain to \
+                             cast ({e}){hint}; loading them one by one, keeping uncastable cells",
+                            pages.len()
+                        );
+                        break;
+                    }
                 }
             }
         }
@@ -1057,12 +1137,107 @@ mod tests {
     #[test]
     fn the_memory_limit_reaches_duckdb() {
         let dir = tempfile::tempdir().unwrap();
-        let wh = Warehouse::open(&dir.path().join("w.duckdb"), dir.path(), 100).unwrap();
+        let wh = Warehouse::open(
+            &dir.path().join("w.duckdb"),
+            dir.path(),
+            MemoryLimit::Fixed(100),
+        )
+        .unwrap();
         let limit: String = wh
             .conn
             .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
             .unwrap();
         assert_eq!(limit, "95.3 MiB");
+    }
+
+    /// Three pages of `width` text columns, 4,000 rows each, certain to cast; their paths and cursors.
+    fn wide_pages(dir: &Path, width: usize) -> (TableSchema, Vec<String>, Vec<std::path::PathBuf>) {
+        let columns: Vec<ViewColumn> = (0..width)
+            .map(|i| ViewColumn::new(&format!("t{i}"), "text"))
+            .collect();
+        let schema = TableSchema::from_view(&columns).unwrap();
+        let mut header: Vec<String> = [":id", ":created_at", ":updated_at"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        header.extend((0..width).map(|i| format!("t{i}")));
+        let ts = "\"2024-01-01T00:00:00.000Z\"";
+        let paths = (0..3)
+            .map(|p| {
+                let mut body = header
+                    .iter()
+                    .map(|h| format!("\"{h}\""))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                body.push('\n');
+                for r in 0..4_000 {
+                    body.push_str(&format!("\"r{p}-{r:05}\",{ts},{ts}"));
+                    for c in 0..width {
+                        body.push_str(&format!(",\"cell {c} of row {r} on page {p}, some text\""));
+                    }
+                    body.push('\n');
+                }
+                let path = dir.join(format!("p{p}.csv"));
+                std::fs::write(&path, body).unwrap();
+                path
+            })
+            .collect();
+        (schema, header, paths)
+    }
+
+    /// A batch DuckDB refuses for memory under an automatic cap raises the cap and still loads straight
+    /// (typed, nothing staged); a fixed cap is never raised.
+    #[test]
+    fn a_batch_refused_for_memory_raises_an_automatic_cap_not_a_fixed_one() {
+        const START: u32 = 8;
+        for memory in [
+            MemoryLimit::Auto { start_mb: START },
+            MemoryLimit::Fixed(START),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut wh = Warehouse::open(&dir.path().join("w.duckdb"), dir.path(), memory).unwrap();
+            let (schema, header, paths) = wide_pages(dir.path(), 40);
+            wh.begin_full("k", &schema, "fp", None).unwrap();
+            let pages: Vec<PageFile> = paths
+                .iter()
+                .map(|path| PageFile {
+                    path,
+                    header: &header,
+                    wide_decimals: &[],
+                    castable: true,
+                })
+                .collect();
+            let cursors: Vec<String> = (0..3).map(|p| format!("r{p}-03999")).collect();
+            let loaded = wh.load_pages("k", &schema, &pages, &cursors);
+            let cap: String = wh
+                .conn
+                .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+                .unwrap();
+            match memory {
+                MemoryLimit::Auto { .. } => {
+                    loaded.unwrap();
+                    assert!(wh.memory_limit_mb() > START, "{cap}");
+                    assert_ne!(cap, "7.6 MiB");
+                    assert_eq!(wh.timings.stage_s, 0.0, "loaded straight, nothing staged");
+                    let n: i64 = wh
+                        .conn
+                        .query_row(
+                            &format!(
+                                "SELECT count(DISTINCT socrata_id) FROM {}",
+                                quote_ident(&load_table("k"))
+                            ),
+                            [],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(n, 12_000);
+                }
+                MemoryLimit::Fixed(_) => {
+                    assert_eq!(wh.memory_limit_mb(), START);
+                    assert_eq!(cap, "7.6 MiB");
+                }
+            }
+        }
     }
 
     /// A page the page check wrongly called certain to cast still loads whole: DuckDB's typed reader
@@ -1074,7 +1249,7 @@ mod tests {
         let mut wh = Warehouse::open(
             &dir.path().join("w.duckdb"),
             dir.path(),
-            DEFAULT_MEMORY_LIMIT_MB,
+            MemoryLimit::default(),
         )
         .unwrap();
         let schema =

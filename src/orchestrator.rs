@@ -67,15 +67,12 @@ impl Plan {
             return Ok(self);
         }
         let ledger = Ledger::open(&path)?;
-        let mut failed = Vec::with_capacity(self.jobs.len());
-        for j in &self.jobs {
+        for j in std::mem::take(&mut self.jobs) {
             let r = ledger.dataset(j.dataset.key.as_str())?;
-            failed.push(
-                r.is_some_and(|r| matches!(r.last_outcome.as_deref(), Some("failed" | "drift"))),
-            );
+            if r.is_some_and(|r| matches!(r.last_outcome.as_deref(), Some("failed" | "drift"))) {
+                self.jobs.push(j);
+            }
         }
-        let mut keep = failed.into_iter();
-        self.jobs.retain(|_| keep.next().unwrap_or(false));
         Ok(self)
     }
 }

@@ -578,6 +578,15 @@ impl RunReport {
     ///   publish_seconds, published_mb, publish_reflink.
     pub fn to_json(&self) -> serde_json::Value {
         let mb = self.bytes() as f64 / 1e6;
+        // A stage's busy seconds, all datasets together.
+        let per_dataset = |stage: fn(&crate::sync::Timings) -> f64| {
+            round2(
+                self.datasets
+                    .iter()
+                    .map(|d| stage(&d.progress.timings))
+                    .sum(),
+            )
+        };
         let file = ReportFile {
             run_id: self.run_id,
             command: self.command,
@@ -615,39 +624,16 @@ impl RunReport {
                 retry_attempts: self.metrics.retries,
                 large_files_processed: self.metrics.large_jobs,
                 memory_limit_mb: self.memory.start_mb(),
-                memory_limit_auto: matches!(
-                    self.memory,
-                    crate::warehouse::MemoryLimit::Auto { .. }
-                ),
+                memory_limit_auto: self.memory.is_auto(),
                 peak_rss_mb: self.peak_rss_bytes.map(|b| round2(b as f64 / 1e6)),
                 publish_seconds: self.published.map(|p| round2(p.seconds)),
                 published_mb: self.published.map(|p| round2(p.bytes as f64 / 1e6)),
                 publish_reflink: self.published.map(|p| p.reflink),
                 breakdown: Breakdown {
-                    download_s: round2(
-                        self.datasets
-                            .iter()
-                            .map(|d| d.progress.timings.download_s)
-                            .sum(),
-                    ),
-                    hash_s: round2(
-                        self.datasets
-                            .iter()
-                            .map(|d| d.progress.timings.hash_s)
-                            .sum(),
-                    ),
-                    check_s: round2(
-                        self.datasets
-                            .iter()
-                            .map(|d| d.progress.timings.check_s)
-                            .sum(),
-                    ),
-                    merge_s: round2(
-                        self.datasets
-                            .iter()
-                            .map(|d| d.progress.timings.merge_s)
-                            .sum(),
-                    ),
+                    download_s: per_dataset(|t| t.download_s),
+                    hash_s: per_dataset(|t| t.hash_s),
+                    check_s: per_dataset(|t| t.check_s),
+                    merge_s: per_dataset(|t| t.merge_s),
                     stage_s: round2(self.writer_timings.stage_s),
                     insert_s: round2(self.writer_timings.insert_s),
                     uncastable_s: round2(self.writer_timings.uncastable_s),

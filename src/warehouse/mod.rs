@@ -164,6 +164,11 @@ pub enum MemoryLimit {
 }
 
 impl MemoryLimit {
+    /// Whether dobsob may raise the cap.
+    pub fn is_auto(self) -> bool {
+        matches!(self, MemoryLimit::Auto { .. })
+    }
+
     /// The cap the run starts with, in MB.
     pub fn start_mb(self) -> u32 {
         match self {
@@ -331,9 +336,7 @@ impl Warehouse {
     /// Doubles DuckDB's memory cap after it refused a batch of `key` for memory, when the cap is dobsob's to
     /// choose and below [`MAX_AUTO_MEMORY_LIMIT_MB`]; whether it did.
     fn raise_memory_limit(&mut self, key: &str) -> Result<bool, WarehouseError> {
-        if !matches!(self.memory, MemoryLimit::Auto { .. })
-            || self.memory_limit_mb >= MAX_AUTO_MEMORY_LIMIT_MB
-        {
+        if !self.memory.is_auto() || self.memory_limit_mb >= MAX_AUTO_MEMORY_LIMIT_MB {
             return Ok(false);
         }
         let raised = self

@@ -28,12 +28,16 @@ use crate::warehouse::{PageFile, TableSchema};
 pub(super) const BATCH_ROWS: u64 = 122_880;
 pub(super) const MAX_BATCH_PAGES: usize = 16;
 
+/// Full-load pages smaller than this are neither aligned nor batched (15 of them make a row group).
+const SMALLEST_BATCHED_PAGE: u64 = 8_192;
+
 /// The `$limit` of a full load's pages for `--page-size` `page_size`: the largest size not above it that
 /// divides [`BATCH_ROWS`] (or a multiple of it), so that batches are whole row groups. 50,000 gives 40,960
-/// (three pages a row group), 100,000 gives 61,440. Sizes under 8,192 are kept as they are, and such pages
-/// are committed one by one ([`batch_full`]): the loads are small, and a kill loses at most a page.
+/// (three pages a row group), 100,000 gives 61,440. Sizes under [`SMALLEST_BATCHED_PAGE`] (8,192) are kept
+/// as they are, and such pages are committed one by one ([`batch_full`]): the loads are small, and a kill
+/// loses at most a page.
 pub fn full_page_size(page_size: u64) -> u64 {
-    if page_size < 8_192 {
+    if page_size < SMALLEST_BATCHED_PAGE {
         return page_size;
     }
     if page_size >= BATCH_ROWS {
@@ -53,7 +57,7 @@ pub fn full_page_size(page_size: u64) -> u64 {
 fn batch_full(pass: Pass, limit: u64, rows: u64, pages: usize) -> bool {
     match pass {
         Pass::Incremental => true,
-        Pass::Full if limit < 8_192 => true,
+        Pass::Full if limit < SMALLEST_BATCHED_PAGE => true,
         Pass::Full => rows >= BATCH_ROWS || pages >= MAX_BATCH_PAGES,
     }
 }
@@ -322,6 +326,7 @@ impl Engine {
                 )
             };
         }
+        // Field by field, not `self.fetcher()`: the ledger stays free for `record!` during a download.
         let fetcher = Fetcher {
             client: &self.client,
             shutdown: &self.shutdown,

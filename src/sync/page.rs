@@ -120,9 +120,7 @@ fn scan_quotes(mut r: impl std::io::Read, buf_size: usize) -> Result<bool, Strin
 pub fn certainly_castable(kind: ColumnKind, cell: &str) -> bool {
     match kind {
         ColumnKind::Text => true,
-        ColumnKind::Decimal => {
-            !cell.contains(['e', 'E']) && decimal_shape(cell).is_some_and(fits_decimal)
-        }
+        ColumnKind::Decimal => decimal_certain(cell, decimal_shape(cell)),
         ColumnKind::Double => {
             cell.len() <= 300 && !cell.contains(['e', 'E']) && decimal_shape(cell).is_some()
         }
@@ -139,6 +137,11 @@ pub fn certainly_castable(kind: ColumnKind, cell: &str) -> bool {
         }
         ColumnKind::Boolean => cell == "true" || cell == "false",
     }
+}
+
+/// [`certainly_castable`] for a decimal cell whose [`decimal_shape`] is `shape` (the page check has it at hand).
+fn decimal_certain(cell: &str, shape: Option<(u32, u32)>) -> bool {
+    !cell.contains(['e', 'E']) && shape.is_some_and(fits_decimal)
 }
 
 /// Inspects a page of `$select=:*,*` rows against the dataset's schema.
@@ -183,11 +186,12 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.name.as_str())))
         .collect();
     let mut wide = vec![false; decimals.len()];
-    // Typed columns by position, for the straight load.
+    // The other typed columns by position, for the straight load (a decimal cell is looked at once, for its
+    // width and its cast, in the row loop below).
     let typed: Vec<(usize, ColumnKind)> = schema
         .columns
         .iter()
-        .filter(|c| c.kind != ColumnKind::Text)
+        .filter(|c| !matches!(c.kind, ColumnKind::Text | ColumnKind::Decimal))
         .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.kind)))
         .collect();
     let mut castable = !quoted_empty;
@@ -221,11 +225,15 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
                 info.rows
             ));
         }
+        // Each decimal cell's shape, read once: too wide for the column, and certain to cast.
         for (w, (pos, _)) in wide.iter_mut().zip(&decimals) {
-            if !*w {
-                let cell = &rec[*pos];
-                *w = !cell.is_empty() && decimal_shape(cell).is_some_and(|s| !fits_decimal(s));
+            let cell = &rec[*pos];
+            if cell.is_empty() || (*w && !castable) {
+                continue;
             }
+            let shape = decimal_shape(cell);
+            *w |= shape.is_some_and(|s| !fits_decimal(s));
+            castable &= decimal_certain(cell, shape);
         }
         if castable {
             castable = typed.iter().all(|(pos, kind)| {
@@ -374,6 +382,7 @@ pub fn inspect_ids(path: &Path) -> Result<IdPage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::soda::ViewColumn;
 
     /// The byte-by-byte scan [`scan_quotes`] replaced, reading 7 bytes at a time.
     fn reference_quotes(body: &[u8]) -> Result<bool, String> {
@@ -427,7 +436,6 @@ mod tests {
             proptest::prop_assert_eq!(scan_quotes(body.as_bytes(), 1 << 16), expected, "{:?}", body);
         }
     }
-    use crate::soda::ViewColumn;
 
     fn schema() -> TableSchema {
         TableSchema::from_view(&[ViewColumn::new("a", "text")]).unwrap()

@@ -196,11 +196,10 @@ proptest! {
                 body.push_str(&format!("\"{}\"\n", c.replace('"', "\"\"")));
             }
             std::fs::write(&path, &body).unwrap();
+            // dobsob's own reader of page files, the column named c0.
             let read = |t: &str| format!(
-                "SELECT row_number() OVER () AS n, c FROM read_csv('{}', header = true, auto_detect = false, \
-                 delim = ',', quote = '\"', escape = '\"', allow_quoted_nulls = false, strict_mode = true, \
-                 columns = {{'c': '{t}'}})",
-                path.display()
+                "SELECT row_number() OVER () AS n, c0 AS c FROM {}",
+                dobsob::warehouse::read_csv_sql(&[path.as_path()], &[t])
             );
             let sql = format!(
                 "SELECT count(*), count(*) FILTER (WHERE typed.v IS DISTINCT FROM careful.v) \

@@ -190,8 +190,9 @@ impl Default for MemoryLimit {
 /// on 4 MB buffers. DuckDB's longest row (`max_line_size`, 2 MB by default) follows it, to 4 MB.
 const CSV_BUFFER_BYTES: u32 = 4 << 20;
 
-/// DuckDB's strict reading of page files with the same header, column `c{i}` read as `types[i]`.
-fn read_csv_sql(paths: &[&Path], types: &[&str]) -> String {
+/// DuckDB's strict reading of page files with the same header, column `c{i}` read as `types[i]`: the one
+/// reader both loads use (and `tests/fuzz.rs` holds to [`ColumnKind::cast_sql`]).
+pub fn read_csv_sql(paths: &[&Path], types: &[&str]) -> String {
     let columns: Vec<String> = types
         .iter()
         .enumerate()

@@ -1137,6 +1137,13 @@ mod tests {
     use super::*;
     use crate::soda::ViewColumn;
 
+    /// DuckDB's memory cap as DuckDB shows it (`95.3 MiB` for 100 MB).
+    fn duckdb_cap(wh: &Warehouse) -> String {
+        wh.conn
+            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+            .unwrap()
+    }
+
     /// `--memory-limit` is DuckDB's cap (100 MB is 95.3 MiB in DuckDB's units).
     #[test]
     fn the_memory_limit_reaches_duckdb() {
@@ -1147,14 +1154,11 @@ mod tests {
             MemoryLimit::Fixed(100),
         )
         .unwrap();
-        let limit: String = wh
-            .conn
-            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(limit, "95.3 MiB");
+        assert_eq!(duckdb_cap(&wh), "95.3 MiB");
     }
 
-    /// Three pages of `width` text columns, 4,000 rows each, certain to cast; their paths and cursors.
+    /// Three page files of `width` text columns, 4,000 rows each, certain to cast: the schema, the header
+    /// and the files' paths.
     fn wide_pages(dir: &Path, width: usize) -> (TableSchema, Vec<String>, Vec<std::path::PathBuf>) {
         let columns: Vec<ViewColumn> = (0..width)
             .map(|i| ViewColumn::new(&format!("t{i}"), "text"))
@@ -1213,10 +1217,7 @@ mod tests {
                 .collect();
             let cursors: Vec<String> = (0..3).map(|p| format!("r{p}-03999")).collect();
             let loaded = wh.load_pages("k", &schema, &pages, &cursors);
-            let cap: String = wh
-                .conn
-                .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
-                .unwrap();
+            let cap = duckdb_cap(&wh);
             match memory {
                 MemoryLimit::Auto { .. } => {
                     loaded.unwrap();

@@ -58,8 +58,8 @@ struct Args {
     #[arg(long, default_value_t = 46)]
     columns: usize,
     /// Repetitions of the full sync and of its limit (the medians are printed).
-    #[arg(long, default_value_t = 1)]
-    repeat: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
     /// Write the figures as JSON to this file too, to compare runs over time.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -414,7 +414,7 @@ fn sync_bench(args: &Args, exe: &Path) {
     let (base_rows, base_bytes) = rt.block_on(baseline(&emu.url(), args.page_size, &pages));
     let base_s = t.elapsed().as_secs_f64();
     let limit_s = median(
-        (0..args.repeat.max(1))
+        (0..args.repeat)
             .map(|_| read_csv_limit(&pages, &view_columns))
             .collect(),
     );
@@ -422,7 +422,7 @@ fn sync_bench(args: &Args, exe: &Path) {
 
     let url = emu.url();
     let mut fulls = Vec::new();
-    for r in 0..args.repeat.max(1) {
+    for r in 0..args.repeat {
         let data = dir.path().join(format!("data-{r}"));
         fulls.push(run_dobsob(
             exe,
@@ -432,7 +432,7 @@ fn sync_bench(args: &Args, exe: &Path) {
             args.page_size,
             &args.sync_args,
         ));
-        if r + 1 < args.repeat.max(1) {
+        if r + 1 < args.repeat {
             std::fs::remove_dir_all(&data).unwrap();
         }
     }
@@ -445,7 +445,7 @@ fn sync_bench(args: &Args, exe: &Path) {
                 .total_cmp(&(b.seconds - full_s).abs())
         })
         .unwrap();
-    let data = dir.path().join(format!("data-{}", args.repeat.max(1) - 1));
+    let data = dir.path().join(format!("data-{}", args.repeat - 1));
     // The publish at the end of the full sync, against a plain copy of the same file made now.
     let m = &full.report["performance_metrics"];
     let working = data.join("work").join("warehouse.duckdb");
@@ -491,7 +491,7 @@ fn sync_bench(args: &Args, exe: &Path) {
         args.columns,
         args.page_size,
         base_bytes as f64 / 1e6,
-        args.repeat.max(1)
+        args.repeat
     );
     println!(
         "baseline (keyset download to disk, no load): {:>8.2} s  {:>10.0} rows/s  (the emulator and HTTP alone)",
@@ -554,7 +554,7 @@ fn sync_bench(args: &Args, exe: &Path) {
     if let Some(path) = &args.json {
         let v = serde_json::json!({
             "rows": args.rows, "columns": args.columns, "page_size": args.page_size, "csv_mb": base_bytes as f64 / 1e6,
-            "repeat": args.repeat.max(1),
+            "repeat": args.repeat,
             "baseline_s": base_s, "limit_s": limit_s, "full_s": full_s, "full_over_limit": full_s / limit_s,
             "incremental_s": incr.seconds, "incremental_over_full": incr.seconds / full_s,
             "full_peak_rss_mb": full.peak_rss as f64 / 1e6, "incremental_peak_rss_mb": incr.peak_rss as f64 / 1e6,

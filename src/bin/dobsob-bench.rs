@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use dobsob::emulator::{synthetic, synthetic_wide, Emulator, Fault, FaultKind, State};
 use dobsob::soda::{PageQuery, RetryPolicy, SodaClient, ViewColumn};
-use dobsob::warehouse::{quote_literal, TableSchema};
+use dobsob::warehouse::{quote_literal, MemoryLimit, PageFile, TableSchema, Warehouse};
 
 const ID: &str = "bnch-0001";
 
@@ -79,7 +79,7 @@ struct Args {
 /// The baseline: keyset pages streamed to disk (kept, as `page-N.csv`, for the read_csv limit); the only
 /// parsing is finding the last `:id` for the cursor. Pages are the size dobsob's full load asks for
 /// `--page-size` ([`dobsob::sync::full_page_size`]), so both make the same requests.
-async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64) {
+async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64, Vec<Page>) {
     let page_size = dobsob::sync::full_page_size(page_size);
     let client = SodaClient::new(
         &url::Url::parse(url).unwrap(),
@@ -89,6 +89,7 @@ async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64) {
     )
     .unwrap();
     let (mut rows, mut bytes, mut cursor) = (0u64, 0u64, None::<String>);
+    let mut pages = Vec::new();
     for n in 0.. {
         let path = dir.join(format!("page-{n:05}.csv"));
         let q = PageQuery::full_page(cursor.as_deref(), page_size);
@@ -111,12 +112,88 @@ async fn baseline(url: &str, page_size: u64, dir: &Path) -> (u64, u64) {
             last = Some(rec[id_col].to_string());
         }
         rows += n;
+        if let Some(last_id) = &last {
+            pages.push(Page {
+                path: path.clone(),
+                rows: n,
+                last_id: last_id.clone(),
+            });
+        }
         if n < page_size {
             break;
         }
         cursor = last;
     }
-    (rows, bytes)
+    (rows, bytes, pages)
+}
+
+/// A page the baseline downloaded.
+struct Page {
+    path: std::path::PathBuf,
+    rows: u64,
+    last_id: String,
+}
+
+/// The writer alone: dobsob's own full load of the baseline's page files (the batches a full sync commits,
+/// each one `INSERT ... SELECT` from `read_csv` of its pages, then the swap and a checkpoint), under DuckDB's
+/// cap `memory`, with no download, page check or emulator running meanwhile. What the full sync's DuckDB
+/// work costs by itself, between the limit and the full sync. Returns (seconds, CPU seconds).
+fn writer_alone(
+    dir: &Path,
+    pages: &[Page],
+    view_columns: &[ViewColumn],
+    page_size: u64,
+    memory: MemoryLimit,
+) -> (f64, f64) {
+    let schema = TableSchema::from_view(view_columns).unwrap();
+    let header: Vec<String> = csv::Reader::from_path(&pages[0].path)
+        .unwrap()
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let work = dir.join("writer-alone");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("tmp")).unwrap();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let mut wh = Warehouse::open(&work.join("w.duckdb"), &work.join("tmp"), memory).unwrap();
+    wh.begin_full("bench", &schema, "bench", None).unwrap();
+    let limit = dobsob::sync::full_page_size(page_size);
+    let mut batch: Vec<&Page> = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        batch.push(page);
+        let rows: u64 = batch.iter().map(|p| p.rows).sum();
+        if i + 1 == pages.len() || dobsob::sync::full_batch_ready(limit, rows, batch.len()) {
+            let files: Vec<PageFile> = batch
+                .iter()
+                .map(|p| PageFile {
+                    path: &p.path,
+                    header: &header,
+                    wide_decimals: &[],
+                    castable: true,
+                })
+                .collect();
+            let ids: Vec<String> = batch.iter().map(|p| p.last_id.clone()).collect();
+            wh.load_pages("bench", &schema, &files, &ids).unwrap();
+            batch.clear();
+        }
+    }
+    wh.finish_full("bench", &schema).unwrap();
+    wh.checkpoint().unwrap();
+    drop(wh);
+    let r = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    std::fs::remove_dir_all(&work).unwrap();
+    r
+}
+
+/// CPU seconds (user and system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 struct Measured {
@@ -342,7 +419,7 @@ fn main() -> ExitCode {
 
 /// The limit: DuckDB's own `read_csv` of the very pages the baseline downloaded, into a table of the types
 /// dobsob gives them (same engine build, through the duckdb crate). Returns seconds.
-fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> f64 {
+fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> (f64, f64) {
     let schema = TableSchema::from_view(view_columns).unwrap();
     let first = dir.join("page-00000.csv");
     let header: Vec<String> = csv::Reader::from_path(&first)
@@ -376,12 +453,12 @@ fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> f64 {
         quote_literal(&dir.join("page-*.csv").display().to_string()),
         columns.join(", ")
     );
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     conn.execute_batch(&sql).expect("read_csv of the pages");
-    let s = t.elapsed().as_secs_f64();
+    let r = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     drop(conn);
     let _ = std::fs::remove_file(&db);
-    s
+    r
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -411,13 +488,34 @@ fn sync_bench(args: &Args, exe: &Path) {
     let pages = dir.path().join("pages");
     std::fs::create_dir_all(&pages).unwrap();
     let t = Instant::now();
-    let (base_rows, base_bytes) = rt.block_on(baseline(&emu.url(), args.page_size, &pages));
+    let (base_rows, base_bytes, page_list) =
+        rt.block_on(baseline(&emu.url(), args.page_size, &pages));
     let base_s = t.elapsed().as_secs_f64();
-    let limit_s = median(
-        (0..args.repeat)
-            .map(|_| read_csv_limit(&pages, &view_columns))
-            .collect(),
-    );
+    let limits: Vec<(f64, f64)> = (0..args.repeat)
+        .map(|_| read_csv_limit(&pages, &view_columns))
+        .collect();
+    let limit_s = median(limits.iter().map(|r| r.0).collect());
+    let limit_cpu = median(limits.iter().map(|r| r.1).collect());
+    // The writer alone, at the cap a full sync starts with and at 1 GB (what the cap costs).
+    let writer = |memory| {
+        let runs: Vec<(f64, f64)> = (0..args.repeat)
+            .map(|_| {
+                writer_alone(
+                    dir.path(),
+                    &page_list,
+                    &view_columns,
+                    args.page_size,
+                    memory,
+                )
+            })
+            .collect();
+        (
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+        )
+    };
+    let writer_capped = writer(MemoryLimit::default());
+    let writer_1g = writer(MemoryLimit::Fixed(1024));
     std::fs::remove_dir_all(&pages).unwrap();
 
     let url = emu.url();
@@ -499,9 +597,25 @@ fn sync_bench(args: &Args, exe: &Path) {
         rate(base_rows, base_s)
     );
     println!(
-        "limit (DuckDB read_csv of the same pages):   {:>8.2} s  {:>10.0} rows/s",
+        "limit (DuckDB read_csv of the same pages):   {:>8.2} s  {:>10.0} rows/s                {:.1} CPU-s  DuckDB's default cap (80% of RAM), one statement",
         limit_s,
-        rate(base_rows, limit_s)
+        rate(base_rows, limit_s),
+        limit_cpu
+    );
+    println!(
+        "writer alone (dobsob's load of those files): {:>8.2} s  {:>10.0} rows/s  {:.2}x the limit  {:.1} CPU-s  DuckDB's cap {} MB (the full sync's)",
+        writer_capped.0,
+        rate(base_rows, writer_capped.0),
+        writer_capped.0 / limit_s,
+        writer_capped.1,
+        MemoryLimit::default().start_mb()
+    );
+    println!(
+        "writer alone, DuckDB's cap 1024 MB:          {:>8.2} s  {:>10.0} rows/s  {:.2}x the limit  {:.1} CPU-s",
+        writer_1g.0,
+        rate(base_rows, writer_1g.0),
+        writer_1g.0 / limit_s,
+        writer_1g.1
     );
     println!(
         "dobsob full sync:                            {:>8.2} s  {:>10.0} rows/s  {:.2}x the limit  {:.2}x baseline  peak RSS {:.0} MB",
@@ -555,7 +669,9 @@ fn sync_bench(args: &Args, exe: &Path) {
         let v = serde_json::json!({
             "rows": args.rows, "columns": args.columns, "page_size": args.page_size, "csv_mb": base_bytes as f64 / 1e6,
             "repeat": args.repeat,
-            "baseline_s": base_s, "limit_s": limit_s, "full_s": full_s, "full_over_limit": full_s / limit_s,
+            "baseline_s": base_s, "limit_s": limit_s, "limit_cpu_s": limit_cpu, "full_s": full_s,
+            "writer_alone_s": writer_capped.0, "writer_alone_cpu_s": writer_capped.1,
+            "writer_alone_1g_s": writer_1g.0, "writer_alone_1g_cpu_s": writer_1g.1, "full_over_limit": full_s / limit_s,
             "incremental_s": incr.seconds, "incremental_over_full": incr.seconds / full_s,
             "full_peak_rss_mb": full.peak_rss as f64 / 1e6, "incremental_peak_rss_mb": incr.peak_rss as f64 / 1e6,
             "breakdown": b, "incremental_breakdown": ib, "incremental_requests": incr.requests, "publish": {"mb": publish.0, "seconds": publish.1, "reflink": publish.2, "plain_copy_s": copy_s},

@@ -10,7 +10,7 @@ mod dataset;
 mod full;
 pub mod page;
 mod pass;
-pub use pass::full_page_size;
+pub use pass::{full_batch_ready, full_page_size};
 pub mod reconcile;
 mod run;
 pub mod schedule;

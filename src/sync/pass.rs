@@ -62,6 +62,12 @@ fn batch_full(pass: Pass, limit: u64, rows: u64, pages: usize) -> bool {
     }
 }
 
+/// Whether a full load's batch of `pages` pages and `rows` rows, asked `limit` at a time, is committed now
+/// (the benchmark replays a full load's batches with it).
+pub fn full_batch_ready(limit: u64, rows: u64, pages: usize) -> bool {
+    batch_full(Pass::Full, limit, rows, pages)
+}
+
 /// Page files (`page0` ...): a batch being merged while the pages of the next one download. On disk at
 /// most two batches' worth, about two row groups of CSV (some 300 MB at 46 columns).
 pub(super) const PAGE_SLOTS: usize = 2 * MAX_BATCH_PAGES;

@@ -778,6 +778,52 @@ mod tests {
     }
 
     #[test]
+    fn a_query_starts_at_the_lowest_id_its_filter_allows_and_misses_no_row() {
+        let ds = synthetic("bnds-0001", 40);
+        let ids = ds.ids();
+        let (a, b) = (&ids[9], &ids[30]);
+        let t = format_time(ds.rows.values().nth(20).unwrap().updated_at);
+        let cases = [
+            (format!(":id > '{a}'"), Some(10)),
+            (format!(":id >= '{a}'"), Some(9)),
+            (format!(":id = '{b}'"), Some(30)),
+            (format!("'{a}' < :id"), Some(10)),
+            (format!(":id > '{a}' AND :id > '{b}'"), Some(31)),
+            (format!(":id > '{b}' AND :updated_at >= '{t}'"), Some(31)),
+            (format!(":id > '{a}' OR :id = '{b}'"), Some(10)),
+            (
+                format!(":id > '{b}' OR (:updated_at = '{t}' AND :id > '{a}')"),
+                Some(10),
+            ),
+            (
+                format!(":updated_at > '{t}' OR (:updated_at = '{t}' AND :id > '{a}')"),
+                None,
+            ),
+            (format!("NOT (:id < '{b}')"), None),
+            (format!(":id < '{b}'"), None),
+            (format!(":id != '{a}'"), None),
+        ];
+        for (w, want) in cases {
+            let e = parse_where(&ds, &w).unwrap();
+            let seq = ds.rows.keys().copied().collect::<Vec<_>>();
+            let bound = soql::first_seq(&e);
+            assert_eq!(bound, want.map(|i: usize| seq[i]), "{w}");
+            let from = bound.unwrap_or(0);
+            let all: Vec<u64> = ds
+                .rows
+                .values()
+                .filter(|r| eval(&ds, r, &e) == Some(true))
+                .map(|r| r.seq)
+                .collect();
+            assert!(!all.is_empty(), "{w} matches nothing: a weak case");
+            assert!(
+                all.iter().all(|s| *s >= from),
+                "{w}: a match before the bound"
+            );
+        }
+    }
+
+    #[test]
     fn nulls_follow_three_valued_logic_and_literals_are_typed() {
         let ds = dataset();
         let ids = ds.ids();

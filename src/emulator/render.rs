@@ -505,11 +505,13 @@ fn answer(
             .as_ref()
             .is_none_or(|e| soql::eval(ds, r, e) == Some(true))
     };
+    // The rows that may match, in :id order: from the lowest :id the filter allows.
+    let first = filter.as_ref().and_then(soql::first_seq).unwrap_or(0);
+    let candidates = || ds.rows.range(first..).map(|(_, r)| r);
 
     let fields = match selection {
         Selection::Count => {
-            let n =
-                (ds.rows.values().filter(matches).count() as u64).saturating_sub(quirks.count_lag);
+            let n = (candidates().filter(matches).count() as u64).saturating_sub(quirks.count_lag);
             let body = if csv {
                 format!("\"count\"\n\"{n}\"\n").into_bytes()
             } else {
@@ -521,9 +523,7 @@ fn answer(
     };
     let page: Vec<&Row> = match order.as_deref() {
         // Rows are held in :id order: stop as soon as the page is full.
-        Some([(Field::Id, false)]) => ds
-            .rows
-            .values()
+        Some([(Field::Id, false)]) => candidates()
             .filter(matches)
             .skip(p.offset)
             .take(p.limit)
@@ -534,7 +534,7 @@ fn answer(
             let cmp = |a: &&Row, b: &&Row| {
                 soql::cmp_rows(ds, a, b, order).then_with(|| a.seq.cmp(&b.seq))
             };
-            let mut all: Vec<&Row> = ds.rows.values().filter(matches).collect();
+            let mut all: Vec<&Row> = candidates().filter(matches).collect();
             let end = p.offset.saturating_add(p.limit).min(all.len());
             if end < all.len() {
                 if end > 0 {
@@ -548,7 +548,7 @@ fn answer(
         None => {
             // No total order, no stable pages: the real portal's order without $order is arbitrary.
             use rand::seq::SliceRandom;
-            let mut all: Vec<&Row> = ds.rows.values().filter(matches).collect();
+            let mut all: Vec<&Row> = candidates().filter(matches).collect();
             all.shuffle(&mut rand::rng());
             all.into_iter().skip(p.offset).take(p.limit).collect()
         }

@@ -532,6 +532,28 @@ pub fn eval(ds: &Dataset, row: &Row, e: &Expr) -> Option<bool> {
     }
 }
 
+/// The lowest `:id` (sequence number) a row can have for `e` to hold, when `e` bounds it: every row before
+/// it fails `e`, so a query may start there instead of at the first row (a keyset page `:id > 'row-...'`
+/// would otherwise look at every row before its cursor: pages of a full load cost the square of the rows).
+/// Only skips rows; every row from the bound on is still evaluated.
+pub fn first_seq(e: &Expr) -> Option<u64> {
+    match e {
+        Expr::Test(Field::Id, op, Some(Val::Seq(x))) => match op {
+            CmpOp::Gt => Some(x.saturating_add(1)),
+            CmpOp::Ge | CmpOp::Eq => Some(*x),
+            _ => None,
+        },
+        // Both must hold: either's bound does.
+        Expr::And(a, b) => match (first_seq(a), first_seq(b)) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        },
+        // One must hold: the lower bound of the two, if both have one.
+        Expr::Or(a, b) => Some(first_seq(a)?.min(first_seq(b)?)),
+        _ => None,
+    }
+}
+
 /// Orders two rows by `order`; nulls sort last ascending (first descending).
 pub fn cmp_rows(ds: &Dataset, a: &Row, b: &Row, order: &[(Field, bool)]) -> Ordering {
     for (f, desc) in order {

@@ -10,6 +10,7 @@
 
 mod describe;
 mod publish;
+mod raw;
 pub mod schema;
 mod writer;
 
@@ -256,6 +257,9 @@ pub struct WriterTimings {
 pub struct Warehouse {
     pub timings: WriterTimings,
     conn: Connection,
+    /// The database under `conn` (declared after it: dropped, and the database closed, after it), whose own
+    /// connection runs the full load's straight inserts ([`raw`]).
+    raw: raw::RawDb,
     memory: MemoryLimit,
     /// DuckDB's cap now, MB (raised from `memory`'s start when it is automatic).
     memory_limit_mb: u32,
@@ -272,10 +276,12 @@ impl Warehouse {
         memory: MemoryLimit,
     ) -> Result<Warehouse, WarehouseError> {
         let memory_limit_mb = memory.start_mb();
-        let conn = Connection::open(path).map_err(|source| WarehouseError::Open {
+        let open_error = |source| WarehouseError::Open {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let raw = raw::RawDb::open(path).map_err(open_error)?;
+        let conn = raw.connection().map_err(open_error)?;
         // DuckDB's buffer pool would otherwise grow to 80% of RAM; spill to disk instead. At the default
         // checkpoint threshold (16 MB of WAL) a checkpoint rewrites the growing load table every few pages of a
         // wide dataset; 64 MB halves the commits' cost for little memory (docs/performance.md).
@@ -323,6 +329,7 @@ impl Warehouse {
         Ok(Warehouse {
             timings: WriterTimings::default(),
             conn,
+            raw,
             memory,
             memory_limit_mb,
             path: path.to_path_buf(),
@@ -793,20 +800,55 @@ impl Warehouse {
     ) -> Result<(), WarehouseError> {
         let load = load_table(key);
         let started = std::time::Instant::now();
-        let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        for page in pages {
-            Self::widen_decimals(&tx, &load, page)?;
+        // Decimal columns too narrow for the batch are widened first, in their own transaction: the pages
+        // hold those values whichever way they are loaded.
+        if pages.iter().any(|p| !p.wide_decimals.is_empty()) {
+            let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
+            for page in pages {
+                Self::widen_decimals(&tx, &load, page)?;
+            }
+            tx.commit().ctx(|| "COMMIT".into())?;
         }
-        let types = Self::column_types(&tx, &load)?;
+        let types = Self::column_types(&self.conn, &load)?;
         let header = pages[0].header;
         let paths: Vec<&Path> = pages.iter().map(|p| p.path).collect();
         let source = read_csv_sql(&paths, &Self::read_types(schema, header, &types));
         let sql = Self::insert_sql(&load, schema, header, &types, &source, true)?;
-        tx.execute_batch(&sql)
-            .ctx(|| format!("inserting into {load}"))?;
-        self.timings.insert_s += started.elapsed().as_secs_f64();
-        Self::advance_load_cursor(&tx, key, cursor_id)?;
-        commit(tx, &mut self.timings)
+        // The insert, the cursor and the commit on the raw connection: one transaction, with no client thread
+        // spinning while DuckDB's worker runs ([`raw`]).
+        let raw = &self.raw;
+        let in_tx = |what: &str, sql: &str| {
+            raw.execute(sql)
+                .map_err(|e| WarehouseError::State(format!("{what}: {e}")))
+        };
+        in_tx("BEGIN", "BEGIN TRANSACTION")?;
+        let r = (|| {
+            in_tx(&format!("inserting into {load}"), &sql)?;
+            self.timings.insert_s += started.elapsed().as_secs_f64();
+            let advanced = in_tx(
+                "advancing the load cursor",
+                &format!(
+                    "UPDATE dobsob.sync_state SET cursor_id = {}, updated_at = now() WHERE dataset = {} AND phase = 'full'",
+                    quote_literal(cursor_id),
+                    quote_literal(key)
+                ),
+            )?;
+            if advanced != 1 {
+                return Err(WarehouseError::State(format!(
+                    "{key} has no full load in progress"
+                )));
+            }
+            let committing = std::time::Instant::now();
+            let c = in_tx("COMMIT", "COMMIT");
+            self.timings.commit_s += committing.elapsed().as_secs_f64();
+            c.map(|_| ())
+        })();
+        if r.is_err() {
+            // Leaves the connection out of the failed transaction (DuckDB has already ended it after some
+            // errors, so the rollback's own error says nothing).
+            let _ = raw.execute("ROLLBACK");
+        }
+        r
     }
 
     /// Appends one page of a full load to the load table the careful way (staged, typed with `TRY_CAST`,

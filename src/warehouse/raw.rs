@@ -1,0 +1,169 @@
+//! The warehouse's DuckDB database, opened through DuckDB's C API, and a second connection to it for the
+//! full load's big statements, run without the client thread spinning.
+//!
+//! Why: a statement run with `duckdb_query` (all the `duckdb` crate offers) completes in DuckDB's
+//! `QueryResult::CompleteInternal`, which calls `ExecuteTask` again at once when no task is available for
+//! the calling thread: while DuckDB's worker runs the statement's last tasks, the client thread spins on the
+//! executor's lock. On two cores that took 3-3.5 of the 14.5-15.5 CPU-seconds of the inserts of a 1M x 46
+//! full load, CPU that the download, the page check and the emulator needed. Driving the statement through
+//! the pending-result API, sleeping 200 us whenever DuckDB says no task is available, takes the same wall
+//! time on 11-11.5 CPU-seconds (docs/performance.md; the benchmark's "writer alone" line shows it).
+
+use std::ffi::{CStr, CString};
+use std::path::Path;
+use std::ptr;
+use std::time::Duration;
+
+use duckdb::ffi;
+
+/// How long the client thread sleeps when DuckDB has no task for it (the worker is running the rest).
+const IDLE_SLEEP: Duration = Duration::from_micros(200);
+
+/// A DuckDB database opened through the C API, with one connection of its own. The `duckdb` crate's
+/// [`duckdb::Connection`] on it ([`RawDb::connection`]) must be dropped first: the database is closed when
+/// this is dropped.
+pub struct RawDb {
+    db: ffi::duckdb_database,
+    conn: ffi::duckdb_connection,
+}
+
+// The handles are used from the writer thread only; moving them to it is sound (DuckDB's database and
+// connection objects are not tied to the thread that made them).
+unsafe impl Send for RawDb {}
+
+impl RawDb {
+    /// Opens (or creates) the database at `path`, with DuckDB's default configuration.
+    pub fn open(path: &Path) -> Result<RawDb, duckdb::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let mut db: ffi::duckdb_database = ptr::null_mut();
+        let mut c_err: *mut std::os::raw::c_char = ptr::null_mut();
+        // SAFETY: a valid C string and out-pointers; no configuration (DuckDB's defaults, as `duckdb_open`).
+        let r =
+            unsafe { ffi::duckdb_open_ext(c_path.as_ptr(), &mut db, ptr::null_mut(), &mut c_err) };
+        if r != ffi::DuckDBSuccess {
+            let msg = (!c_err.is_null()).then(|| {
+                // SAFETY: DuckDB hands out a NUL-terminated message, freed with duckdb_free.
+                let m = unsafe { CStr::from_ptr(c_err) }
+                    .to_string_lossy()
+                    .into_owned();
+                unsafe { ffi::duckdb_free(c_err.cast()) };
+                m
+            });
+            return Err(duckdb::Error::DuckDBFailure(ffi::Error::new(r), msg));
+        }
+        let mut conn: ffi::duckdb_connection = ptr::null_mut();
+        // SAFETY: `db` was just opened.
+        if unsafe { ffi::duckdb_connect(db, &mut conn) } != ffi::DuckDBSuccess {
+            unsafe { ffi::duckdb_close(&mut db) };
+            return Err(duckdb::Error::DuckDBFailure(
+                ffi::Error::new(ffi::DuckDBError),
+                Some("cannot connect to the warehouse".into()),
+            ));
+        }
+        Ok(RawDb { db, conn })
+    }
+
+    /// A `duckdb` crate connection to this database (dropped before this is).
+    pub fn connection(&self) -> Result<duckdb::Connection, duckdb::Error> {
+        // SAFETY: the database stays open until `self` is dropped, which the warehouse does last.
+        unsafe { duckdb::Connection::open_from_raw(self.db) }
+    }
+
+    /// Runs one statement (no parameters) on this connection, the client thread sleeping while DuckDB has
+    /// no task for it. Returns the rows it changed. Errors are DuckDB's messages.
+    pub fn execute(&self, sql: &str) -> Result<u64, String> {
+        let c_sql = CString::new(sql).map_err(|e| e.to_string())?;
+        let mut stmt: ffi::duckdb_prepared_statement = ptr::null_mut();
+        let mut pending: ffi::duckdb_pending_result = ptr::null_mut();
+        let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+        let message = |p: *const std::os::raw::c_char| {
+            if p.is_null() {
+                "unknown DuckDB error".to_string()
+            } else {
+                // SAFETY: DuckDB's error strings are NUL-terminated and live as long as their object.
+                unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+            }
+        };
+        // SAFETY: every handle is created here, checked, and destroyed before returning.
+        let r = unsafe {
+            if ffi::duckdb_prepare(self.conn, c_sql.as_ptr(), &mut stmt) != ffi::DuckDBSuccess {
+                Err(message(ffi::duckdb_prepare_error(stmt)))
+            } else if ffi::duckdb_pending_prepared(stmt, &mut pending) != ffi::DuckDBSuccess {
+                Err(message(ffi::duckdb_pending_error(pending)))
+            } else {
+                let mut state;
+                loop {
+                    state = ffi::duckdb_pending_execute_task(pending);
+                    match state {
+                        ffi::duckdb_pending_state_DUCKDB_PENDING_RESULT_NOT_READY => {}
+                        ffi::duckdb_pending_state_DUCKDB_PENDING_NO_TASKS_AVAILABLE => {
+                            std::thread::sleep(IDLE_SLEEP)
+                        }
+                        _ => break,
+                    }
+                }
+                if state == ffi::duckdb_pending_state_DUCKDB_PENDING_ERROR {
+                    Err(message(ffi::duckdb_pending_error(pending)))
+                } else if ffi::duckdb_execute_pending(pending, &mut result) != ffi::DuckDBSuccess {
+                    let m = message(ffi::duckdb_result_error(&mut result));
+                    Err(m)
+                } else {
+                    Ok(ffi::duckdb_rows_changed(&mut result))
+                }
+            }
+        };
+        // SAFETY: destroying null or created handles is allowed; each is destroyed once.
+        unsafe {
+            ffi::duckdb_destroy_result(&mut result);
+            if !pending.is_null() {
+                ffi::duckdb_destroy_pending(&mut pending);
+            }
+            ffi::duckdb_destroy_prepare(&mut stmt);
+        }
+        r
+    }
+}
+
+impl Drop for RawDb {
+    fn drop(&mut self) {
+        // SAFETY: opened in `open`; the `duckdb` crate's connection (not closing the database) is gone.
+        unsafe {
+            ffi::duckdb_disconnect(&mut self.conn);
+            ffi::duckdb_close(&mut self.db);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statement_runs_in_the_connections_transaction_and_errors_carry_duckdbs_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = RawDb::open(&dir.path().join("w.duckdb")).unwrap();
+        let conn = raw.connection().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        raw.execute("BEGIN TRANSACTION").unwrap();
+        assert_eq!(
+            raw.execute("INSERT INTO t SELECT * FROM range(1000)")
+                .unwrap(),
+            1000
+        );
+        // Not committed: the other connection does not see it yet.
+        let seen = |c: &duckdb::Connection| {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        assert_eq!(seen(&conn), 0);
+        raw.execute("ROLLBACK").unwrap();
+        raw.execute("INSERT INTO t SELECT * FROM range(10)")
+            .unwrap();
+        assert_eq!(seen(&conn), 10);
+        let e = raw.execute("INSERT INTO nope VALUES (1)").unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        drop(conn);
+    }
+}

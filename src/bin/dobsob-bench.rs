@@ -2,9 +2,10 @@
 //! same run:
 //!
 //! - `sync`: a full and an incremental sync of one generated dataset, against a plain keyset download of the
-//!   same pages to disk (HTTP + a file + finding the next cursor), with no checking or loading; and what the
-//!   publish at the end of the full sync cost, against a plain copy of the same file (`--dir` on XFS or
-//!   btrfs measures a reflink publish);
+//!   same pages to disk (HTTP + a file + finding the next cursor), with no checking or loading, against
+//!   DuckDB's own `read_csv` of those pages (the limit) and against dobsob's own load of them with nothing
+//!   else running (the writer alone); and what the publish at the end of the full sync cost, against a plain
+//!   copy of the same file (`--dir` on XFS or btrfs measures a reflink publish);
 //! - `orchestration`: a night when none of 18 datasets changed (requests and wall time, under the default
 //!   budgets), and a full sync of several datasets at `--max-concurrent` 1, 2 and 4 against a portal that
 //!   takes `--latency-ms` to answer each request (rows/s, against `--max-concurrent 1`).

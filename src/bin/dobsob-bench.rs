@@ -147,13 +147,7 @@ fn writer_alone(
     memory: MemoryLimit,
 ) -> (f64, f64) {
     let schema = TableSchema::from_view(view_columns).unwrap();
-    let header: Vec<String> = csv::Reader::from_path(&pages[0].path)
-        .unwrap()
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let header = csv_header(&pages[0].path);
     let work = dir.join("writer-alone");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("tmp")).unwrap();
@@ -186,6 +180,17 @@ fn writer_alone(
     let r = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     std::fs::remove_dir_all(&work).unwrap();
     r
+}
+
+/// The header of a page file.
+fn csv_header(path: &Path) -> Vec<String> {
+    csv::Reader::from_path(path)
+        .unwrap()
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// CPU seconds (user and system) this process has used.
@@ -419,17 +424,10 @@ fn main() -> ExitCode {
 }
 
 /// The limit: DuckDB's own `read_csv` of the very pages the baseline downloaded, into a table of the types
-/// dobsob gives them (same engine build, through the duckdb crate). Returns seconds.
+/// dobsob gives them (same engine build, through the duckdb crate). Returns (seconds, CPU seconds).
 fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> (f64, f64) {
     let schema = TableSchema::from_view(view_columns).unwrap();
-    let first = dir.join("page-00000.csv");
-    let header: Vec<String> = csv::Reader::from_path(&first)
-        .unwrap()
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_string)
-        .collect();
+    let header = csv_header(&dir.join("page-00000.csv"));
     let columns: Vec<String> = header
         .iter()
         .map(|h| {

@@ -230,6 +230,14 @@ fn stored_type<'t>(types: &'t std::collections::HashMap<String, String>, name: &
     types.get(name).map(String::as_str).unwrap_or("")
 }
 
+/// Records a full load's cursor (parameters: the last :id committed, the dataset); changes one row.
+const ADVANCE_LOAD_CURSOR: &str =
+    "UPDATE dobsob.sync_state SET cursor_id = ?, updated_at = now() WHERE dataset = ? AND phase = 'full'";
+
+fn no_full_load(key: &str) -> WarehouseError {
+    WarehouseError::State(format!("{key} has no full load in progress"))
+}
+
 /// The table a full load fills before the swap.
 pub fn load_table(key: &str) -> String {
     format!("_dobsob_load_{key}")
@@ -817,29 +825,24 @@ impl Warehouse {
         // The insert, the cursor and the commit on the raw connection: one transaction, with no client thread
         // spinning while DuckDB's worker runs ([`raw`]).
         let raw = &self.raw;
-        let in_tx = |what: &str, sql: &str| {
-            raw.execute(sql)
+        let in_tx = |what: &str, sql: &str, params: &[&str]| {
+            raw.execute_with(sql, params)
                 .map_err(|e| WarehouseError::State(format!("{what}: {e}")))
         };
-        in_tx("BEGIN", "BEGIN TRANSACTION")?;
+        in_tx("BEGIN", "BEGIN TRANSACTION", &[])?;
         let r = (|| {
-            in_tx(&format!("inserting into {load}"), &sql)?;
+            in_tx(&format!("inserting into {load}"), &sql, &[])?;
             self.timings.insert_s += started.elapsed().as_secs_f64();
             let advanced = in_tx(
                 "advancing the load cursor",
-                &format!(
-                    "UPDATE dobsob.sync_state SET cursor_id = {}, updated_at = now() WHERE dataset = {} AND phase = 'full'",
-                    quote_literal(cursor_id),
-                    quote_literal(key)
-                ),
+                ADVANCE_LOAD_CURSOR,
+                &[cursor_id, key],
             )?;
             if advanced != 1 {
-                return Err(WarehouseError::State(format!(
-                    "{key} has no full load in progress"
-                )));
+                return Err(no_full_load(key));
             }
             let committing = std::time::Instant::now();
-            let c = in_tx("COMMIT", "COMMIT");
+            let c = in_tx("COMMIT", "COMMIT", &[]);
             self.timings.commit_s += committing.elapsed().as_secs_f64();
             c.map(|_| ())
         })();
@@ -875,15 +878,10 @@ impl Warehouse {
         cursor_id: &str,
     ) -> Result<(), WarehouseError> {
         let n = conn
-            .execute(
-                "UPDATE dobsob.sync_state SET cursor_id = ?, updated_at = now() WHERE dataset = ? AND phase = 'full'",
-                params![cursor_id, key],
-            )
+            .execute(ADVANCE_LOAD_CURSOR, params![cursor_id, key])
             .ctx(|| "advancing the load cursor".into())?;
         if n != 1 {
-            return Err(WarehouseError::State(format!(
-                "{key} has no full load in progress"
-            )));
+            return Err(no_full_load(key));
         }
         Ok(())
     }

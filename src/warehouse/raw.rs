@@ -71,9 +71,14 @@ impl RawDb {
         unsafe { duckdb::Connection::open_from_raw(self.db) }
     }
 
-    /// Runs one statement (no parameters) on this connection, the client thread sleeping while DuckDB has
-    /// no task for it. Returns the rows it changed. Errors are DuckDB's messages.
+    /// Runs one statement on this connection, the client thread sleeping while DuckDB has no task for it.
+    /// Returns the rows it changed. Errors are DuckDB's messages.
     pub fn execute(&self, sql: &str) -> Result<u64, String> {
+        self.execute_with(sql, &[])
+    }
+
+    /// [`Self::execute`] with text parameters bound in order (`?` or `$1`, `$2`, ...).
+    pub fn execute_with(&self, sql: &str, params: &[&str]) -> Result<u64, String> {
         let c_sql = CString::new(sql).map_err(|e| e.to_string())?;
         let mut stmt: ffi::duckdb_prepared_statement = ptr::null_mut();
         let mut pending: ffi::duckdb_pending_result = ptr::null_mut();
@@ -88,8 +93,23 @@ impl RawDb {
         };
         // SAFETY: every handle is created here, checked, and destroyed before returning.
         let r = unsafe {
+            let bind = |stmt: ffi::duckdb_prepared_statement| {
+                params.iter().enumerate().all(|(i, p)| {
+                    ffi::duckdb_bind_varchar_length(
+                        stmt,
+                        i as u64 + 1,
+                        p.as_ptr().cast(),
+                        p.len() as u64,
+                    ) == ffi::DuckDBSuccess
+                })
+            };
             if ffi::duckdb_prepare(self.conn, c_sql.as_ptr(), &mut stmt) != ffi::DuckDBSuccess {
                 Err(message(ffi::duckdb_prepare_error(stmt)))
+            } else if !bind(stmt) {
+                Err(format!(
+                    "cannot bind the {} parameters of {sql:?}",
+                    params.len()
+                ))
             } else if ffi::duckdb_pending_prepared(stmt, &mut pending) != ffi::DuckDBSuccess {
                 Err(message(ffi::duckdb_pending_error(pending)))
             } else {
@@ -162,6 +182,19 @@ mod tests {
         raw.execute("INSERT INTO t SELECT * FROM range(10)")
             .unwrap();
         assert_eq!(seen(&conn), 10);
+        // Parameters are bound, not pasted: quotes, SQL and non-ASCII text arrive as they are.
+        conn.execute_batch(
+            "CREATE TABLE s (k VARCHAR, v VARCHAR); INSERT INTO s VALUES ('a''b', NULL)",
+        )
+        .unwrap();
+        let odd = "row-'; DROP TABLE s; --\u{e9}";
+        assert_eq!(
+            raw.execute_with("UPDATE s SET v = $1 WHERE k = $2", &[odd, "a'b"])
+                .unwrap(),
+            1
+        );
+        let v: String = conn.query_row("SELECT v FROM s", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, odd);
         let e = raw.execute("INSERT INTO nope VALUES (1)").unwrap_err();
         assert!(e.contains("nope"), "{e}");
         drop(conn);

@@ -566,7 +566,11 @@ fn a_ledger_error_mid_run_ends_the_run_properly_and_the_next_run_completes() {
         summary.contains("DATASET"),
         "the summary is printed: {summary}"
     );
-    assert!(summary.contains("the run stopped early"), "{summary}");
+    assert_eq!(
+        summary.matches("run stopped early").count(),
+        1,
+        "said once, in the summary line: {summary}"
+    );
     env.assert_ledger_not_ahead("dob_violations");
 
     ledger

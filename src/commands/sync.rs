@@ -98,11 +98,9 @@ pub async fn run(
         d.clear();
     }
     let report = report?;
-    // The summary and the report's path are printed even with -q: they are what a cron mail should say.
+    // The summary and the report's path are printed even with -q: they are what a cron mail should say. The
+    // summary's last line says why the run stopped early, if it did.
     print_summary(printer, &report);
-    if let Some(e) = &report.error {
-        printer.data(&format!("the run stopped early: {e}"));
-    }
     if let Some(p) = &report.path {
         printer.data(&format!("report: {}", p.display()));
     }

@@ -742,8 +742,9 @@ impl Warehouse {
 
     /// Appends consecutive pages of a full load to the load table and records `cursor_ids` (each page's last
     /// id), keeping what was recorded in step with what committed. When every page was found certain to
-    /// cast (and they share a header), in one transaction: one `INSERT ... SELECT` from all their CSV
-    /// files, read with typed columns by DuckDB's strict reader ([`Self::read_types`]). A batch of a row
+    /// cast (and they share a header): decimal columns the pages need widened first, then in one transaction
+    /// one `INSERT ... SELECT` from all their CSV files, read with typed columns by DuckDB's strict reader
+    /// ([`Self::read_types`]), and the cursor. A batch of a row
     /// group or more is then compressed and written once, where a commit per page rewrote the table's last,
     /// growing row group each time. Otherwise, or if DuckDB refuses a cell the page check called certain
     /// (nothing is lost: the transaction rolls back), page by page: each staged, typed with `TRY_CAST` and
@@ -1234,7 +1235,8 @@ mod tests {
     }
 
     /// A batch DuckDB refuses for memory under an automatic cap raises the cap and still loads straight
-    /// (typed, nothing staged); a fixed cap is never raised.
+    /// (typed, nothing staged); a fixed cap is never raised: the batch goes page by page, and when that is
+    /// refused too the error says so and nothing of the batch is committed.
     #[test]
     fn a_batch_refused_for_memory_raises_an_automatic_cap_not_a_fixed_one() {
         const START: u32 = 8;
@@ -1280,6 +1282,23 @@ mod tests {
                 MemoryLimit::Fixed(_) => {
                     assert_eq!(wh.memory_limit_mb(), START);
                     assert_eq!(cap, "7.6 MiB");
+                    // Refused straight, tried page by page (staged), refused again at 8 MB: the error is
+                    // DuckDB's, and nothing of the batch committed.
+                    let e = loaded.unwrap_err().to_string();
+                    assert!(e.contains("Out of Memory"), "{e}");
+                    assert!(wh.timings.stage_s > 0.0, "went the careful way");
+                    let (rows, cursor): (i64, Option<String>) = wh
+                        .conn
+                        .query_row(
+                            &format!(
+                                "SELECT (SELECT count(*) FROM {}),                                  (SELECT cursor_id FROM dobsob.sync_state WHERE dataset = 'k')",
+                                quote_ident(&load_table("k"))
+                            ),
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .unwrap();
+                    assert_eq!((rows, cursor), (0, None));
                 }
             }
         }

@@ -332,6 +332,18 @@ impl Engine {
                 )
             };
         }
+        // Waits for the merge in flight, if any, and records it: Ok(()) when there was none.
+        macro_rules! settle {
+            () => {
+                match in_flight.take() {
+                    Some(m) => {
+                        let answer = m.answer.await;
+                        record!(m, answer)
+                    }
+                    None => Ok(()),
+                }
+            };
+        }
         // Field by field, not `self.fetcher()`: the ledger stays free for `record!` during a download.
         let fetcher = Fetcher {
             client: &self.client,
@@ -398,13 +410,9 @@ impl Engine {
             let rows: u64 = batch.iter().map(|b| b.fetched.info.rows).sum();
             let full = batch_full(pass, limit, rows, batch.len());
             if end || full {
-                if let Some(m) = in_flight.take() {
-                    let answer = m.answer.await;
-                    let r = record!(m, answer);
-                    if let Err(e) = r {
-                        failure = Some(e);
-                        break;
-                    }
+                if let Err(e) = settle!() {
+                    failure = Some(e);
+                    break;
                 }
                 in_flight = Some(self.submit_merge(&key, schema, pass, std::mem::take(&mut batch)));
             }
@@ -439,25 +447,19 @@ impl Engine {
         }
         // The pass ended on an empty page with checked pages not yet merged.
         if failure.is_none() && !batch.is_empty() {
-            if let Some(m) = in_flight.take() {
-                let answer = m.answer.await;
-                let r = record!(m, answer);
-                if let Err(e) = r {
-                    failure = Some(e);
+            match settle!() {
+                Ok(()) => {
+                    in_flight =
+                        Some(self.submit_merge(&key, schema, pass, std::mem::take(&mut batch)))
                 }
-            }
-            if failure.is_none() {
-                in_flight = Some(self.submit_merge(&key, schema, pass, std::mem::take(&mut batch)));
+                Err(e) => failure = Some(e),
             }
         }
         // Whatever ended the pass, what the writer is merging is waited for and recorded.
-        if let Some(m) = in_flight.take() {
-            let answer = m.answer.await;
-            match record!(m, answer) {
-                Err(e) if failure.is_none() => failure = Some(e),
-                Err(e) => tracing::warn!(dataset = %key, "{e}"),
-                Ok(()) => {}
-            }
+        match settle!() {
+            Err(e) if failure.is_none() => failure = Some(e),
+            Err(e) => tracing::warn!(dataset = %key, "{e}"),
+            Ok(()) => {}
         }
         if let Some(e) = failure {
             return Err(e);

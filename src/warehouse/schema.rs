@@ -105,9 +105,7 @@ impl ColumnKind {
             }
         }
     }
-}
 
-impl ColumnKind {
     /// The type the straight load has DuckDB's CSV reader parse a cell of this column as, for a column
     /// stored as `stored` (a page whose every cell the page check found certain to cast; see
     /// `sync::page::certainly_castable`). Instants are read as their UTC wall time.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use dobsob::emulator::{synthetic, synthetic_wide, Emulator, Fault, FaultKind, State};
 use dobsob::soda::{PageQuery, RetryPolicy, SodaClient, ViewColumn};
+use dobsob::sync::page::PageInfo;
 use dobsob::warehouse::{quote_literal, MemoryLimit, PageFile, TableSchema, Warehouse};
 
 const ID: &str = "bnch-0001";
@@ -136,8 +137,9 @@ struct Page {
 }
 
 /// The writer alone: dobsob's own full load of the baseline's page files (the batches a full sync commits,
-/// each one `INSERT ... SELECT` from `read_csv` of its pages, then the swap and a checkpoint), under DuckDB's
-/// cap `memory`, with no download, page check or emulator running meanwhile. What the full sync's DuckDB
+/// each loaded as the page check's answers say, straight from `read_csv` when certain to cast, then the
+/// swap and a checkpoint), under DuckDB's cap `memory`, with no download or emulator running meanwhile (the
+/// page check runs before the clock starts). What the full sync's DuckDB
 /// work costs by itself, between the limit and the full sync. Returns (seconds, CPU seconds).
 fn writer_alone(
     dir: &Path,
@@ -147,7 +149,16 @@ fn writer_alone(
     memory: MemoryLimit,
 ) -> (f64, f64) {
     let schema = TableSchema::from_view(view_columns).unwrap();
-    let header = csv_header(&pages[0].path);
+    // What the page check says of each page (certain to cast, decimals too wide), as a sync would pass it
+    // on; checked before the clock starts. The keys it holds are not needed here.
+    let infos: Vec<PageInfo> = pages
+        .iter()
+        .map(|p| {
+            let mut info = dobsob::sync::page::inspect_rows(&p.path, &schema).unwrap();
+            info.keys = Default::default();
+            info
+        })
+        .collect();
     let work = dir.join("writer-alone");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("tmp")).unwrap();
@@ -155,21 +166,21 @@ fn writer_alone(
     let mut wh = Warehouse::open(&work.join("w.duckdb"), &work.join("tmp"), memory).unwrap();
     wh.begin_full("bench", &schema, "bench", None).unwrap();
     let limit = dobsob::sync::full_page_size(page_size);
-    let mut batch: Vec<&Page> = Vec::new();
-    for (i, page) in pages.iter().enumerate() {
+    let mut batch: Vec<(&Page, &PageInfo)> = Vec::new();
+    for (i, page) in pages.iter().zip(&infos).enumerate() {
         batch.push(page);
-        let rows: u64 = batch.iter().map(|p| p.rows).sum();
+        let rows: u64 = batch.iter().map(|(p, _)| p.rows).sum();
         if i + 1 == pages.len() || dobsob::sync::full_batch_ready(limit, rows, batch.len()) {
             let files: Vec<PageFile> = batch
                 .iter()
-                .map(|p| PageFile {
+                .map(|(p, info)| PageFile {
                     path: &p.path,
-                    header: &header,
-                    wide_decimals: &[],
-                    castable: true,
+                    header: &info.header,
+                    wide_decimals: &info.wide_decimals,
+                    castable: info.castable,
                 })
                 .collect();
-            let ids: Vec<String> = batch.iter().map(|p| p.last_id.clone()).collect();
+            let ids: Vec<String> = batch.iter().map(|(p, _)| p.last_id.clone()).collect();
             wh.load_pages("bench", &schema, &files, &ids).unwrap();
             batch.clear();
         }

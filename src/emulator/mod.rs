@@ -803,9 +803,9 @@ mod tests {
             (format!(":id < '{b}'"), None),
             (format!(":id != '{a}'"), None),
         ];
+        let seq = ds.rows.keys().copied().collect::<Vec<_>>();
         for (w, want) in cases {
             let e = parse_where(&ds, &w).unwrap();
-            let seq = ds.rows.keys().copied().collect::<Vec<_>>();
             let bound = soql::first_seq(&e);
             assert_eq!(bound, want.map(|i: usize| seq[i]), "{w}");
             let from = bound.unwrap_or(0);

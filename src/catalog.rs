@@ -4,7 +4,7 @@
 //! file for other portals. Everything read here is validated into types ([`DatasetKey`], [`SocrataId`],
 //! [`Group`], [`Frequency`]) so that the rest of the program never sees an unchecked string.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -217,6 +217,13 @@ pub struct Dataset {
     pub frequency: Frequency,
     pub size_mb: u32,
     pub critical: bool,
+    /// Column types the catalog gives in place of the portal's: `field name -> type`
+    /// (`warehouse::schema::OVERRIDE_TYPES`), the catalog's `[columns]` for every dataset that has the
+    /// column, then the dataset's own `[dataset.columns]`.
+    pub column_types: BTreeMap<String, String>,
+    /// The names the dataset's own `[dataset.columns]` gives: a sync warns when the portal lacks one (the
+    /// catalog-wide `[columns]` names columns that only some datasets have).
+    pub own_column_types: Vec<String>,
 }
 
 impl Dataset {
@@ -241,6 +248,9 @@ pub struct Catalog {
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
     portal: Option<String>,
+    /// Column types for every dataset that has the column.
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
     #[serde(default)]
     dataset: Vec<RawDataset>,
 }
@@ -256,6 +266,8 @@ struct RawDataset {
     size_mb: u32,
     #[serde(default)]
     critical: bool,
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
 }
 
 impl Catalog {
@@ -285,6 +297,10 @@ impl Catalog {
                 message: "no [[dataset]] entries".into(),
             });
         }
+        check_column_types(&raw.columns).map_err(|message| CatalogError::Catalog {
+            source_name: source_name.clone(),
+            message: format!("[columns]: {message}"),
+        })?;
         let mut keys = HashSet::new();
         let mut ids = HashSet::new();
         let mut datasets = Vec::with_capacity(raw.dataset.len());
@@ -309,6 +325,11 @@ impl Catalog {
                     id.as_str()
                 )));
             }
+            check_column_types(&d.columns)
+                .map_err(|m| invalid(format!("[dataset.columns]: {m}")))?;
+            let own_column_types = d.columns.keys().cloned().collect();
+            let mut column_types = raw.columns.clone();
+            column_types.extend(d.columns);
             datasets.push(Dataset {
                 key,
                 id,
@@ -317,6 +338,8 @@ impl Catalog {
                 frequency: d.frequency,
                 size_mb: d.size_mb,
                 critical: d.critical,
+                column_types,
+                own_column_types,
             });
         }
         if let Some(p) = &raw.portal {
@@ -334,6 +357,24 @@ impl Catalog {
     pub fn get(&self, key: &str) -> Option<&Dataset> {
         self.datasets.iter().find(|d| d.key.as_str() == key)
     }
+}
+
+/// Checks a catalog's column types: each a type dobsob stores (`text` for an identifier that is a number
+/// only by accident, and so on).
+fn check_column_types(types: &BTreeMap<String, String>) -> Result<(), String> {
+    use crate::warehouse::schema::OVERRIDE_TYPES;
+    for (name, t) in types {
+        if name.is_empty() || name.starts_with(':') {
+            return Err(format!("{name:?} is not a column dobsob stores"));
+        }
+        if !OVERRIDE_TYPES.contains(&t.as_str()) {
+            return Err(format!(
+                "{name} = {t:?}: the type must be one of {}",
+                OVERRIDE_TYPES.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that a portal is an http(s) base URL without query or fragment.

@@ -91,6 +91,10 @@ pub enum Command {
     Cron(CronArgs),
     /// Show a past run from the ledger: each dataset's outcome, mode, rows, bytes, pages and error or reason.
     Report(ReportArgs),
+    /// Run a read-only SQL query on the published warehouse and print the result as a table, CSV, JSON or
+    /// Markdown; also lists the tables (--tables) and a table's columns (--describe). Works while a sync runs.
+    #[command(after_help = SQL_AFTER_HELP)]
+    Sql(SqlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +264,19 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Concurrency and politeness", value_name = "MB", value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub memory_limit: Option<u32>,
 
+    /// The oldest DuckDB release that must open the warehouse: v1.0.0 (the default) is read by every DuckDB
+    /// from 1.0 on, `latest` only by DuckDB 2.0 and later (slightly smaller and faster: docs/performance.md).
+    /// Remembered for the data directory; a warehouse in another version is converted once, in place
+    /// beside the old file, with no download.
+    #[arg(long, help_heading = "Warehouse", env = "DOBSOB_STORAGE_VERSION", value_name = "VERSION", value_parser = storage_version)]
+    pub storage_version: Option<crate::warehouse::StorageVersion>,
+
+    /// Let this group of the machine's accounts read the published warehouse.duckdb (data directory 0750,
+    /// snapshot 0440, group GROUP; the ledger, work/, tmp/, reports and logs stay private). Remembered for
+    /// the data directory; `none` makes it private again. You must be in the group.
+    #[arg(long, help_heading = "Warehouse", env = "DOBSOB_SHARE_GROUP", value_name = "GROUP", value_parser = share_group)]
+    pub share_group: Option<crate::warehouse::Sharing>,
+
     /// Directory for the run report (orchestration_report_YYYYMMDD_HHMMSS.json). Default: <data-dir>/reports.
     #[arg(long, help_heading = "Reports and notifications", value_name = "DIR")]
     pub report_path: Option<PathBuf>,
@@ -416,6 +433,94 @@ pub struct StatusArgs {
     /// failing (its last attempt failed or drifted), naming each in one line; exit 0 and one OK line otherwise.
     #[arg(long, conflicts_with = "json")]
     pub check: bool,
+}
+
+const SQL_AFTER_HELP: &str = "\
+Examples:
+  dobsob sql --tables                       the tables, their rows, names and descriptions
+  dobsob sql --describe dob_violations      a table's columns, types and the portal's descriptions
+  dobsob sql \"FROM dobsob_datasets\"         each dataset's source, freshness and last outcome
+  dobsob sql \"SELECT boro, count(*) AS n FROM dob_violations GROUP BY ALL ORDER BY n DESC\"
+  dobsob sql --format csv \"FROM hpd_violations WHERE inspectiondate >= DATE '2024-01-01'\" > hpd.csv
+  dobsob sql --format markdown --file weekly.sql
+  echo 'SUMMARIZE dob_complaints' | dobsob sql --format table
+
+It reads the published snapshot, <data-dir>/warehouse.duckdb, opened read-only: a running sync neither
+blocks it nor is blocked by it, and a query sees the last publish. One statement per run, and only a query:
+SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, and the PRAGMAs that list
+(PRAGMA table_info('t'), PRAGMA show_tables). Anything else (INSERT, CREATE, COPY, ATTACH, SET, ...) is
+refused, and DuckDB may not read or write any other file.
+
+Formats (default: table on a terminal, csv otherwise). Values are DuckDB's own text for their type.
+  table     aligned columns sized by the first 1,000 rows (a wider cell after those is cut to its column);
+            cells cut at --max-width characters with \"…\"; NULL shows as NULL; \"N rows\" last (not with -q)
+  csv       RFC 4180 with a header row and \\n line ends; NULL is an empty field, the empty string is \"\"
+  json      a JSON array of objects, one object per line
+  ndjson    one JSON object per line, no array
+  markdown  a GitHub table, | escaped, NULL as NULL
+In JSON, integers and doubles are numbers, booleans true/false and NULL null; DECIMAL, HUGEINT and UHUGEINT
+are strings, to stay exact (a JSON parser would round them to a double), as are infinite and NaN doubles;
+timestamps are ISO 8601 (2024-05-01T13:45:00; TIMESTAMPTZ, in UTC, ends in +00:00); dates, times, lists,
+structs and the rest are strings of DuckDB's text.
+
+The result streams: memory stays small however many rows the query returns. Ctrl-C cancels the query.
+
+Exit codes: 0 ok, 1 the query failed or was refused, 2 usage (no query, several statements, no published
+warehouse yet, no such table), 130 interrupted.";
+
+/// `dobsob sql`: a read-only query on the published warehouse.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query (it may start with a `--` comment). Without it (or with `-`) the query is read from standard
+    /// input.
+    #[arg(value_name = "QUERY", allow_hyphen_values = true, conflicts_with_all = ["file", "tables", "describe"])]
+    pub query: Option<String>,
+
+    /// Read the query from this file (`-`: standard input).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tables", "describe"])]
+    pub file: Option<PathBuf>,
+
+    /// List the tables with their row counts, names, last sync and the portal's descriptions.
+    #[arg(long, conflicts_with = "describe")]
+    pub tables: bool,
+
+    /// Show a table's columns, their types and the portal's descriptions (`schema.table` for another schema,
+    /// e.g. dobsob.uncastable).
+    #[arg(long, value_name = "TABLE")]
+    pub describe: Option<String>,
+
+    /// How to print the result. Default: table on a terminal, csv when piped or redirected.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<SqlFormat>,
+
+    /// Table format: cells longer than this many characters are cut, ending in "…"; 0 never cuts.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub max_width: usize,
+}
+
+/// How `dobsob sql` prints a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqlFormat {
+    /// Aligned columns for reading; a row count last.
+    Table,
+    /// RFC 4180 with a header row; NULL is an empty field.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// A GitHub Markdown table.
+    Markdown,
+}
+
+fn storage_version(s: &str) -> Result<crate::warehouse::StorageVersion, String> {
+    let v = crate::warehouse::StorageVersion::parse(s)?;
+    v.check_known()?;
+    Ok(v)
+}
+
+fn share_group(s: &str) -> Result<crate::warehouse::Sharing, String> {
+    crate::warehouse::Sharing::parse(s)
 }
 
 #[cfg(test)]

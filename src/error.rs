@@ -24,6 +24,9 @@ pub enum Error {
     /// Another run holds the data directory: exit 75, so that cron wrappers tell it from a failure.
     #[error("{0}")]
     Locked(String),
+    /// Ctrl-C or SIGTERM stopped the command before it finished: exit 130.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -32,6 +35,7 @@ impl Error {
             Error::Config(_) => ExitStatus::Usage,
             Error::Runtime(_) => ExitStatus::Failed,
             Error::Locked(_) => ExitStatus::Locked,
+            Error::Interrupted(_) => ExitStatus::Interrupted,
         }
     }
 }

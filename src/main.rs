@@ -42,7 +42,11 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
     };
     // Read-only commands (and a dry run) leave the data directory as it is: no log file.
     let log_to_file = match &cli.command {
-        Command::Status(_) | Command::Verify(_) | Command::Cron(_) | Command::Report(_) => false,
+        Command::Status(_)
+        | Command::Verify(_)
+        | Command::Cron(_)
+        | Command::Report(_)
+        | Command::Sql(_) => false,
         Command::Sync(a) | Command::Rebuild(a) => !a.dry_run && !a.generate_cron,
     };
     init_logging(&cli, &settings, log_to_file)?;
@@ -52,7 +56,13 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let shutdown = Shutdown::default();
-        watch_signals(shutdown.clone());
+        let notice = match &cli.command {
+            Command::Sql(_) => "interrupted: cancelling the query (Ctrl-C again to exit now)",
+            _ => {
+                "interrupted: finishing the current page, then stopping (Ctrl-C again to exit now)"
+            }
+        };
+        watch_signals(shutdown.clone(), notice);
         match &cli.command {
             Command::Sync(a) if a.generate_cron => cron(&cli, &settings, "02:30", false, printer),
             Command::Sync(a) => {
@@ -65,6 +75,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
             Command::Cron(a) => cron(&cli, &settings, &a.at, a.systemd, printer),
             Command::Report(a) => dobsob::commands::report::run(&settings, a, printer),
             Command::Verify(a) => dobsob::commands::verify::run(&settings, a, printer).await,
+            Command::Sql(a) => dobsob::commands::sql::run(&settings, a, printer, shutdown),
         }
     })
 }
@@ -88,7 +99,7 @@ fn cron(
 
 /// First Ctrl-C or SIGTERM: stop at the next safe point. Second Ctrl-C: exit now (the warehouse and ledger
 /// are transactional, so even that loses nothing committed).
-fn watch_signals(shutdown: Shutdown) {
+fn watch_signals(shutdown: Shutdown, notice: &'static str) {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut term =
@@ -111,9 +122,7 @@ fn watch_signals(shutdown: Shutdown) {
                 eprintln!("interrupted again: exiting now");
                 std::process::exit(ExitStatus::Interrupted as i32);
             }
-            eprintln!(
-                "interrupted: finishing the current page, then stopping (Ctrl-C again to exit now)"
-            );
+            eprintln!("{notice}");
             shutdown.trigger();
         }
     });

@@ -97,6 +97,11 @@ pub struct Config {
     pub request_burst: u32,
     /// DuckDB's memory cap (`--memory-limit`, else automatic).
     pub memory: crate::warehouse::MemoryLimit,
+    /// The storage version the warehouse is written in (`--storage-version`; `None`: the one the data
+    /// directory records, else `v1.0.0`, readable by every DuckDB from 1.0 on).
+    pub storage_version: Option<crate::warehouse::StorageVersion>,
+    /// Who reads the published snapshot (`--share-group`; `None`: what the data directory remembers).
+    pub sharing: Option<crate::warehouse::Sharing>,
     pub options: RunOptions,
     pub overlap: Duration,
     pub late_window: Duration,
@@ -148,6 +153,8 @@ impl Config {
             max_requests_per_second: default_requests_per_second(None),
             request_burst: DEFAULT_REQUEST_BURST,
             memory: crate::warehouse::MemoryLimit::default(),
+            storage_version: None,
+            sharing: None,
             options: RunOptions::default(),
             overlap: Duration::from_secs(300),
             late_window: Duration::from_secs(86_400),
@@ -229,7 +236,11 @@ impl Orchestrator {
         let tmp_dir = layout.tmp();
         let (working, published) = (layout.working(), layout.published());
         adopt_old_layout(&working, &published)?;
-        let warehouse = Warehouse::open(&working, &tmp_dir, c.memory)?;
+        let mut warehouse =
+            Warehouse::open(&working, &tmp_dir, c.memory, c.storage_version.as_ref())?;
+        warehouse.set_sharing(c.sharing.clone(), &c.data_dir)?;
+        // A converted warehouse is published at once: the analysts' file is the one they can open.
+        let converted = warehouse.converted().is_some();
         let (handle, writer) = WarehouseHandle::spawn(warehouse);
         let publisher = Publisher {
             handle: handle.clone(),
@@ -238,7 +249,7 @@ impl Orchestrator {
             last: Arc::default(),
         };
         // Analysts get a file from the first run on (and at once after adopting an old layout).
-        if !published.exists() {
+        if !published.exists() || converted {
             publisher.publish().await?;
         }
 

@@ -25,17 +25,6 @@ fn count(conn: &duckdb::Connection, table: &str) -> i64 {
     .unwrap()
 }
 
-/// Inserts `n` new rows into dob_violations at the source.
-fn insert_rows(env: &TestEnv, n: usize) {
-    env.emu.state().edit(DOB_VIOLATIONS, |e| {
-        for i in 0..n {
-            let mut r = serde_json::Map::new();
-            r.insert("isn_dob_bis_viol".into(), json!(format!("77{i:05}")));
-            r.insert("street".into(), json!(format!("NEW STREET {i}")));
-            e.insert(r);
-        }
-    });
-}
 
 #[test]
 fn an_analyst_holding_the_file_open_through_a_sync_neither_fails_nor_blocks_it() {
@@ -49,7 +38,7 @@ fn an_analyst_holding_the_file_open_through_a_sync_neither_fails_nor_blocks_it()
     careless
         .execute_batch("CREATE TABLE scratch AS SELECT 42 AS answer")
         .unwrap();
-    insert_rows(&env, 12);
+    env.insert_dob_violations(12, "77");
     env.emu
         .state()
         .faults
@@ -91,7 +80,7 @@ fn an_analyst_holding_the_file_open_through_a_sync_neither_fails_nor_blocks_it()
     drop((fresh, analyst, careless));
     // The careless session closing does not damage the published file for the next reader, nor the next
     // sync.
-    insert_rows(&env, 3);
+    env.insert_dob_violations(3, "77");
     env.run_ok(&["sync"]);
     env.assert_all_equal_to_source();
     #[cfg(unix)]
@@ -110,26 +99,7 @@ fn opening_the_file_during_a_slow_sync_always_succeeds_and_shows_a_committed_sta
     let env = TestEnv::new();
     env.run_ok(&["sync"]);
     let before = count(&env.warehouse(), "dob_violations");
-    insert_rows(&env, 30);
-    env.emu.state().faults.push(
-        Fault::on(
-            &format!("/resource/{DOB_VIOLATIONS}.csv"),
-            FaultKind::DelayMs(400),
-        )
-        .times(10_000),
-    );
-    let mut child = env.spawn(&[
-        "sync",
-        "--datasets",
-        "dob_violations",
-        "--page-size",
-        "5",
-        "--publish-interval",
-        "1",
-        "--overlap",
-        "0",
-        "-q",
-    ]);
+    let mut child = env.spawn_slow_sync(30);
     let published = env.data_dir().join("warehouse.duckdb");
     let mut seen = vec![before];
     let (mut opens, mut side_commands) = (0, false);
@@ -237,7 +207,7 @@ fn a_data_directory_from_before_is_adopted_without_a_reload() {
     std::fs::remove_file(&published).unwrap();
     std::fs::rename(env.working_path(), &published).unwrap();
     std::fs::remove_dir_all(env.data_dir().join("work")).unwrap();
-    insert_rows(&env, 4);
+    env.insert_dob_violations(4, "77");
     let served = env.full_rows_served(DOB_VIOLATIONS);
     let out = env.run_ok(&["sync"]);
     assert!(env.working_path().exists(), "{}", stderr(&out));
@@ -395,4 +365,92 @@ fn the_warehouse_explains_itself_and_follows_the_portals_descriptions() {
     assert_eq!(d, "DOB violations, all boroughs.");
     let r = env.last_report();
     assert_eq!(r["skipped_jobs"]["dob_violations"]["mode"], "unchanged");
+}
+
+/// The SQL statements of the ```sql blocks of a markdown file, in order.
+fn sql_statements(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut block: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut block, line.trim_start()) {
+            (None, l) if l.starts_with("```sql") => block = Some(String::new()),
+            (Some(b), l) if l.starts_with("```") => {
+                out.extend(
+                    b.split(';')
+                        .map(|s| {
+                            s.lines()
+                                .filter(|l| !l.trim_start().starts_with("--"))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        })
+                        .filter(|s| !s.trim().is_empty()),
+                );
+                block = None;
+            }
+            (Some(b), _) => {
+                // A comment after a statement ends with its line.
+                let code = line.split(" --").next().unwrap_or(line);
+                b.push_str(code);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_query_docs_warehouse_shows_runs_on_the_nyc_shaped_fixtures() {
+    let env = TestEnv::new();
+    // One building in both datasets: an HPD violation (bin a number at the source) at a DOB violation's BIN.
+    let dob_bin = {
+        let st = env.emu.state();
+        let ds = &st.datasets[DOB_VIOLATIONS];
+        let col = ds
+            .columns
+            .iter()
+            .position(|c| c.field_name == "bin")
+            .unwrap();
+        ds.snapshot()[0].cells[col].clone().unwrap()
+    };
+    let hpd_ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        e.set(&hpd_ids[0], "bin", Some(json!(dob_bin)));
+    });
+    env.run_ok(&["sync"]);
+    let doc = std::fs::read_to_string(repo().join("docs/warehouse.md")).unwrap();
+    let statements = sql_statements(&doc);
+    assert!(statements.len() >= 8, "{statements:#?}");
+    let conn = env.warehouse();
+    for sql in &statements {
+        let mut stmt = conn
+            .prepare(sql)
+            .unwrap_or_else(|e| panic!("docs/warehouse.md: {sql}\n{e}"));
+        let mut rows = stmt
+            .query([])
+            .unwrap_or_else(|e| panic!("docs/warehouse.md: {sql}\n{e}"));
+        while rows.next().unwrap().is_some() {}
+    }
+    // The join across datasets by BIN is text = text and finds the buildings both datasets name.
+    let joined: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM hpd_violations h JOIN dob_violations d USING (bin)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let types: Vec<String> = conn
+        .prepare(
+            "SELECT DISTINCT data_type FROM duckdb_columns() WHERE column_name = 'bin' AND schema_name = 'main'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(types, ["VARCHAR"], "every dataset's bin is text");
+    assert!(
+        joined >= 1,
+        "the building in both datasets is found by its BIN"
+    );
 }

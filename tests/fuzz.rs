@@ -4,12 +4,14 @@
 
 use std::io::Write;
 
+mod support;
+
 use dobsob::catalog::{Catalog, CatalogSource};
 use dobsob::emulator::soql::{parse_where, Expr, Val};
 use dobsob::emulator::{format_time, Dataset};
 use dobsob::soda::soql::{parse_timestamp_ms, quote};
 use dobsob::sync::page::inspect_rows;
-use dobsob::warehouse::schema::{decimal_shape, fits_decimal};
+use dobsob::warehouse::schema::{decimal_shape, NumberType};
 use dobsob::warehouse::TableSchema;
 use proptest::prelude::*;
 
@@ -65,7 +67,10 @@ proptest! {
         if let Some(e) = exp { s.push_str(&format!("e{e}")); }
         let want = oracle(neg, &int, &frac, exp.unwrap_or(0));
         prop_assert_eq!(decimal_shape(&s), Some(want), "{}", s);
-        prop_assert_eq!(fits_decimal(want), want.0 <= 20 && want.1 <= 18);
+        // The type a value of that shape gets holds it: at most 38 digits in all, integers without scale.
+        let t = NumberType::for_shape(want);
+        prop_assert_eq!(t == NumberType::Text, want.0.max(1).saturating_add(want.1) > 38);
+        prop_assert!(t.holds_shape(want), "{:?} {:?}", t, want);
     }
 
     #[test]
@@ -130,9 +135,10 @@ proptest! {
     }
 }
 
-/// The typed column kinds and the DuckDB types their columns are created with.
+/// The typed column kinds and the DuckDB types their columns are created with; a number column's type is the
+/// one the page check's shapes widen it to ([`number_type_for`]).
 const TYPED_KINDS: [(dobsob::warehouse::ColumnKind, &str); 5] = [
-    (dobsob::warehouse::ColumnKind::Decimal, "DECIMAL(38,18)"),
+    (dobsob::warehouse::ColumnKind::Number, "BIGINT"),
     (dobsob::warehouse::ColumnKind::Double, "DOUBLE"),
     (dobsob::warehouse::ColumnKind::Timestamp, "TIMESTAMP"),
     (dobsob::warehouse::ColumnKind::Instant, "TIMESTAMPTZ"),
@@ -157,7 +163,54 @@ fn typed_cell() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The type a number column holding `cells` has after the merge widened it for them (the largest integer
+/// digits and decimals among the cells that are numbers), as `warehouse::widen_numbers` computes it.
+fn number_type_for<'a>(cells: impl IntoIterator<Item = &'a String>) -> String {
+    let shape = cells
+        .into_iter()
+        .filter_map(|c| decimal_shape(c))
+        .fold((0, 0), |(i, d), (ci, cd)| (i.max(ci), d.max(cd)));
+    NumberType::BigInt.widened(0, shape).sql()
+}
+
+/// The stored type of `kind` for `cells`.
+fn stored_for<'a>(
+    kind: dobsob::warehouse::ColumnKind,
+    stored: &str,
+    cells: impl IntoIterator<Item = &'a String>,
+) -> String {
+    if kind == dobsob::warehouse::ColumnKind::Number {
+        number_type_for(cells)
+    } else {
+        stored.to_string()
+    }
+}
+
 proptest! {
+    /// A number is stored exactly: cast to the type its own shape picks, it reads back as the same number,
+    /// never rounded, never NULL (the oracle is the test support's own plain notation).
+    #[test]
+    fn a_number_in_the_type_its_shape_picks_is_exact(
+        neg in any::<bool>(),
+        int in "[0-9]{0,40}",
+        frac in "[0-9]{0,40}",
+        exp in proptest::option::of(-45i32..45),
+    ) {
+        prop_assume!(!int.is_empty() || !frac.is_empty());
+        let mut s = String::new();
+        if neg { s.push('-'); }
+        s.push_str(&int);
+        if !frac.is_empty() { s.push('.'); s.push_str(&frac); }
+        if let Some(e) = exp { s.push_str(&format!("e{e}")); }
+        let kind = dobsob::warehouse::ColumnKind::Number;
+        let stored = number_type_for([&s]);
+        let conn = duckdb::Connection::open_in_memory().unwrap();
+        let sql = format!("SELECT CAST(({}) AS VARCHAR) FROM (SELECT ?::VARCHAR AS c)", kind.cast_sql("c", &stored));
+        let got: Option<String> = conn.query_row(&sql, [&s], |r| r.get(0)).unwrap();
+        let got = got.unwrap_or_else(|| panic!("{s} as {stored} is NULL"));
+        prop_assert_eq!(support::plain_decimal(&got), support::plain_decimal(&s), "{} as {}", s, stored);
+    }
+
     /// The straight load of a full-load page (no staging, no search for uncastable cells) is taken only when
     /// the page check says every typed cell is certain to cast: whenever it says so, DuckDB's cast of that
     /// cell gives a value, so no value becomes NULL unrecorded.
@@ -168,7 +221,8 @@ proptest! {
         for cell in cells.iter().filter(|c| !c.is_empty()) {
             for (kind, stored) in TYPED_KINDS {
                 if certainly_castable(kind, cell) {
-                    let sql = format!("SELECT ({}) IS NOT NULL FROM (SELECT ?::VARCHAR AS c)", kind.cast_sql("c", stored));
+                    let stored = stored_for(kind, stored, [cell]);
+                    let sql = format!("SELECT ({}) IS NOT NULL FROM (SELECT ?::VARCHAR AS c)", kind.cast_sql("c", &stored));
                     let ok: bool = conn.query_row(&sql, [cell], |r| r.get(0)).unwrap();
                     prop_assert!(ok, "{kind:?} called {cell:?} certainly castable, DuckDB's cast gives NULL");
                 }
@@ -190,6 +244,7 @@ proptest! {
             if certain.is_empty() {
                 continue;
             }
+            let stored = &stored_for(kind, stored, certain.iter().copied());
             let path = dir.path().join("page.csv");
             let mut body = String::from("\"c\"\n");
             for c in &certain {

@@ -41,30 +41,49 @@ fn first_sync_equals_source_across_small_pages() {
         assert_eq!(env.full_rows_served(id), n, "{id}");
     }
     let conn = env.warehouse();
-    // Exponents, signs and trailing zeros are numbers, held exactly: 1e3 is 1000 in a DECIMAL column.
-    let (ty, n): (String, i64) = conn
+    // A number column has the narrowest type its values need. Exponents, signs and trailing zeros are
+    // numbers, held exactly: 1e3 is 1000; 14 decimals and 5 integer digits need DECIMAL(38,14).
+    let ty = |table: &str, column: &str| -> String {
+        conn.query_row(
+            "SELECT data_type FROM duckdb_columns() WHERE table_name = ? AND column_name = ?",
+            [table, column],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(ty("ecb_violations", "penality_imposed"), "DECIMAL(38,14)");
+    let n: i64 = conn
         .query_row(
-            "SELECT (SELECT data_type FROM duckdb_columns() WHERE table_name = 'ecb_violations'
-                     AND column_name = 'penality_imposed'),
-                    (SELECT count(*) FROM ecb_violations WHERE penality_imposed = 1000)",
+            "SELECT count(*) FROM ecb_violations WHERE penality_imposed = 1000",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(ty, "DECIMAL(38,18)");
     assert!(n > 0, "1e3 landed as 1000");
-    // A 29-digit balance does not fit DECIMAL(38,18): the column was widened to exact text, and recorded.
-    let (ty, changes): (String, i64) = conn
+    // Integers stay integers: a 29-digit balance is too big for BIGINT, not for HUGEINT; ids are BIGINT.
+    assert_eq!(ty("ecb_violations", "balance_due"), "HUGEINT");
+    assert_eq!(ty("ecb_violations", "amount_paid"), "DECIMAL(18,2)");
+    assert_eq!(ty("hpd_violations", "violationid"), "BIGINT");
+    // Identifiers the catalog makes text, whatever the portal's type: HPD's bin and block are numbers there.
+    assert_eq!(ty("hpd_violations", "bin"), "VARCHAR");
+    assert_eq!(ty("hpd_violations", "block"), "VARCHAR");
+    let widened: i64 = conn
         .query_row(
-            "SELECT (SELECT data_type FROM duckdb_columns() WHERE table_name = 'ecb_violations'
-                     AND column_name = 'balance_due'),
-                    (SELECT count(*) FROM dobsob.schema_changes WHERE table_name = 'ecb_violations'
-                     AND column_name = 'balance_due' AND to_type = 'VARCHAR')",
+            "SELECT count(*) FROM dobsob.schema_changes WHERE table_name = 'ecb_violations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(widened, 0, "a full load's types are its types, not changes");
+    // dobsob.columns says what each column is, the portal's type beside.
+    let mapped: (String, String) = conn
+        .query_row(
+            "SELECT socrata_type, duckdb_type FROM dobsob.columns WHERE table_name = 'hpd_violations' AND column_name = 'bin'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((ty.as_str(), changes), ("VARCHAR", 1));
+    assert_eq!(mapped, ("number".to_string(), "VARCHAR".to_string()));
     // Only values that are not numbers at all are kept aside: text, an empty string, a bad double, and
     // `1_000`, which DuckDB alone would read as 1000.
     let raw: Vec<String> = conn
@@ -88,14 +107,9 @@ fn first_sync_equals_source_across_small_pages() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(
-        lat.contains(&"-73.863754707308345000".to_string()),
-        "{lat:?}"
-    );
-    assert!(
-        lat.contains(&"40.712776400000001200".to_string()),
-        "{lat:?}"
-    );
+    assert_eq!(ty("every_type", "latitude"), "DECIMAL(18,16)");
+    assert!(lat.contains(&"-73.8637547073083450".to_string()), "{lat:?}");
+    assert!(lat.contains(&"40.7127764000000012".to_string()), "{lat:?}");
 }
 
 #[test]

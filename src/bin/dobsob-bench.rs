@@ -8,9 +8,13 @@
 //!   copy of the same file (`--dir` on XFS or btrfs measures a reflink publish);
 //! - `orchestration`: a night when none of 18 datasets changed (requests and wall time, under the default
 //!   budgets), and a full sync of several datasets at `--max-concurrent` 1, 2 and 4 against a portal that
-//!   takes `--latency-ms` to answer each request (rows/s, against `--max-concurrent 1`).
+//!   takes `--latency-ms` to answer each request (rows/s, against `--max-concurrent 1`);
+//! - `storage`: the warehouse in DuckDB 2.0's newest storage format (`--storage-version latest`, the
+//!   baseline) against the format every DuckDB from 1.0 on reads (v1.0.0, dobsob's default): the full
+//!   sync's time, the file's size and three analyst queries (a scan, a group-by, a join of two datasets by
+//!   BBL) on the published file.
 //!
-//! Run: `cargo run --release --bin dobsob-bench [-- --scenario sync|orchestration|all] [-- SYNC_ARGS]`
+//! Run: `cargo run --release --bin dobsob-bench [-- --scenario sync|orchestration|storage|all] [-- SYNC_ARGS]`
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,7 +24,7 @@ use clap::{Parser, ValueEnum};
 use dobsob::emulator::{synthetic, synthetic_wide, Emulator, Fault, FaultKind, State};
 use dobsob::soda::{PageQuery, RetryPolicy, SodaClient, ViewColumn};
 use dobsob::sync::page::PageInfo;
-use dobsob::warehouse::{quote_literal, MemoryLimit, PageFile, TableSchema, Warehouse};
+use dobsob::warehouse::{quote_literal, MemoryLimit, NumberType, PageFile, TableSchema, Warehouse};
 
 const ID: &str = "bnch-0001";
 
@@ -28,6 +32,8 @@ const ID: &str = "bnch-0001";
 enum Scenario {
     Sync,
     Orchestration,
+    Storage,
+    /// sync and orchestration (storage is run on its own).
     All,
 }
 
@@ -149,7 +155,7 @@ fn writer_alone(
     memory: MemoryLimit,
 ) -> (f64, f64) {
     let schema = TableSchema::from_view(view_columns).unwrap();
-    // What the page check says of each page (certain to cast, decimals too wide), as a sync would pass it
+    // What the page check says of each page (certain to cast, its numbers' sizes), as a sync would pass it
     // on; checked before the clock starts. The keys it holds are not needed here.
     let infos: Vec<PageInfo> = pages
         .iter()
@@ -163,7 +169,7 @@ fn writer_alone(
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("tmp")).unwrap();
     let (t, cpu) = (Instant::now(), cpu_seconds());
-    let mut wh = Warehouse::open(&work.join("w.duckdb"), &work.join("tmp"), memory).unwrap();
+    let mut wh = Warehouse::open(&work.join("w.duckdb"), &work.join("tmp"), memory, None).unwrap();
     wh.begin_full("bench", &schema, "bench", None).unwrap();
     let limit = dobsob::sync::full_page_size(page_size);
     let mut batch: Vec<(&Page, &PageInfo)> = Vec::new();
@@ -176,7 +182,7 @@ fn writer_alone(
                 .map(|(p, info)| PageFile {
                     path: &p.path,
                     header: &info.header,
-                    wide_decimals: &info.wide_decimals,
+                    number_shapes: &info.number_shapes,
                     castable: info.castable,
                 })
                 .collect();
@@ -431,12 +437,40 @@ fn main() -> ExitCode {
     if matches!(args.scenario, Scenario::Orchestration | Scenario::All) {
         orchestration(&args, &exe);
     }
+    if args.scenario == Scenario::Storage {
+        storage(&args, &exe);
+    }
     ExitCode::SUCCESS
 }
 
+/// The types dobsob's number columns end with for these pages (the page check's shapes, joined), by name.
+fn number_types(
+    pages: &[Page],
+    view_columns: &[ViewColumn],
+) -> std::collections::HashMap<String, String> {
+    let schema = TableSchema::from_view(view_columns).unwrap();
+    let mut shapes: std::collections::HashMap<String, (u32, u32)> = Default::default();
+    for p in pages {
+        let info = dobsob::sync::page::inspect_rows(&p.path, &schema).unwrap();
+        for (name, (i, d)) in info.number_shapes {
+            let e = shapes.entry(name).or_insert((0, 0));
+            *e = (e.0.max(i), e.1.max(d));
+        }
+    }
+    shapes
+        .into_iter()
+        .map(|(name, shape)| (name, NumberType::BigInt.widened(0, shape).sql()))
+        .collect()
+}
+
 /// The limit: DuckDB's own `read_csv` of the very pages the baseline downloaded, into a table of the types
-/// dobsob gives them (same engine build, through the duckdb crate). Returns (seconds, CPU seconds).
-fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> (f64, f64) {
+/// dobsob gives them (same engine build, through the duckdb crate; numbers as `number_types`). Returns
+/// (seconds, CPU seconds).
+fn read_csv_limit(
+    dir: &Path,
+    view_columns: &[ViewColumn],
+    number_types: &std::collections::HashMap<String, String>,
+) -> (f64, f64) {
     let schema = TableSchema::from_view(view_columns).unwrap();
     let header = csv_header(&dir.join("page-00000.csv"));
     let columns: Vec<String> = header
@@ -444,11 +478,13 @@ fn read_csv_limit(dir: &Path, view_columns: &[ViewColumn]) -> (f64, f64) {
         .map(|h| {
             let t = match h.as_str() {
                 ":created_at" | ":updated_at" => "TIMESTAMPTZ",
-                _ => schema
-                    .columns
-                    .iter()
-                    .find(|c| &c.name == h)
-                    .map_or("VARCHAR", |c| c.kind.duckdb_type()),
+                _ => number_types.get(h).map(String::as_str).unwrap_or_else(|| {
+                    schema
+                        .columns
+                        .iter()
+                        .find(|c| &c.name == h)
+                        .map_or("VARCHAR", |c| c.kind.duckdb_type())
+                }),
             };
             format!("{}: '{t}'", quote_literal(h))
         })
@@ -501,8 +537,9 @@ fn sync_bench(args: &Args, exe: &Path) {
     let (base_rows, base_bytes, page_list) =
         rt.block_on(baseline(&emu.url(), args.page_size, &pages));
     let base_s = t.elapsed().as_secs_f64();
+    let numbers = number_types(&page_list, &view_columns);
     let limits: Vec<(f64, f64)> = (0..args.repeat)
-        .map(|_| read_csv_limit(&pages, &view_columns))
+        .map(|_| read_csv_limit(&pages, &view_columns, &numbers))
         .collect();
     let limit_s = median(limits.iter().map(|r| r.0).collect());
     let limit_cpu = median(limits.iter().map(|r| r.1).collect());
@@ -687,5 +724,122 @@ fn sync_bench(args: &Args, exe: &Path) {
             "breakdown": b, "incremental_breakdown": ib, "incremental_requests": incr.requests, "publish": {"mb": publish.0, "seconds": publish.1, "reflink": publish.2, "plain_copy_s": copy_s},
         });
         std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+}
+
+/// The analyst queries of the storage benchmark, on `bench_00` (the wide dataset) and `bench_01` (a
+/// narrower one with the same kind of BBL).
+const ANALYST_QUERIES: [(&str, &str); 3] = [
+    (
+        "scan",
+        "SELECT count(*), sum(length(novdescription)), max(inspectiondate), sum(latitude) FROM bench_00",
+    ),
+    (
+        "group-by",
+        "SELECT boroid, class, count(*), avg(longitude) FROM bench_00 GROUP BY ALL ORDER BY ALL",
+    ),
+    (
+        "join by BBL",
+        "SELECT count(*), count(DISTINCT a.bbl) FROM bench_00 a JOIN bench_01 b ON a.bbl = b.bbl",
+    ),
+];
+
+/// Median seconds of `repeat` runs of `sql` on a read-only connection to `path` (after one unmeasured run).
+fn query_seconds(path: &Path, sql: &str, repeat: u64) -> f64 {
+    let cfg = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .unwrap();
+    let conn = duckdb::Connection::open_with_flags(path, cfg).unwrap();
+    let run = || {
+        let t = Instant::now();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        while rows.next().unwrap().is_some() {}
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    median((0..repeat.max(3)).map(|_| run()).collect())
+}
+
+fn storage(args: &Args, exe: &Path) {
+    let dir = scratch(args);
+    let second = "bnch-0002";
+    eprintln!(
+        "generating {} rows of {} columns and {} rows of 12 ...",
+        args.rows,
+        args.columns,
+        args.rows / 4
+    );
+    let mut state = State::default();
+    state.add_dataset(synthetic_wide(ID, args.rows, args.columns));
+    state.add_dataset(synthetic_wide(second, args.rows / 4, 12));
+    let emu = Emulator::start(state, 0).unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    catalog_of(&catalog, &[ID.to_string(), second.to_string()]);
+    let url = emu.url();
+    struct Run {
+        sync_s: f64,
+        peak_rss: u64,
+        bytes: u64,
+        queries: Vec<f64>,
+    }
+    let versions = ["latest", "v1.0.0"];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(), Vec::new()];
+    for r in 0..args.repeat {
+        // Alternating which goes first, so that neither always has the warmer machine.
+        let order: Vec<usize> = if r % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        for v in order {
+            let data = dir.path().join(format!("data-{}-{r}", versions[v]));
+            let mut extra = vec!["--storage-version".to_string(), versions[v].to_string()];
+            extra.extend(args.sync_args.iter().cloned());
+            let m = run_dobsob(exe, &data, &catalog, &url, args.page_size, &extra);
+            let published = data.join("warehouse.duckdb");
+            let bytes = std::fs::metadata(&published).unwrap().len();
+            let queries = ANALYST_QUERIES
+                .iter()
+                .map(|(_, sql)| query_seconds(&published, sql, 3))
+                .collect();
+            eprintln!(
+                "{} run {}: full sync {:.1}s, {:.0} MB",
+                versions[v],
+                r + 1,
+                m.seconds,
+                bytes as f64 / 1e6
+            );
+            runs[v].push(Run {
+                sync_s: m.seconds,
+                peak_rss: m.peak_rss,
+                bytes,
+                queries,
+            });
+            std::fs::remove_dir_all(&data).unwrap();
+        }
+    }
+    let med = |v: usize, f: &dyn Fn(&Run) -> f64| median(runs[v].iter().map(f).collect());
+    println!(
+        "\nstorage: {} rows x {} columns + {} rows x 12, median of {} run(s); ratio = v1.0.0 / latest",
+        args.rows,
+        args.columns,
+        args.rows / 4,
+        args.repeat
+    );
+    println!(
+        "{:<22} {:>12} {:>12} {:>7}",
+        "", "latest", "v1.0.0", "ratio"
+    );
+    let line = |name: &str, f: &dyn Fn(&Run) -> f64, unit: &str| {
+        let (a, b) = (med(0, f), med(1, f));
+        println!(
+            "{name:<22} {:>10.2}{unit:<2} {:>10.2}{unit:<2} {:>6.2}x",
+            a,
+            b,
+            b / a
+        );
+    };
+    line("full sync", &|r| r.sync_s, "s");
+    line("peak RSS", &|r| r.peak_rss as f64 / 1e6, "MB");
+    line("file size", &|r| r.bytes as f64 / 1e6, "MB");
+    for (i, (name, _)) in ANALYST_QUERIES.iter().enumerate() {
+        line(&format!("query: {name}"), &|r| r.queries[i] * 1e3, "ms");
     }
 }

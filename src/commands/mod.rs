@@ -3,6 +3,7 @@
 pub mod cron;
 pub mod plan;
 pub mod report;
+pub mod sql;
 pub mod status;
 pub mod sync;
 pub mod verify;

@@ -10,7 +10,6 @@ use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 use crate::soda::SodaClient;
 use crate::sync::{self, schedule, Mode};
-use crate::warehouse::TableSchema;
 
 pub async fn print(
     settings: &Settings,
@@ -138,7 +137,7 @@ async fn action(
         Ok(m) => m,
         Err(e) => return format!("unknown: {e}"),
     };
-    let fingerprint = TableSchema::from_view(&meta.columns)
+    let fingerprint = sync::schema_of(ds, &meta.columns)
         .map(|s| sync::fingerprint(ds, &s))
         .ok();
     if fingerprint.as_deref() != rec.schema_fingerprint.as_deref() {

@@ -170,7 +170,35 @@ pub fn run(
         ],
         &rows,
     ));
+    printer.line(&snapshot_line(&settings.warehouse_path()));
     Ok(ExitStatus::Ok)
+}
+
+/// What the published snapshot is: its storage version (which DuckDB releases open it) and who may read it.
+fn snapshot_line(path: &std::path::Path) -> String {
+    use crate::warehouse::{storage, StorageVersion};
+    if !path.exists() {
+        return format!("warehouse: {} (not published yet)", path.display());
+    }
+    match storage::snapshot_facts(path) {
+        Ok(f) => {
+            let version = match &f.storage_version {
+                Some(v) => match StorageVersion::parse(v) {
+                    Ok(v) => format!("storage version {v} (opens in DuckDB {})", storage::readers(&v)),
+                    Err(_) => format!("storage version {v}"),
+                },
+                None => "storage version latest, not recorded (DuckDB 2.0 and later only; the next sync \
+                         converts it to v1.0.0)"
+                    .into(),
+            };
+            let who = match f.share_group.as_deref() {
+                None | Some(crate::warehouse::share::PRIVATE) => "private to you".to_string(),
+                Some(g) => format!("readable by the group {g}"),
+            };
+            format!("warehouse: {}, {version}, {who}", path.display())
+        }
+        Err(e) => format!("warehouse: {}: {e}", path.display()),
+    }
 }
 
 /// `status --check`: one line per dataset that needs attention, exit 1 if any does.

@@ -39,6 +39,8 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
     c.memory = args
         .memory_limit
         .map_or_else(Default::default, MemoryLimit::Fixed);
+    c.storage_version = args.storage_version.clone();
+    c.sharing = args.share_group.clone();
     c.options = RunOptions {
         schedule_grace: args.schedule_check.then_some(args.grace as i64),
         force: args.force,

@@ -32,6 +32,12 @@ const GATE_MARGIN_SECS: i64 = 2;
 
 /// A dataset's fingerprint as the warehouse and the ledger record it: the source's identity, its columns and
 /// dobsob's type mapping. When it changes, the table is reloaded.
+/// The table a dataset's metadata gives, with the catalog's column types: one function for the sync and its
+/// dry run, so that both compute the same fingerprint.
+pub fn schema_of(ds: &Dataset, columns: &[crate::soda::ViewColumn]) -> Result<TableSchema, String> {
+    TableSchema::with_types(columns, &ds.column_types)
+}
+
 pub fn fingerprint(ds: &Dataset, schema: &TableSchema) -> String {
     format!("{}/{}", ds.id, schema.fingerprint())
 }
@@ -119,7 +125,19 @@ impl Engine {
             .interruptible(self.client.metadata(ds.id.as_str()))
             .await?;
         progress.description = Some(self.description(ds, &meta));
-        let schema = Arc::new(TableSchema::from_view(&meta.columns).map_err(SyncError::Schema)?);
+        let schema = Arc::new(schema_of(ds, &meta.columns).map_err(SyncError::Schema)?);
+        let own: std::collections::BTreeMap<String, String> = ds
+            .column_types
+            .iter()
+            .filter(|(k, _)| ds.own_column_types.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for missing in schema.overrides_missing(&own) {
+            tracing::warn!(
+                dataset = %ds.key,
+                "the catalog gives column {missing:?} a type, but the portal's metadata has no such column"
+            );
+        }
         // The source's identity, columns and dobsob's type mapping: when any changes, the table is reloaded.
         let fingerprint = fingerprint(ds, &schema);
         let state = {

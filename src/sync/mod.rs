@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::ledger::{Ledger, LedgerError};
 use crate::soda::{SodaClient, SodaError};
 use crate::warehouse::{WarehouseError, WarehouseHandle};
-pub use dataset::{fingerprint, gate_holds, unchanged_reason};
+pub use dataset::{fingerprint, gate_holds, schema_of, unchanged_reason};
 pub use reconcile::DeleteGuard;
 pub use run::{size_estimate_mb, start_order, Job, Limits, RunMetrics, RunResult, Throttle};
 pub use shutdown::Shutdown;

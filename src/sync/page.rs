@@ -2,8 +2,8 @@
 //! fields once and carries the system fields, every row has as many cells as the header, ids are unique
 //! within the page, `:updated_at` values are Socrata timestamps, and whether the rows come in
 //! `:updated_at` order. It also finds the first and last row's `(:updated_at, :id)`, the keyset cursor for
-//! the next page, and the decimal columns holding a value too wide for DECIMAL(38,18) (the merge widens them
-//! first). [`check_step`] then checks that the page moved past the cursor. Memory: one record plus the
+//! the next page, and the size of the largest value of each number column (the merge widens a column whose
+//! type cannot hold it first). [`check_step`] then checks that the page moved past the cursor. Memory: one record plus the
 //! page's keys.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::soda::soql::parse_timestamp_ms;
 use crate::soda::Watermark;
-use crate::warehouse::schema::{decimal_shape, fits_decimal};
+use crate::warehouse::schema::decimal_shape;
 use crate::warehouse::{ColumnKind, TableSchema};
 
 /// What a page holds.
@@ -25,8 +25,9 @@ pub struct PageInfo {
     pub keys: HashMap<String, String>,
     /// The first row (1-based) whose `:updated_at` is older than the row before it, with its id.
     pub time_order_break: Option<(u64, String)>,
-    /// Decimal columns with a value that DECIMAL(38,18) cannot hold exactly.
-    pub wide_decimals: Vec<String>,
+    /// Each number column with a value, and the most integer digits and decimals its values have
+    /// (`schema::decimal_shape`): what the column's type must hold.
+    pub number_shapes: Vec<(String, (u32, u32))>,
     /// Fields in the page that the metadata does not list (not stored; reported).
     pub unknown_columns: Vec<String>,
     /// Metadata columns the page does not carry (stored as NULL; reported).
@@ -120,7 +121,7 @@ fn scan_quotes(mut r: impl std::io::Read, buf_size: usize) -> Result<bool, Strin
 pub fn certainly_castable(kind: ColumnKind, cell: &str) -> bool {
     match kind {
         ColumnKind::Text => true,
-        ColumnKind::Decimal => decimal_certain(cell, decimal_shape(cell)),
+        ColumnKind::Number => number_certain(cell, decimal_shape(cell)),
         ColumnKind::Double => {
             cell.len() <= 300 && !cell.contains(['e', 'E']) && decimal_shape(cell).is_some()
         }
@@ -139,9 +140,11 @@ pub fn certainly_castable(kind: ColumnKind, cell: &str) -> bool {
     }
 }
 
-/// [`certainly_castable`] for a decimal cell whose [`decimal_shape`] is `shape` (the page check has it at hand).
-fn decimal_certain(cell: &str, shape: Option<(u32, u32)>) -> bool {
-    !cell.contains(['e', 'E']) && shape.is_some_and(fits_decimal)
+/// [`certainly_castable`] for a number cell whose [`decimal_shape`] is `shape` (the page check has it at
+/// hand): a plain number (DuckDB's CSV reader reads it as the column's type, which the merge first widens to
+/// hold it; exponents take the careful path).
+fn number_certain(cell: &str, shape: Option<(u32, u32)>) -> bool {
+    !cell.contains(['e', 'E']) && shape.is_some()
 }
 
 /// Inspects a page of `$select=:*,*` rows against the dataset's schema.
@@ -178,20 +181,20 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
     };
     let (id_col, upd_col) = (find(":id")?, find(":updated_at")?);
     find(":created_at")?;
-    // Decimal columns by position in the page, and whether one of their values was too wide.
-    let decimals: Vec<(usize, &str)> = schema
+    // Number columns by position in the page, and the largest shape of their values so far.
+    let numbers: Vec<(usize, &str)> = schema
         .columns
         .iter()
-        .filter(|c| c.kind == ColumnKind::Decimal)
+        .filter(|c| c.kind == ColumnKind::Number)
         .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.name.as_str())))
         .collect();
-    let mut wide = vec![false; decimals.len()];
-    // The other typed columns by position, for the straight load (a decimal cell is looked at once, for its
-    // width and its cast, in the row loop below).
+    let mut shapes: Vec<Option<(u32, u32)>> = vec![None; numbers.len()];
+    // The other typed columns by position, for the straight load (a number cell is looked at once, for its
+    // shape and its cast, in the row loop below).
     let typed: Vec<(usize, ColumnKind)> = schema
         .columns
         .iter()
-        .filter(|c| !matches!(c.kind, ColumnKind::Text | ColumnKind::Decimal))
+        .filter(|c| !matches!(c.kind, ColumnKind::Text | ColumnKind::Number))
         .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.kind)))
         .collect();
     let mut castable = !quoted_empty;
@@ -225,15 +228,17 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
                 info.rows
             ));
         }
-        // Each decimal cell's shape, read once: too wide for the column, and certain to cast.
-        for (w, (pos, _)) in wide.iter_mut().zip(&decimals) {
+        // Each number cell's shape, read once: what the column must hold, and certain to cast.
+        for (most, (pos, _)) in shapes.iter_mut().zip(&numbers) {
             let cell = &rec[*pos];
-            if cell.is_empty() || (*w && !castable) {
+            if cell.is_empty() {
                 continue;
             }
             let shape = decimal_shape(cell);
-            *w |= shape.is_some_and(|s| !fits_decimal(s));
-            castable &= decimal_certain(cell, shape);
+            if let Some((i, d)) = shape {
+                *most = Some(most.map_or((i, d), |(mi, md)| (mi.max(i), md.max(d))));
+            }
+            castable &= number_certain(cell, shape);
         }
         if castable {
             castable = typed.iter().all(|(pos, kind)| {
@@ -249,11 +254,10 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
     if info.rows > 0 {
         info.last = Some(key(&prev));
     }
-    info.wide_decimals = decimals
+    info.number_shapes = numbers
         .iter()
-        .zip(&wide)
-        .filter(|(_, w)| **w)
-        .map(|((_, name), _)| name.to_string())
+        .zip(&shapes)
+        .filter_map(|((_, name), shape)| Some((name.to_string(), (*shape)?)))
         .collect();
     info.header = header;
     info.castable = castable;
@@ -581,7 +585,7 @@ mod tests {
     }
 
     #[test]
-    fn wide_decimals_are_found() {
+    fn the_largest_shape_of_each_number_column_is_found() {
         let schema = TableSchema::from_view(&[
             ViewColumn::new("lat", "number"),
             ViewColumn::new("n", "number"),
@@ -600,6 +604,11 @@ mod tests {
         )
         .unwrap();
         let info = inspect_rows(&p, &schema).unwrap();
-        assert_eq!(info.wide_decimals, ["lat"]);
+        // Integer digits and decimals of the largest values, not of one value; text is not a number.
+        assert_eq!(
+            info.number_shapes,
+            [("lat".to_string(), (2, 21)), ("n".to_string(), (1, 0))]
+        );
+        assert!(!info.castable, "N/A takes the careful path");
     }
 }

@@ -485,7 +485,7 @@ impl Engine {
             .map(|b| OnDisk {
                 path: b.fetched.path.clone(),
                 header: b.fetched.info.header.clone(),
-                wide_decimals: b.fetched.info.wide_decimals.clone(),
+                number_shapes: b.fetched.info.number_shapes.clone(),
                 castable: b.fetched.info.castable,
                 last: b.last.clone(),
             })
@@ -498,7 +498,7 @@ impl Engine {
                 .map(|f| PageFile {
                     path: &f.path,
                     header: &f.header,
-                    wide_decimals: &f.wide_decimals,
+                    number_shapes: &f.number_shapes,
                     castable: f.castable,
                 })
                 .collect();
@@ -566,7 +566,7 @@ impl Engine {
 struct OnDisk {
     path: PathBuf,
     header: Vec<String>,
-    wide_decimals: Vec<String>,
+    number_shapes: Vec<(String, (u32, u32))>,
     castable: bool,
     last: Watermark,
 }

@@ -369,7 +369,7 @@ impl Engine {
                 schema.clone(),
                 fetched.path.clone(),
                 fetched.info.header.clone(),
-                fetched.info.wide_decimals.clone(),
+                fetched.info.number_shapes.clone(),
             );
             let rows = self
                 .warehouse
@@ -381,7 +381,7 @@ impl Engine {
                         let page = PageFile {
                             path: &p,
                             header: &h,
-                            wide_decimals: &w,
+                            number_shapes: &w,
                             castable: false,
                         };
                         wh.upsert_page(&k, &s, &page, None)?

@@ -68,7 +68,25 @@ impl Job {
             frequency: Frequency::Daily,
             size_mb: 0,
             critical: false,
+            column_types: Default::default(),
+            own_column_types: Vec::new(),
         }))
+    }
+
+    /// Stores column `field` as `kind` (one of `warehouse::schema::OVERRIDE_TYPES`, e.g. `text` for an
+    /// identifier the portal types as a number), as a catalog's `[dataset.columns]` does.
+    pub fn column_type(mut self, field: &str, kind: &str) -> Result<Job, String> {
+        if !crate::warehouse::schema::OVERRIDE_TYPES.contains(&kind) {
+            return Err(format!(
+                "{field} = {kind:?}: the type must be one of {}",
+                crate::warehouse::schema::OVERRIDE_TYPES.join(", ")
+            ));
+        }
+        self.dataset
+            .column_types
+            .insert(field.to_string(), kind.to_string());
+        self.dataset.own_column_types.push(field.to_string());
+        Ok(self)
     }
 
     pub fn priority(mut self, p: Priority) -> Job {

@@ -12,6 +12,8 @@ mod describe;
 mod publish;
 mod raw;
 pub mod schema;
+pub mod share;
+pub mod storage;
 mod writer;
 
 use std::path::Path;
@@ -21,7 +23,10 @@ use duckdb::{params, Connection, OptionalExt};
 use crate::soda::Watermark;
 pub use describe::{ColumnDescription, Description};
 pub use publish::{publishing_path, wal_of, Published};
-pub use schema::{quote_ident, quote_literal, ColumnKind, TableSchema};
+use schema::decimal_shape;
+pub use schema::{quote_ident, quote_literal, ColumnKind, NumberType, TableSchema};
+pub use share::Sharing;
+pub use storage::{Converted, StorageVersion};
 pub use writer::{Pending, WarehouseHandle};
 
 const META_SQL: &[&str] = &[
@@ -110,8 +115,9 @@ pub struct PageFile<'a> {
     pub path: &'a Path,
     /// The CSV header: `:id`, `:created_at`, `:updated_at`, other system fields and column fieldNames.
     pub header: &'a [String],
-    /// Decimal columns with a value DECIMAL(38,18) cannot hold: widened before the page is merged.
-    pub wide_decimals: &'a [String],
+    /// Number columns with a value, and the most integer digits and decimals their values have: a column
+    /// whose type cannot hold them is widened before the page is merged.
+    pub number_shapes: &'a [(String, (u32, u32))],
     /// The page check found every typed cell certain to cast and no quoted empty string: in a full load, a
     /// batch of such pages is inserted straight from the CSV ([`Warehouse::load_pages`]), without staging
     /// or looking for uncastable cells.
@@ -240,8 +246,11 @@ fn no_full_load(key: &str) -> WarehouseError {
 
 /// The table a full load fills before the swap.
 pub fn load_table(key: &str) -> String {
-    format!("_dobsob_load_{key}")
+    format!("{LOAD_PREFIX}{key}")
 }
+
+/// What [`load_table`] puts before a dataset's key.
+const LOAD_PREFIX: &str = "_dobsob_load_";
 
 /// Busy seconds of the writer's steps, for the whole run (the benchmark's breakdown).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -273,22 +282,80 @@ pub struct Warehouse {
     memory_limit_mb: u32,
     /// The database file (the working database; see `publish`).
     path: std::path::PathBuf,
+    storage: StorageVersion,
+    converted: Option<Converted>,
+    /// Who reads the published snapshot ([`Warehouse::set_sharing`]).
+    sharing: Sharing,
+}
+
+/// The key of `dobsob.meta` that remembers `--share-group` for the data directory.
+const SHARE_KEY: &str = "share_group";
+
+/// Refuses a file a newer dobsob wrote (a layout this one does not know), before anything changes it.
+fn refuse_newer_layout(conn: &Connection, path: &Path) -> Result<(), WarehouseError> {
+    let has_meta: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'dobsob' AND table_name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .ctx(|| "reading the warehouse's layout".into())?;
+    if has_meta == 0 {
+        return Ok(());
+    }
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT value FROM dobsob.meta WHERE key = 'format'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(|| "reading the warehouse's layout".into())?;
+    let found = found.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    if found > WAREHOUSE_FORMAT {
+        return Err(WarehouseError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known: WAREHOUSE_FORMAT,
+        });
+    }
+    Ok(())
 }
 
 impl Warehouse {
     /// Opens (or creates) the warehouse file and dobsob's own tables; DuckDB may hold `memory` and spills
-    /// to `temp_dir` beyond it.
+    /// to `temp_dir` beyond it. The file is in storage version `storage` (`None`: the one it records, else
+    /// [`StorageVersion::DEFAULT`]): a new file is created in it, an existing one in another is converted
+    /// first ([`storage::convert_if_needed`], its progress logged).
     pub fn open(
         path: &Path,
         temp_dir: &Path,
         memory: MemoryLimit,
+        storage: Option<&StorageVersion>,
     ) -> Result<Warehouse, WarehouseError> {
         let memory_limit_mb = memory.start_mb();
         let open_error = |source| WarehouseError::Open {
             path: path.display().to_string(),
             source,
         };
-        let raw = raw::RawDb::open(path).map_err(open_error)?;
+        // Refuse a newer layout before writing anything, conversions included.
+        let existing = match path.exists() {
+            true => Some(storage::open_plain(path)?),
+            false => None,
+        };
+        if let Some(conn) = &existing {
+            refuse_newer_layout(conn, path)?;
+        }
+        let storage = storage::resolve(existing.as_ref(), storage)?;
+        drop(existing);
+        storage
+            .check_known()
+            .map_err(|e| WarehouseError::State(format!("storage version {storage}: {e}")))?;
+        let converted =
+            storage::convert_if_needed(path, &storage, temp_dir, memory_limit_mb, &mut |m| {
+                tracing::info!("{m}")
+            })?;
+        let raw = raw::RawDb::open(path, storage.as_str()).map_err(open_error)?;
         let conn = raw.connection().map_err(open_error)?;
         // DuckDB's buffer pool would otherwise grow to 80% of RAM; spill to disk instead. At the default
         // checkpoint threshold (16 MB of WAL) a checkpoint rewrites the growing load table every few pages of a
@@ -299,39 +366,18 @@ impl Warehouse {
             quote_literal(&temp_dir.display().to_string())
         ))
         .ctx(|| "configuring DuckDB".into())?;
-        // Refuse a newer layout before writing anything.
-        let has_meta: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'dobsob' AND table_name = 'meta'",
-                [],
-                |r| r.get(0),
-            )
-            .ctx(|| "reading the warehouse's layout".into())?;
-        if has_meta > 0 {
-            let found: Option<String> = conn
-                .query_row(
-                    "SELECT value FROM dobsob.meta WHERE key = 'format'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()
-                .ctx(|| "reading the warehouse's layout".into())?;
-            let found = found.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-            if found > WAREHOUSE_FORMAT {
-                return Err(WarehouseError::TooNew {
-                    path: path.display().to_string(),
-                    found,
-                    known: WAREHOUSE_FORMAT,
-                });
-            }
-        }
         for sql in META_SQL {
             conn.execute_batch(sql)
                 .ctx(|| "creating dobsob's tables".into())?;
         }
+        // The file is in `storage` now: created in it, converted to it, or recording it already.
         conn.execute(
-            "INSERT OR REPLACE INTO dobsob.meta VALUES ('format', ?)",
-            params![WAREHOUSE_FORMAT.to_string()],
+            "INSERT OR REPLACE INTO dobsob.meta VALUES ('format', ?), (?, ?)",
+            params![
+                WAREHOUSE_FORMAT.to_string(),
+                storage::META_KEY,
+                storage.as_str()
+            ],
         )
         .ctx(|| "recording the warehouse's layout".into())?;
         Ok(Warehouse {
@@ -341,7 +387,76 @@ impl Warehouse {
             memory,
             memory_limit_mb,
             path: path.to_path_buf(),
+            storage,
+            converted,
+            sharing: Sharing::Private,
         })
+    }
+
+    /// Who reads the published snapshot from now on: `choice` (`--share-group`), recorded in `dobsob.meta`
+    /// for the next runs, or, when `None`, what an earlier run recorded (private if nothing). Ending a
+    /// share closes `data_dir` (where the snapshot is published) again.
+    pub fn set_sharing(
+        &mut self,
+        choice: Option<Sharing>,
+        data_dir: &Path,
+    ) -> Result<&Sharing, WarehouseError> {
+        let recorded: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM dobsob.meta WHERE key = ?",
+                params![SHARE_KEY],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(|| "reading the warehouse's share group".into())?;
+        let was_shared = recorded.as_deref().is_some_and(|g| g != share::PRIVATE);
+        let sharing = match choice {
+            Some(s) => s,
+            None => match recorded.as_deref() {
+                None => Sharing::Private,
+                Some(g) => Sharing::parse(g).map_err(|e| {
+                    WarehouseError::State(format!(
+                        "this data directory is shared with the group {g:?} (an earlier --share-group), but {e}; \
+                         give --share-group with another group, or `--share-group {}` to keep it private",
+                        share::PRIVATE
+                    ))
+                })?,
+            },
+        };
+        if recorded.as_deref() != Some(sharing.recorded()) {
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO dobsob.meta VALUES (?, ?)",
+                    params![SHARE_KEY, sharing.recorded()],
+                )
+                .ctx(|| "recording the warehouse's share group".into())?;
+        }
+        if was_shared && sharing == Sharing::Private {
+            sharing.apply_to_data_dir(data_dir).map_err(|e| {
+                WarehouseError::State(format!(
+                    "closing {} to the group again: {e}",
+                    data_dir.display()
+                ))
+            })?;
+        }
+        self.sharing = sharing;
+        Ok(&self.sharing)
+    }
+
+    /// Who reads the published snapshot.
+    pub fn sharing(&self) -> &Sharing {
+        &self.sharing
+    }
+
+    /// The storage version the file is in.
+    pub fn storage_version(&self) -> &StorageVersion {
+        &self.storage
+    }
+
+    /// What opening converted, if anything (the published snapshot is then due at once).
+    pub fn converted(&self) -> Option<&Converted> {
+        self.converted.as_ref()
     }
 
     /// DuckDB's memory cap now, MB.
@@ -549,61 +664,121 @@ impl Warehouse {
             .ctx(|| format!("reading the columns of {table}"))
     }
 
-    /// Widens decimal columns of `table` that a page holds too-wide values for to VARCHAR, in the caller's
-    /// transaction: existing values become their exact text (trailing zeros dropped), values that had been
-    /// kept aside as uncastable come back into the column, and the change is recorded.
-    fn widen_decimals(
+    /// Widens the number columns of `table` whose type cannot hold every value of `pages` exactly, in the
+    /// caller's transaction, each to the narrowest type that holds both its values and the pages' (see
+    /// [`NumberType::widened`]), recorded in `dobsob.schema_changes`. A column no number type can hold
+    /// becomes VARCHAR with the exact text of every value (trailing zeros of decimals dropped), and values
+    /// kept aside as uncastable come back into it.
+    fn widen_numbers(
         conn: &Connection,
         table: &str,
-        page: &PageFile,
+        pages: &[&PageFile],
     ) -> Result<(), WarehouseError> {
-        if page.wide_decimals.is_empty() {
+        let mut needed: std::collections::BTreeMap<&str, (u32, u32)> = Default::default();
+        for (name, (i, d)) in pages.iter().flat_map(|p| p.number_shapes) {
+            let e = needed.entry(name.as_str()).or_insert((0, 0));
+            *e = (e.0.max(*i), e.1.max(*d));
+        }
+        if needed.is_empty() {
             return Ok(());
         }
         let types = Self::column_types(conn, table)?;
         let t = quote_ident(table);
-        for name in page.wide_decimals {
-            let Some(from) = types.get(name).filter(|ty| ty.starts_with("DECIMAL")) else {
+        for (name, shape) in needed {
+            let Some(from) = types.get(name) else {
                 continue;
             };
+            let Some(current) = NumberType::parse(from) else {
+                continue;
+            };
+            // Cheap checks first: only when the type's capacity is short is the column's largest value read.
+            if current.holds_shape(shape) {
+                continue;
+            }
             let c = quote_ident(name);
+            let largest: Option<String> = conn
+                .query_row(
+                    &format!("SELECT CAST(max(abs({c})) AS VARCHAR) FROM main.{t}"),
+                    [],
+                    |r| r.get(0),
+                )
+                .ctx(|| format!("reading the largest value of {table}.{name}"))?;
+            let held = largest
+                .as_deref()
+                .and_then(decimal_shape)
+                .map_or(0, |(i, _)| i);
+            let to = current.widened(held, shape);
+            if to == current {
+                continue;
+            }
             // No USING expression: DuckDB logs it in the WAL, and this build cannot replay a WAL whose
             // expressions need functions from its core_functions extension (found when a checkpoint failed
-            // for a full disk). The plain cast, then an UPDATE (logged as data) dropping trailing zeros.
+            // for a full disk). The plain cast; for text, an UPDATE (logged as data) dropping trailing zeros.
             conn.execute_batch(&format!(
-                "ALTER TABLE main.{t} ALTER COLUMN {c} SET DATA TYPE VARCHAR;
-                 UPDATE main.{t} SET {c} = rtrim(rtrim({c}, '0'), '.') WHERE contains({c}, '.');"
+                "ALTER TABLE main.{t} ALTER COLUMN {c} SET DATA TYPE {}",
+                to.sql()
             ))
-            .ctx(|| format!("widening {table}.{name} to VARCHAR"))?;
+            .ctx(|| format!("widening {table}.{name} to {}", to.sql()))?;
+            let reason = if to == NumberType::Text {
+                if matches!(current, NumberType::Decimal { .. }) {
+                    conn.execute_batch(&format!(
+                        "UPDATE main.{t} SET {c} = rtrim(rtrim({c}, '0'), '.') WHERE contains({c}, '.');"
+                    ))
+                    .ctx(|| format!("widening {table}.{name} to VARCHAR"))?;
+                }
+                conn.execute(
+                    &format!(
+                        "UPDATE main.{t} AS d SET {c} = u.raw_value FROM dobsob.uncastable u
+                         WHERE u.table_name = ? AND u.column_name = ? AND u.socrata_id = d.socrata_id"
+                    ),
+                    params![table, name],
+                )
+                .ctx(|| format!("restoring kept values of {table}.{name}"))?;
+                conn.execute(
+                    "DELETE FROM dobsob.uncastable WHERE table_name = ? AND column_name = ?",
+                    params![table, name],
+                )
+                .ctx(|| format!("restoring kept values of {table}.{name}"))?;
+                tracing::warn!(
+                    dataset = table.trim_start_matches(LOAD_PREFIX),
+                    column = name,
+                    "a value ({} integer digits, {} decimals) fits no number type exactly: the column is \
+                     now VARCHAR holding the exact text (recorded in dobsob.schema_changes)",
+                    shape.0,
+                    shape.1
+                );
+                format!(
+                    "a value needs {} integer digits and {} decimals, more than any number type holds \
+                     exactly; kept as exact text",
+                    shape.0, shape.1
+                )
+            } else {
+                tracing::debug!(
+                    dataset = table.trim_start_matches(LOAD_PREFIX),
+                    column = name,
+                    "widened from {from} to {}",
+                    to.sql()
+                );
+                format!(
+                    "values need {} integer digits and {} decimals",
+                    held.max(shape.0),
+                    current.scale().max(shape.1)
+                )
+            };
+            // A column of a full load in progress simply has its type when the table arrives; a live table
+            // that changes type under the analysts' queries, and a number column that became text, say why.
+            if to == NumberType::Text || !table.starts_with(LOAD_PREFIX) {
+                conn.execute(
+                    "INSERT INTO dobsob.schema_changes VALUES (?, ?, ?, ?, ?, now())",
+                    params![table, name, from, to.sql(), reason],
+                )
+                .ctx(|| "recording the schema change".into())?;
+            }
             conn.execute(
-                &format!(
-                    "UPDATE main.{t} AS d SET {c} = u.raw_value FROM dobsob.uncastable u
-                     WHERE u.table_name = ? AND u.column_name = ? AND u.socrata_id = d.socrata_id"
-                ),
-                params![table, name],
+                "UPDATE dobsob.columns SET duckdb_type = ? WHERE table_name = ? AND column_name = ?",
+                params![to.sql(), table, name],
             )
-            .ctx(|| format!("restoring kept values of {table}.{name}"))?;
-            conn.execute(
-                "DELETE FROM dobsob.uncastable WHERE table_name = ? AND column_name = ?",
-                params![table, name],
-            )
-            .ctx(|| format!("restoring kept values of {table}.{name}"))?;
-            conn.execute(
-                "INSERT INTO dobsob.schema_changes VALUES (?, ?, ?, 'VARCHAR', ?, now())",
-                params![
-                    table,
-                    name,
-                    from,
-                    "a value needs more than 20 integer digits or 18 decimals; kept as exact text"
-                ],
-            )
-            .ctx(|| "recording the schema change".into())?;
-            tracing::warn!(
-                dataset = table.trim_start_matches("_dobsob_load_"),
-                column = name.as_str(),
-                "a value does not fit {from} exactly: the column is now VARCHAR holding the exact text \
-                 (recorded in dobsob.schema_changes)"
-            );
+            .ctx(|| "recording the column mapping".into())?;
         }
         Ok(())
     }
@@ -742,7 +917,7 @@ impl Warehouse {
 
     /// Appends consecutive pages of a full load to the load table and records `cursor_ids` (each page's last
     /// id), keeping what was recorded in step with what committed. When every page was found certain to
-    /// cast (and they share a header): decimal columns the pages need widened first, then in one transaction
+    /// cast (and they share a header): number columns the pages need widened first, then in one transaction
     /// one `INSERT ... SELECT` from all their CSV files, read with typed columns by DuckDB's strict reader
     /// ([`Self::read_types`]), and the cursor. A batch of a row
     /// group or more is then compressed and written once, where a commit per page rewrote the table's last,
@@ -809,13 +984,11 @@ impl Warehouse {
     ) -> Result<(), WarehouseError> {
         let load = load_table(key);
         let started = std::time::Instant::now();
-        // Decimal columns too narrow for the batch are widened first, in their own transaction: the pages
+        // Number columns too narrow for the batch are widened first, in their own transaction: the pages
         // hold those values whichever way they are loaded.
-        if pages.iter().any(|p| !p.wide_decimals.is_empty()) {
+        {
             let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-            for page in pages {
-                Self::widen_decimals(&tx, &load, page)?;
-            }
+            Self::widen_numbers(&tx, &load, &pages.iter().collect::<Vec<_>>())?;
             tx.commit().ctx(|| "COMMIT".into())?;
         }
         let types = Self::column_types(&self.conn, &load)?;
@@ -867,7 +1040,7 @@ impl Warehouse {
         let load = load_table(key);
         self.stage(page)?;
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        Self::widen_decimals(&tx, &load, page)?;
+        Self::widen_numbers(&tx, &load, &[page])?;
         Self::insert_page(&tx, &load, schema, page, &mut self.timings)?;
         Self::advance_load_cursor(&tx, key, cursor_id)?;
         commit(tx, &mut self.timings)
@@ -902,7 +1075,7 @@ impl Warehouse {
         let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
         let t = quote_ident(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        Self::widen_decimals(&tx, key, page)?;
+        Self::widen_numbers(&tx, key, &[page])?;
         let replaced = tx
             .execute(
                 &format!(
@@ -995,6 +1168,12 @@ impl Warehouse {
             )
             .ctx(|| "recording the column mapping".into())?;
         }
+        // The old table's changes went with it; the load's are the new table's.
+        tx.execute(
+            "DELETE FROM dobsob.schema_changes WHERE table_name = ?",
+            params![key],
+        )
+        .ctx(|| "recording the column mapping".into())?;
         tx.execute(
             "UPDATE dobsob.schema_changes SET table_name = ? WHERE table_name = ?",
             params![key, load],
@@ -1193,6 +1372,7 @@ mod tests {
             &dir.path().join("w.duckdb"),
             dir.path(),
             MemoryLimit::Fixed(100),
+            None,
         )
         .unwrap();
         assert_eq!(duckdb_cap(&wh), "95.3 MiB");
@@ -1245,7 +1425,8 @@ mod tests {
             MemoryLimit::Fixed(START),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let mut wh = Warehouse::open(&dir.path().join("w.duckdb"), dir.path(), memory).unwrap();
+            let mut wh =
+                Warehouse::open(&dir.path().join("w.duckdb"), dir.path(), memory, None).unwrap();
             let (schema, header, paths) = wide_pages(dir.path(), 40);
             wh.begin_full("k", &schema, "fp", None).unwrap();
             let pages: Vec<PageFile> = paths
@@ -1253,7 +1434,7 @@ mod tests {
                 .map(|path| PageFile {
                     path,
                     header: &header,
-                    wide_decimals: &[],
+                    number_shapes: &[],
                     castable: true,
                 })
                 .collect();
@@ -1314,6 +1495,7 @@ mod tests {
             &dir.path().join("w.duckdb"),
             dir.path(),
             MemoryLimit::default(),
+            None,
         )
         .unwrap();
         let schema =
@@ -1336,16 +1518,23 @@ mod tests {
         };
         let a = write("a.csv", &[("r1", "1.5"), ("r2", "-073.8600")]);
         let b = write("b.csv", &[("r3", "12abc"), ("r4", "7")]);
-        let page = |path| PageFile {
+        // The numbers' sizes as the page check finds them; "certain to cast" wrongly claimed.
+        let shapes = |path: &Path| {
+            crate::sync::page::inspect_rows(path, &schema)
+                .unwrap()
+                .number_shapes
+        };
+        let (shapes_a, shapes_b) = (shapes(&a), shapes(&b));
+        let page = |path, number_shapes| PageFile {
             path,
             header: &header,
-            wide_decimals: &[],
+            number_shapes,
             castable: true,
         };
         wh.load_pages(
             "k",
             &schema,
-            &[page(&a), page(&b)],
+            &[page(&a, &shapes_a), page(&b, &shapes_b)],
             &["r2".into(), "r4".into()],
         )
         .unwrap();
@@ -1366,10 +1555,10 @@ mod tests {
         assert_eq!(
             rows,
             [
-                ("r1".into(), n("1.500000000000000000"), t.clone()),
-                ("r2".into(), n("-73.860000000000000000"), t.clone()),
+                ("r1".into(), n("1.50"), t.clone()),
+                ("r2".into(), n("-73.86"), t.clone()),
                 ("r3".into(), None, t.clone()),
-                ("r4".into(), n("7.000000000000000000"), t.clone()),
+                ("r4".into(), n("7.00"), t.clone()),
             ]
         );
         assert_eq!(wh.uncastable_count(&load).unwrap(), 1);

@@ -9,8 +9,9 @@
 //! open keeps reading the snapshot it opened (Linux keeps the old inode alive), the next open sees the new
 //! one, and nobody sees a half-written file: the copy is complete and synced before the rename.
 //!
-//! The published file is made read-only (0400), so an analyst cannot open it read-write by mistake without
-//! being root; and any `warehouse.duckdb.wal` beside it (DuckDB finds a WAL by name) is removed around the
+//! The published file is made read-only (0400, or 0440 for a share group: `share.rs`), so an analyst cannot
+//! open it read-write by mistake without being root (root can: the next publish replaces the file, and the
+//! WAL handling below keeps root's writes out of the next snapshot); and any `warehouse.duckdb.wal` beside it (DuckDB finds a WAL by name) is removed around the
 //! rename, so a WAL from somebody's read-write session can never be replayed into a newer snapshot.
 
 use std::fs::File;
@@ -18,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{Context, Warehouse, WarehouseError};
+use super::{Context, Sharing, Warehouse, WarehouseError};
 
 /// What a publish did.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -31,11 +32,16 @@ pub struct Published {
 
 /// The temporary file a publish writes before the rename (in the same directory, so the rename is atomic).
 pub fn publishing_path(target: &Path) -> PathBuf {
-    let name = target
+    hidden_beside(target, "publishing")
+}
+
+/// `.NAME.SUFFIX` beside `path`: where a new version of a file is written before it is renamed over it.
+pub(super) fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "warehouse.duckdb".into());
-    target.with_file_name(format!(".{name}.publishing"))
+    path.with_file_name(format!(".{name}.{suffix}"))
 }
 
 /// The WAL DuckDB finds beside a database file, by name.
@@ -71,7 +77,15 @@ impl Warehouse {
         let bytes = std::fs::metadata(&tmp)
             .map_err(|e| io("reading the copy", e))?
             .len();
-        read_only(&tmp).map_err(|e| io("making the copy read-only", e))?;
+        self.sharing()
+            .apply_to_snapshot(&tmp)
+            .map_err(|e| io("making the copy read-only", e))?;
+        if let (Sharing::Group { .. }, Some(dir)) = (self.sharing(), target.parent()) {
+            // Every publish, so that a chmod by hand or a moved directory does not lock the team out.
+            self.sharing()
+                .apply_to_data_dir(dir)
+                .map_err(|e| io("opening the data directory to the share group", e))?;
+        }
         remove_if_there(&wal_of(target)).map_err(|e| io("removing a stale .wal", e))?;
         std::fs::rename(&tmp, target).map_err(|e| io("renaming the copy into place", e))?;
         if let Some(dir) = target.parent() {
@@ -100,20 +114,6 @@ fn remove_if_there(p: &Path) -> io::Result<()> {
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
-}
-
-fn read_only(p: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o400))
-    }
-    #[cfg(not(unix))]
-    {
-        let mut perm = std::fs::metadata(p)?.permissions();
-        perm.set_readonly(true);
-        std::fs::set_permissions(p, perm)
     }
 }
 
@@ -176,7 +176,7 @@ mod tests {
         std::fs::write(&dst, b"leftover of a killed publish").unwrap();
         clone_or_copy(&src, &dst).unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), body);
-        read_only(&dst).unwrap();
+        Sharing::Private.apply_to_snapshot(&dst).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -32,16 +32,43 @@ pub struct RawDb {
 unsafe impl Send for RawDb {}
 
 impl RawDb {
-    /// Opens (or creates) the database at `path`, with DuckDB's default configuration.
-    pub fn open(path: &Path) -> Result<RawDb, duckdb::Error> {
+    /// Opens (or creates) the database at `path`, with DuckDB's default configuration but for the storage
+    /// version a new file is created in (`storage_compatibility_version`: DuckDB applies it only when it
+    /// creates a file; see `storage.rs`).
+    pub fn open(path: &Path, storage_version: &str) -> Result<RawDb, duckdb::Error> {
         use std::os::unix::ffi::OsStrExt;
         let c_path = CString::new(path.as_os_str().as_bytes())
             .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let c_version = CString::new(storage_version)
+            .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let failure = |msg: String| {
+            duckdb::Error::DuckDBFailure(ffi::Error::new(ffi::DuckDBError), Some(msg))
+        };
+        let mut config: ffi::duckdb_config = ptr::null_mut();
+        // SAFETY: an out-pointer; the config is destroyed below whatever happens.
+        if unsafe { ffi::duckdb_create_config(&mut config) } != ffi::DuckDBSuccess {
+            unsafe { ffi::duckdb_destroy_config(&mut config) };
+            return Err(failure("cannot create a DuckDB configuration".into()));
+        }
+        // SAFETY: valid NUL-terminated strings and a created config.
+        let set = unsafe {
+            ffi::duckdb_set_config(
+                config,
+                c"storage_compatibility_version".as_ptr(),
+                c_version.as_ptr(),
+            )
+        };
+        if set != ffi::DuckDBSuccess {
+            unsafe { ffi::duckdb_destroy_config(&mut config) };
+            return Err(failure(format!(
+                "DuckDB does not know the storage version {storage_version:?}"
+            )));
+        }
         let mut db: ffi::duckdb_database = ptr::null_mut();
         let mut c_err: *mut std::os::raw::c_char = ptr::null_mut();
-        // SAFETY: a valid C string and out-pointers; no configuration (DuckDB's defaults, as `duckdb_open`).
-        let r =
-            unsafe { ffi::duckdb_open_ext(c_path.as_ptr(), &mut db, ptr::null_mut(), &mut c_err) };
+        // SAFETY: a valid C string, a created config and out-pointers; DuckDB copies the config.
+        let r = unsafe { ffi::duckdb_open_ext(c_path.as_ptr(), &mut db, config, &mut c_err) };
+        unsafe { ffi::duckdb_destroy_config(&mut config) };
         if r != ffi::DuckDBSuccess {
             let msg = (!c_err.is_null()).then(|| {
                 // SAFETY: DuckDB hands out a NUL-terminated message, freed with duckdb_free.
@@ -163,7 +190,7 @@ mod tests {
     #[test]
     fn a_statement_runs_in_the_connections_transaction_and_errors_carry_duckdbs_message() {
         let dir = tempfile::tempdir().unwrap();
-        let raw = RawDb::open(&dir.path().join("w.duckdb")).unwrap();
+        let raw = RawDb::open(&dir.path().join("w.duckdb"), "v1.0.0").unwrap();
         let conn = raw.connection().unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
         raw.execute("BEGIN TRANSACTION").unwrap();

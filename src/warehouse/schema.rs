@@ -29,27 +29,138 @@ pub fn quote_literal(value: &str) -> String {
 
 /// Bumped whenever the type mapping changes: it is part of every table's fingerprint, so a table built with
 /// an older mapping is reloaded in full (once) rather than merged into with new types.
-pub const TYPE_MAPPING_VERSION: &str = "types-3";
+/// types-4: numbers as the integer or decimal type their values need (was DECIMAL(38,18)), catalog overrides.
+pub const TYPE_MAPPING_VERSION: &str = "types-4";
 
-/// The exact decimal type every `number`, `money` and `percent` column starts as: 20 integer digits and 18
-/// decimals hold NYC's coordinates (15-17 significant digits), money and counts exactly.
-pub const DECIMAL_TYPE: &str = "DECIMAL(38,18)";
-const DECIMAL_INT_DIGITS: u32 = 20;
-const DECIMAL_SCALE: u32 = 18;
-
-/// The SoQL/JSON number grammar dobsob accepts in a decimal column (a regex for DuckDB, matching
+/// The SoQL/JSON number grammar dobsob accepts in a number column (a regex for DuckDB, matching
 /// [`decimal_shape`]): optional sign, digits with an optional point, an optional exponent.
 const NUMBER_REGEX: &str = "[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?";
+
+/// The type a `number` column has now: the narrowest that holds every value it has received exactly, widened
+/// in place (never narrowed) when a page brings a value that needs more. A new column is [`NumberType::BigInt`].
+///
+/// Why not one DECIMAL(38,18) for all: BINs, counts and ids printed as `5816590.000000000000000000` and
+/// compared with text identifiers through an implicit cast that fails on the first non-numeric text; and
+/// 16-byte decimals cost memory and time where 8-byte integers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberType {
+    /// Every value so far integral with at most 18 digits (so surely within BIGINT's range).
+    BigInt,
+    /// Integral with at most 38 digits.
+    HugeInt,
+    /// `DECIMAL(precision, scale)`: precision 18 (8 bytes) while integer digits and scale fit it, else 38.
+    Decimal { precision: u32, scale: u32 },
+    /// A value no number type holds exactly (more than 38 digits in all, or an exponent far out): VARCHAR
+    /// holding the exact text, never rounded.
+    Text,
+}
+
+impl NumberType {
+    /// The narrowest type that holds a value of `shape` (integer digits, decimals; see [`decimal_shape`]).
+    ///
+    /// A decimal always keeps room for one integer digit (precision > scale): DuckDB 2.0's cast of an
+    /// exponent form to a DECIMAL whose precision equals its scale gives NULL (`'1.1e-17'` to DECIMAL(18,18);
+    /// found by `tests/fuzz.rs`).
+    pub fn for_shape((int_digits, scale): (u32, u32)) -> NumberType {
+        let digits = int_digits.max(1).saturating_add(scale);
+        match (scale, digits) {
+            (0, 0..=18) => NumberType::BigInt,
+            (0, 19..=38) => NumberType::HugeInt,
+            (1..=38, 0..=18) => NumberType::Decimal {
+                precision: 18,
+                scale,
+            },
+            (1..=38, 19..=38) => NumberType::Decimal {
+                precision: 38,
+                scale,
+            },
+            _ => NumberType::Text,
+        }
+    }
+
+    /// The type of a column as DuckDB names it (`duckdb_columns().data_type`); `None` for a type that is
+    /// not one of these (a column the catalog made text is VARCHAR: [`NumberType::Text`]).
+    pub fn parse(duckdb_type: &str) -> Option<NumberType> {
+        match duckdb_type {
+            "BIGINT" => Some(NumberType::BigInt),
+            "HUGEINT" => Some(NumberType::HugeInt),
+            "VARCHAR" => Some(NumberType::Text),
+            t => {
+                let inner = t.strip_prefix("DECIMAL(")?.strip_suffix(')')?;
+                let (p, s) = inner.split_once(',')?;
+                Some(NumberType::Decimal {
+                    precision: p.trim().parse().ok()?,
+                    scale: s.trim().parse().ok()?,
+                })
+            }
+        }
+    }
+
+    pub fn sql(self) -> String {
+        match self {
+            NumberType::BigInt => "BIGINT".into(),
+            NumberType::HugeInt => "HUGEINT".into(),
+            NumberType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+            NumberType::Text => "VARCHAR".into(),
+        }
+    }
+
+    /// Decimals this type holds.
+    pub fn scale(self) -> u32 {
+        match self {
+            NumberType::Decimal { scale, .. } => scale,
+            NumberType::Text => u32::MAX,
+            _ => 0,
+        }
+    }
+
+    /// The type a column of this type becomes to also hold values of `shape`, given that the largest
+    /// value it holds now has `held_int_digits` integer digits: the scale never drops (values keep their
+    /// decimals), the integer digits are what the values need, not what the old type could have held.
+    pub fn widened(self, held_int_digits: u32, shape: (u32, u32)) -> NumberType {
+        if self == NumberType::Text {
+            return NumberType::Text;
+        }
+        let needed =
+            NumberType::for_shape((held_int_digits.max(shape.0), self.scale().max(shape.1)));
+        if self.holds(needed) {
+            self
+        } else {
+            needed
+        }
+    }
+
+    /// Whether every value of `other` fits this type exactly.
+    fn holds(self, other: NumberType) -> bool {
+        self.holds_shape(other.capacity())
+    }
+
+    /// Whether a value of `shape` (integer digits, decimals) fits this type exactly.
+    pub fn holds_shape(self, (int_digits, scale): (u32, u32)) -> bool {
+        let (i, s) = self.capacity();
+        i >= int_digits && s >= scale
+    }
+
+    /// The most integer digits and decimals a value of this type can have.
+    fn capacity(self) -> (u32, u32) {
+        match self {
+            NumberType::BigInt => (18, 0),
+            NumberType::HugeInt => (38, 0),
+            NumberType::Decimal { precision, scale } => (precision.saturating_sub(scale), scale),
+            NumberType::Text => (u32::MAX, u32::MAX),
+        }
+    }
+}
 
 /// How a Socrata type is stored (see docs/warehouse.md for the reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
-    /// `text`, and every type kept as the resource CSV has it (point, location, url, phone, ...): VARCHAR.
+    /// `text`, and every type kept as the resource CSV has it (point, location, url, phone, ...), and any
+    /// column the catalog makes text: VARCHAR.
     Text,
-    /// `number`, `money`, `percent` (arbitrary-precision decimals at the source): DECIMAL(38,18). A column
-    /// that receives a value with more than 20 integer digits or 18 decimals is widened to VARCHAR holding
-    /// the exact text, never rounded or NULLed.
-    Decimal,
+    /// `number`, `money`, `percent` (arbitrary-precision decimals at the source): the integer or decimal
+    /// type its values need ([`NumberType`]), widened in place, never rounded or NULLed.
+    Number,
     /// `double`: DOUBLE (the source is a binary double already).
     Double,
     /// `calendar_date` (floating: New York wall time with no zone): TIMESTAMP.
@@ -60,10 +171,20 @@ pub enum ColumnKind {
     Boolean,
 }
 
+/// The type names a catalog may give a column (`[columns]`, `[dataset.columns]`), as Socrata names them.
+pub const OVERRIDE_TYPES: [&str; 6] = [
+    "text",
+    "number",
+    "double",
+    "calendar_date",
+    "date",
+    "checkbox",
+];
+
 impl ColumnKind {
     pub fn from_socrata(data_type_name: &str) -> ColumnKind {
         match data_type_name {
-            "number" | "money" | "percent" => ColumnKind::Decimal,
+            "number" | "money" | "percent" => ColumnKind::Number,
             "double" => ColumnKind::Double,
             "calendar_date" => ColumnKind::Timestamp,
             "date" => ColumnKind::Instant,
@@ -72,11 +193,11 @@ impl ColumnKind {
         }
     }
 
-    /// The DuckDB type a new table gets.
+    /// The DuckDB type a new table gets (a number column starts as BIGINT and widens as its values need).
     pub fn duckdb_type(self) -> &'static str {
         match self {
             ColumnKind::Text => "VARCHAR",
-            ColumnKind::Decimal => DECIMAL_TYPE,
+            ColumnKind::Number => "BIGINT",
             ColumnKind::Double => "DOUBLE",
             ColumnKind::Timestamp => "TIMESTAMP",
             ColumnKind::Instant => "TIMESTAMPTZ",
@@ -85,17 +206,20 @@ impl ColumnKind {
     }
 
     /// The typed value of the text cell in `raw` (a column of the staging table) for a column stored as
-    /// `stored` (its type in the table now: a widened decimal column is VARCHAR); NULL if it will not cast.
+    /// `stored` (its type in the table now); NULL if it will not cast.
     pub fn cast_sql(self, raw: &str, stored: &str) -> String {
         if stored == "VARCHAR" {
             return raw.to_string();
         }
         match self {
             ColumnKind::Text => raw.to_string(),
-            // DuckDB's own cast accepts more than numbers (`1_000`) and rounds extra decimals; the grammar is
-            // checked here and the page check has already widened the column for values that would not fit.
-            ColumnKind::Decimal => format!(
-                "CASE WHEN regexp_full_match({raw}, '{NUMBER_REGEX}') THEN TRY_CAST({raw} AS {DECIMAL_TYPE}) END"
+            // DuckDB's own cast accepts more than numbers (`1_000`); the grammar is checked here. The page
+            // check has widened the column to hold every value of the page exactly, so the cast neither
+            // rounds nor overflows (an integer column receives only integral values).
+            ColumnKind::Number => format!(
+                "CASE WHEN regexp_full_match({raw}, '{NUMBER_REGEX}') THEN TRY_CAST(CASE WHEN \
+                 regexp_matches({raw}, '[eE]') THEN {} ELSE {raw} END AS {stored}) END",
+                plain_number_sql(raw)
             ),
             ColumnKind::Double => format!("TRY_CAST({raw} AS DOUBLE)"),
             ColumnKind::Timestamp => timestamp_sql(raw),
@@ -108,13 +232,15 @@ impl ColumnKind {
 
     /// The type the straight load has DuckDB's CSV reader parse a cell of this column as, for a column
     /// stored as `stored` (a page whose every cell the page check found certain to cast; see
-    /// `sync::page::certainly_castable`). Instants are read as their UTC wall time.
-    pub fn read_type(self, stored: &str) -> &'static str {
+    /// `sync::page::certainly_castable`). Instants are read as their UTC wall time; numbers as the type the
+    /// column has.
+    pub fn read_type(self, stored: &str) -> &str {
         if stored == "VARCHAR" {
             return "VARCHAR";
         }
         match self {
             ColumnKind::Instant => "TIMESTAMP",
+            ColumnKind::Number => stored,
             kind => kind.duckdb_type(),
         }
     }
@@ -127,6 +253,31 @@ impl ColumnKind {
             _ => raw.to_string(),
         }
     }
+}
+
+/// A number in exponent form (`1.5e3`, `10000000000000000000000000.0000e-8`) in plain notation (`1500`,
+/// `100000000000000000`), as SQL over the text in `raw`. DuckDB's own cast of an exponent form reads the
+/// mantissa into the target type first, so a long mantissa overflows a type that holds the value
+/// (`tests/fuzz.rs` found `10000000000000000000000000.0000e-8` as BIGINT NULL); plain notation casts exactly.
+/// Only the significant digits are kept, so the text is at most as long as the type the value needs.
+fn plain_number_sql(raw: &str) -> String {
+    let group = |n: u8| {
+        format!("regexp_extract({raw}, '^([+-]?)([0-9]*)\\.?([0-9]*)[eE]([+-]?[0-9]+)$', {n})")
+    };
+    let (sign, int, exp) = (group(1), group(2), group(4));
+    let digits = format!("({int} || {})", group(3));
+    let significant = format!("rtrim(ltrim({digits}, '0'), '0')");
+    // Where the point falls among the significant digits.
+    let point = format!(
+        "(length({int}) + TRY_CAST({exp} AS BIGINT) - (length({digits}) - length(ltrim({digits}, '0'))))"
+    );
+    let n = format!("length({significant})");
+    format!(
+        "CASE WHEN {significant} = '' THEN '0' \
+         WHEN {point} <= 0 THEN {sign} || '0.' || repeat('0', -{point}) || {significant} \
+         WHEN {point} >= {n} THEN {sign} || {significant} || repeat('0', {point} - {n}) \
+         ELSE {sign} || left({significant}, {point}) || '.' || substr({significant}, {point} + 1) END"
+    )
 }
 
 /// A floating Socrata timestamp (`2023-06-03T00:00:00.000`) as a TIMESTAMP.
@@ -211,17 +362,16 @@ pub fn decimal_shape(s: &str) -> Option<(u32, u32)> {
     Some((clamp(point), clamp(n - point)))
 }
 
-/// Whether a decimal of this shape fits [`DECIMAL_TYPE`] exactly.
-pub fn fits_decimal(shape: (u32, u32)) -> bool {
-    shape.0 <= DECIMAL_INT_DIGITS && shape.1 <= DECIMAL_SCALE
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableColumn {
     /// The Socrata fieldName, used as the DuckDB column name.
     pub name: String,
+    /// The portal's `dataTypeName`.
     pub socrata_type: String,
+    /// How it is stored: from the portal's type, or the type the catalog gives the column.
     pub kind: ColumnKind,
+    /// The catalog's type for the column, when it overrides the portal's.
+    pub overridden: Option<String>,
 }
 
 impl TableColumn {
@@ -270,8 +420,19 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
-    /// Validates the portal's columns. Fields starting with `:` (computed regions) are not stored.
+    /// Validates the portal's columns, each stored as its portal type says. Fields starting with `:`
+    /// (computed regions) are not stored.
     pub fn from_view(view_columns: &[ViewColumn]) -> Result<TableSchema, String> {
+        Self::with_types(view_columns, &Default::default())
+    }
+
+    /// [`TableSchema::from_view`], with the catalog's types for some columns (`field name -> one of
+    /// [`OVERRIDE_TYPES`]`, validated by the catalog) in place of the portal's. Names the portal does not
+    /// have are ignored (see [`TableSchema::overrides_missing`]).
+    pub fn with_types(
+        view_columns: &[ViewColumn],
+        types: &std::collections::BTreeMap<String, String>,
+    ) -> Result<TableSchema, String> {
         let mut seen: Vec<String> = SYSTEM_COLUMNS.iter().map(|s| s.to_string()).collect();
         let mut columns = Vec::new();
         for c in view_columns {
@@ -293,10 +454,12 @@ impl TableSchema {
                 ));
             }
             seen.push(lower);
+            let overridden = types.get(name).cloned();
             columns.push(TableColumn {
                 name: name.to_string(),
                 socrata_type: c.data_type_name.clone(),
-                kind: ColumnKind::from_socrata(&c.data_type_name),
+                kind: ColumnKind::from_socrata(overridden.as_deref().unwrap_or(&c.data_type_name)),
+                overridden,
             });
         }
         // Coordinates beside point and location columns, unless the name is taken (then the text alone).
@@ -326,7 +489,21 @@ impl TableSchema {
         Ok(TableSchema { columns, derived })
     }
 
-    /// A digest of names, types and the type mapping: when it changes, the table is reloaded.
+    /// The names among `types` that are not columns of this table (a catalog's typo, or a column the portal
+    /// dropped).
+    pub fn overrides_missing<'a>(
+        &self,
+        types: &'a std::collections::BTreeMap<String, String>,
+    ) -> Vec<&'a str> {
+        types
+            .keys()
+            .filter(|k| !self.columns.iter().any(|c| &c.name == *k))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// A digest of names, types (the catalog's included) and the type mapping: when it changes, the table
+    /// is reloaded.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(TYPE_MAPPING_VERSION.as_bytes());
@@ -335,6 +512,10 @@ impl TableSchema {
             h.update(c.name.as_bytes());
             h.update([0]);
             h.update(c.socrata_type.as_bytes());
+            if let Some(t) = &c.overridden {
+                h.update([0]);
+                h.update(t.as_bytes());
+            }
             h.update([b'\n']);
         }
         crate::soda::client::hex(&h.finalize())[..16].to_string()
@@ -390,7 +571,7 @@ mod tests {
             kinds,
             [
                 "VARCHAR",
-                "DECIMAL(38,18)",
+                "BIGINT",
                 "TIMESTAMP",
                 "BOOLEAN",
                 "VARCHAR",
@@ -398,9 +579,84 @@ mod tests {
                 "VARCHAR",
                 "TIMESTAMPTZ",
                 "DOUBLE",
-                "DECIMAL(38,18)"
-            ]
+                "BIGINT"
+            ],
+            "a number column starts as BIGINT and widens as its values need"
         );
+    }
+
+    #[test]
+    fn the_catalog_types_a_column_and_the_fingerprint_knows() {
+        let view = [
+            col("bin", "number"),
+            col("amount", "number"),
+            col("when", "text"),
+        ];
+        let types: std::collections::BTreeMap<String, String> = [
+            ("bin".to_string(), "text".to_string()),
+            ("when".to_string(), "calendar_date".to_string()),
+            ("not_there".to_string(), "text".to_string()),
+        ]
+        .into();
+        let s = TableSchema::with_types(&view, &types).unwrap();
+        let kinds: Vec<_> = s.columns.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [ColumnKind::Text, ColumnKind::Number, ColumnKind::Timestamp]
+        );
+        assert_eq!(
+            s.columns[0].socrata_type, "number",
+            "the portal's type is kept beside"
+        );
+        assert_eq!(s.overrides_missing(&types), ["not_there"]);
+        assert_ne!(
+            s.fingerprint(),
+            TableSchema::from_view(&view).unwrap().fingerprint()
+        );
+    }
+
+    #[test]
+    fn number_types_are_the_narrowest_that_hold_the_values_and_only_ever_widen() {
+        use NumberType::*;
+        let dec = |precision, scale| Decimal { precision, scale };
+        for (shape, want) in [
+            ((0, 0), BigInt),
+            ((7, 0), BigInt),
+            ((18, 0), BigInt),
+            ((19, 0), HugeInt),
+            ((38, 0), HugeInt),
+            ((39, 0), Text),
+            ((2, 15), dec(18, 15)),
+            ((3, 15), dec(18, 15)),
+            ((4, 15), dec(38, 15)),
+            ((0, 17), dec(18, 17)),
+            ((0, 18), dec(38, 18)),
+            ((20, 18), dec(38, 18)),
+            ((21, 18), Text),
+            ((0, 37), dec(38, 37)),
+            ((0, 38), Text),
+            ((u32::MAX, 0), Text),
+        ] {
+            assert_eq!(NumberType::for_shape(shape), want, "{shape:?}");
+            if want != Text {
+                assert_eq!(NumberType::parse(&want.sql()), Some(want));
+            }
+        }
+        assert_eq!(NumberType::parse("VARCHAR"), Some(Text));
+        assert_eq!(NumberType::parse("DOUBLE"), None);
+        // An integer column meeting its first decimal: the integer digits it holds, not BIGINT's 18.
+        assert_eq!(BigInt.widened(7, (2, 2)), dec(18, 2));
+        assert_eq!(BigInt.widened(7, (5, 0)), BigInt);
+        assert_eq!(BigInt.widened(7, (20, 0)), HugeInt);
+        // Decimals never drop scale; integer digits grow.
+        assert_eq!(dec(18, 4).widened(3, (9, 1)), dec(18, 4));
+        assert_eq!(dec(18, 4).widened(3, (15, 1)), dec(38, 4));
+        assert_eq!(dec(18, 2).widened(3, (0, 6)), dec(18, 6));
+        // 30 integer digits and 15 decimals: no decimal holds both exactly.
+        assert_eq!(HugeInt.widened(30, (2, 15)), Text);
+        assert_eq!(Text.widened(3, (1, 1)), Text);
+        assert!(dec(18, 4).holds_shape((14, 4)) && !dec(18, 4).holds_shape((15, 0)));
+        assert!(BigInt.holds_shape((18, 0)) && !BigInt.holds_shape((1, 1)));
     }
 
     #[test]
@@ -457,16 +713,13 @@ mod tests {
             decimal_shape("1e999999999999999999999"),
             Some((u32::MAX, 0))
         );
-        assert!(fits_decimal(decimal_shape("-73.863754707308345").unwrap()));
-        assert!(fits_decimal(
-            decimal_shape("99999999999999999999.999999999999999999").unwrap()
-        ));
-        assert!(!fits_decimal(
-            decimal_shape("1.0000000000000000001").unwrap()
-        ));
-        assert!(!fits_decimal(
-            decimal_shape("123456789012345678901").unwrap()
-        ));
+        assert_eq!(
+            NumberType::for_shape(decimal_shape("-73.863754707308345").unwrap()),
+            NumberType::Decimal {
+                precision: 18,
+                scale: 15
+            }
+        );
     }
 
     #[test]

@@ -104,6 +104,40 @@ impl TestEnv {
     }
 
     /// Runs and asserts the exit code, showing the output if it differs.
+    /// Inserts `n` new rows into dob_violations at the source, their ids and streets marked by `tag`.
+    pub fn insert_dob_violations(&self, n: usize, tag: &str) {
+        self.emu.state().edit(DOB_VIOLATIONS, |e| {
+            for i in 0..n {
+                let mut r = serde_json::Map::new();
+                r.insert("isn_dob_bis_viol".into(), serde_json::json!(format!("{tag}{i:05}")));
+                r.insert("street".into(), serde_json::json!(format!("{tag} STREET {i}")));
+                e.insert(r);
+            }
+        });
+    }
+
+    /// A sync of dob_violations that takes seconds: `new_rows` new rows, pages of 5 served 400 ms apart, a
+    /// publish every second. For what analysts do while a sync runs.
+    pub fn spawn_slow_sync(&self, new_rows: usize) -> std::process::Child {
+        self.insert_dob_violations(new_rows, "77");
+        self.emu.state().faults.push(
+            Fault::on(&format!("/resource/{DOB_VIOLATIONS}.csv"), FaultKind::DelayMs(400))
+                .times(10_000),
+        );
+        self.spawn(&[
+            "sync",
+            "--datasets",
+            "dob_violations",
+            "--page-size",
+            "5",
+            "--publish-interval",
+            "1",
+            "--overlap",
+            "0",
+            "-q",
+        ])
+    }
+
     pub fn run_ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
         assert_exit(&out, 0);

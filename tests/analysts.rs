@@ -25,7 +25,6 @@ fn count(conn: &duckdb::Connection, table: &str) -> i64 {
     .unwrap()
 }
 
-
 #[test]
 fn an_analyst_holding_the_file_open_through_a_sync_neither_fails_nor_blocks_it() {
     let env = TestEnv::new();

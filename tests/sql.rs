@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dobsob::emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
 use support::*;
 
@@ -146,7 +145,6 @@ fn cpu_time(pid: u32) -> Duration {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / per_second)
 }
-
 
 #[test]
 fn csv_gives_every_row_as_duckdb_reads_it_and_is_the_default_when_piped() {

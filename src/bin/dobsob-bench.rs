@@ -183,6 +183,7 @@ fn writer_alone(
                     path: &p.path,
                     header: &info.header,
                     number_shapes: &info.number_shapes,
+                    exponent_numbers: &info.exponent_numbers,
                     castable: info.castable,
                 })
                 .collect();

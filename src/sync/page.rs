@@ -28,6 +28,8 @@ pub struct PageInfo {
     /// Each number column with a value, and the most integer digits and decimals its values have
     /// (`schema::decimal_shape`): what the column's type must hold.
     pub number_shapes: Vec<(String, (u32, u32))>,
+    /// Number columns with a value in exponent form (`1.5e3`), which the merge reads through plain notation.
+    pub exponent_numbers: Vec<String>,
     /// Fields in the page that the metadata does not list (not stored; reported).
     pub unknown_columns: Vec<String>,
     /// Metadata columns the page does not carry (stored as NULL; reported).
@@ -189,6 +191,7 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
         .filter_map(|c| Some((header.iter().position(|h| h == &c.name)?, c.name.as_str())))
         .collect();
     let mut shapes: Vec<Option<(u32, u32)>> = vec![None; numbers.len()];
+    let mut exponents = vec![false; numbers.len()];
     // The other typed columns by position, for the straight load (a number cell is looked at once, for its
     // shape and its cast, in the row loop below).
     let typed: Vec<(usize, ColumnKind)> = schema
@@ -229,7 +232,7 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
             ));
         }
         // Each number cell's shape, read once: what the column must hold, and certain to cast.
-        for (most, (pos, _)) in shapes.iter_mut().zip(&numbers) {
+        for ((most, exponent), (pos, _)) in shapes.iter_mut().zip(&mut exponents).zip(&numbers) {
             let cell = &rec[*pos];
             if cell.is_empty() {
                 continue;
@@ -237,6 +240,7 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
             let shape = decimal_shape(cell);
             if let Some((i, d)) = shape {
                 *most = Some(most.map_or((i, d), |(mi, md)| (mi.max(i), md.max(d))));
+                *exponent |= cell.contains(['e', 'E']);
             }
             castable &= number_certain(cell, shape);
         }
@@ -254,6 +258,12 @@ pub fn inspect_rows(path: &Path, schema: &TableSchema) -> Result<PageInfo, Strin
     if info.rows > 0 {
         info.last = Some(key(&prev));
     }
+    info.exponent_numbers = numbers
+        .iter()
+        .zip(&exponents)
+        .filter(|(_, e)| **e)
+        .map(|((_, name), _)| name.to_string())
+        .collect();
     info.number_shapes = numbers
         .iter()
         .zip(&shapes)

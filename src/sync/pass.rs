@@ -486,6 +486,7 @@ impl Engine {
                 path: b.fetched.path.clone(),
                 header: b.fetched.info.header.clone(),
                 number_shapes: b.fetched.info.number_shapes.clone(),
+                exponent_numbers: b.fetched.info.exponent_numbers.clone(),
                 castable: b.fetched.info.castable,
                 last: b.last.clone(),
             })
@@ -499,6 +500,7 @@ impl Engine {
                     path: &f.path,
                     header: &f.header,
                     number_shapes: &f.number_shapes,
+                    exponent_numbers: &f.exponent_numbers,
                     castable: f.castable,
                 })
                 .collect();
@@ -567,6 +569,7 @@ struct OnDisk {
     path: PathBuf,
     header: Vec<String>,
     number_shapes: Vec<(String, (u32, u32))>,
+    exponent_numbers: Vec<String>,
     castable: bool,
     last: Watermark,
 }

@@ -364,12 +364,13 @@ impl Engine {
                 .cloned()
                 .collect();
             let rows_in_page = fetched.info.rows;
-            let (k, s, p, h, w) = (
+            let (k, s, p, h, w, x) = (
                 key.clone(),
                 schema.clone(),
                 fetched.path.clone(),
                 fetched.info.header.clone(),
                 fetched.info.number_shapes.clone(),
+                fetched.info.exponent_numbers.clone(),
             );
             let rows = self
                 .warehouse
@@ -382,6 +383,7 @@ impl Engine {
                             path: &p,
                             header: &h,
                             number_shapes: &w,
+                            exponent_numbers: &x,
                             castable: false,
                         };
                         wh.upsert_page(&k, &s, &page, None)?

@@ -118,6 +118,8 @@ pub struct PageFile<'a> {
     /// Number columns with a value, and the most integer digits and decimals their values have: a column
     /// whose type cannot hold them is widened before the page is merged.
     pub number_shapes: &'a [(String, (u32, u32))],
+    /// Number columns with a value in exponent form (read through plain notation by the careful path).
+    pub exponent_numbers: &'a [String],
     /// The page check found every typed cell certain to cast and no quoted empty string: in a full load, a
     /// batch of such pages is inserted straight from the CSV ([`Warehouse::load_pages`]), without staging
     /// or looking for uncastable cells.
@@ -338,25 +340,39 @@ impl Warehouse {
             path: path.display().to_string(),
             source,
         };
+        storage::remove_leftovers(path)?;
+        // One open in the usual case: a new file is created in the version asked for (or the default), an
+        // existing one opens in its own, checked against the one it is to be in.
+        let existed = path.exists();
+        let create_in = storage.cloned().unwrap_or_default();
+        let mut raw = raw::RawDb::open(path, create_in.as_str()).map_err(open_error)?;
+        let mut conn = raw.connection().map_err(open_error)?;
         // Refuse a newer layout before writing anything, conversions included.
-        let existing = match path.exists() {
-            true => Some(storage::open_plain(path)?),
-            false => None,
+        refuse_newer_layout(&conn, path)?;
+        let (storage, converted) = if !existed {
+            (create_in, None)
+        } else {
+            let target = storage::resolve(Some(&conn), storage)?;
+            if storage::recorded(&conn)?.as_deref() == Some(target.as_str()) {
+                (target, None)
+            } else {
+                drop(conn);
+                drop(raw);
+                target
+                    .check_known()
+                    .map_err(|e| WarehouseError::State(format!("storage version {target}: {e}")))?;
+                let converted = storage::convert_if_needed(
+                    path,
+                    &target,
+                    temp_dir,
+                    memory_limit_mb,
+                    &mut |m| tracing::info!("{m}"),
+                )?;
+                raw = raw::RawDb::open(path, target.as_str()).map_err(open_error)?;
+                conn = raw.connection().map_err(open_error)?;
+                (target, converted)
+            }
         };
-        if let Some(conn) = &existing {
-            refuse_newer_layout(conn, path)?;
-        }
-        let storage = storage::resolve(existing.as_ref(), storage)?;
-        drop(existing);
-        storage
-            .check_known()
-            .map_err(|e| WarehouseError::State(format!("storage version {storage}: {e}")))?;
-        let converted =
-            storage::convert_if_needed(path, &storage, temp_dir, memory_limit_mb, &mut |m| {
-                tracing::info!("{m}")
-            })?;
-        let raw = raw::RawDb::open(path, storage.as_str()).map_err(open_error)?;
-        let conn = raw.connection().map_err(open_error)?;
         // DuckDB's buffer pool would otherwise grow to 80% of RAM; spill to disk instead. At the default
         // checkpoint threshold (16 MB of WAL) a checkpoint rewrites the growing load table every few pages of a
         // wide dataset; 64 MB halves the commits' cost for little memory (docs/performance.md).
@@ -801,6 +817,7 @@ impl Warehouse {
             &types,
             "_dobsob_page",
             false,
+            page.exponent_numbers,
         )?)
         .ctx(|| format!("inserting into {table}"))?;
         let inserted = std::time::Instant::now();
@@ -820,6 +837,7 @@ impl Warehouse {
         types: &std::collections::HashMap<String, String>,
         source: &str,
         typed: bool,
+        exponents: &[String],
     ) -> Result<String, WarehouseError> {
         let pos = |name: &str| header.iter().position(|h| h == name);
         let sys = |name: &str| {
@@ -833,7 +851,7 @@ impl Warehouse {
             if typed {
                 ColumnKind::Instant.from_read_sql(&raw, instant_type)
             } else {
-                ColumnKind::Instant.cast_sql(&raw, instant_type)
+                ColumnKind::Instant.cast_sql(&raw, instant_type, false)
             }
         };
         let mut select = vec![
@@ -850,7 +868,11 @@ impl Warehouse {
             // A column the page does not carry is null in every row of it (reported by the page check).
             select.push(match pos(&c.name) {
                 Some(i) if typed => c.kind.from_read_sql(&format!("c{i}"), stored),
-                Some(i) => c.kind.cast_sql(&format!("c{i}"), stored),
+                Some(i) => c.kind.cast_sql(
+                    &format!("c{i}"),
+                    stored,
+                    exponents.iter().any(|e| e == &c.name),
+                ),
                 None => "NULL".into(),
             });
         }
@@ -904,7 +926,8 @@ impl Warehouse {
             };
             let raw = format!("c{i}");
             let stored = stored_type(types, &c.name);
-            if let Some(pred) = c.uncastable_sql(&raw, stored) {
+            let exponents = page.exponent_numbers.iter().any(|e| e == &c.name);
+            if let Some(pred) = c.uncastable_sql(&raw, stored, exponents) {
                 conn.execute(
                     &format!("INSERT INTO dobsob.uncastable SELECT ?, c{id}, ?, ?, {raw} FROM _dobsob_page WHERE {pred}"),
                     params![table, c.name, c.socrata_type],
@@ -995,7 +1018,8 @@ impl Warehouse {
         let header = pages[0].header;
         let paths: Vec<&Path> = pages.iter().map(|p| p.path).collect();
         let source = read_csv_sql(&paths, &Self::read_types(schema, header, &types));
-        let sql = Self::insert_sql(&load, schema, header, &types, &source, true)?;
+        // A straight batch has no exponent forms: the page check sends those the careful way.
+        let sql = Self::insert_sql(&load, schema, header, &types, &source, true, &[])?;
         // The insert, the cursor and the commit on the raw connection: one transaction, with no client thread
         // spinning while DuckDB's worker runs ([`raw`]).
         let raw = &self.raw;
@@ -1435,6 +1459,7 @@ mod tests {
                     path,
                     header: &header,
                     number_shapes: &[],
+                    exponent_numbers: &[],
                     castable: true,
                 })
                 .collect();
@@ -1529,6 +1554,7 @@ mod tests {
             path,
             header: &header,
             number_shapes,
+            exponent_numbers: &[],
             castable: true,
         };
         wh.load_pages(

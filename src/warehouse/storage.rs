@@ -93,6 +93,23 @@ pub fn converting_path(path: &Path) -> PathBuf {
     super::publish::hidden_beside(path, "converting")
 }
 
+/// Removes what a killed conversion of `path` left beside it (the old file was never touched).
+pub fn remove_leftovers(path: &Path) -> Result<(), WarehouseError> {
+    let tmp = converting_path(path);
+    for leftover in [super::wal_of(&tmp), tmp] {
+        match std::fs::remove_file(&leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(WarehouseError::State(format!(
+                    "removing {}, left by a conversion that was stopped: {e}",
+                    leftover.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// What a conversion did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Converted {
@@ -167,12 +184,7 @@ pub fn convert_if_needed(
             path.display()
         ))
     };
-    for leftover in [tmp.clone(), super::wal_of(&tmp)] {
-        if leftover.exists() {
-            std::fs::remove_file(&leftover)
-                .map_err(|e| io("removing a killed conversion's file", e))?;
-        }
-    }
+    remove_leftovers(path)?;
     if !path.exists() {
         return Ok(None);
     }

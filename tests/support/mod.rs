@@ -109,8 +109,14 @@ impl TestEnv {
         self.emu.state().edit(DOB_VIOLATIONS, |e| {
             for i in 0..n {
                 let mut r = serde_json::Map::new();
-                r.insert("isn_dob_bis_viol".into(), serde_json::json!(format!("{tag}{i:05}")));
-                r.insert("street".into(), serde_json::json!(format!("{tag} STREET {i}")));
+                r.insert(
+                    "isn_dob_bis_viol".into(),
+                    serde_json::json!(format!("{tag}{i:05}")),
+                );
+                r.insert(
+                    "street".into(),
+                    serde_json::json!(format!("{tag} STREET {i}")),
+                );
                 e.insert(r);
             }
         });
@@ -121,8 +127,11 @@ impl TestEnv {
     pub fn spawn_slow_sync(&self, new_rows: usize) -> std::process::Child {
         self.insert_dob_violations(new_rows, "77");
         self.emu.state().faults.push(
-            Fault::on(&format!("/resource/{DOB_VIOLATIONS}.csv"), FaultKind::DelayMs(400))
-                .times(10_000),
+            Fault::on(
+                &format!("/resource/{DOB_VIOLATIONS}.csv"),
+                FaultKind::DelayMs(400),
+            )
+            .times(10_000),
         );
         self.spawn(&[
             "sync",

@@ -13,6 +13,9 @@ Examples:
   dobsob verify --deep                 compare every row's id and :updated_at with the portal
   dobsob rebuild --datasets dob_complaints
                                        reload one dataset in full, swapped in atomically
+  dobsob sql \"SELECT count(*) FROM hpd_violations\"
+                                       query the warehouse with dobsob's own DuckDB (read-only)
+  dobsob sync --share-group analysts   let the group analysts read the published warehouse
 
 Offline trial against the bundled emulator:
   cargo run --release --bin socrata-emulator -- --port 8080 &

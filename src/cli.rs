@@ -268,7 +268,7 @@ pub struct SyncArgs {
     pub memory_limit: Option<u32>,
 
     /// The oldest DuckDB release that must open the warehouse: v1.0.0 (the default) is read by every DuckDB
-    /// from 1.0 on, `latest` only by DuckDB 2.0 and later (slightly smaller and faster: docs/performance.md).
+    /// from 1.0 on, `latest` only by DuckDB 2.0 and later (docs/performance.md compares them).
     /// Remembered for the data directory; a warehouse in another version is converted once, in place
     /// beside the old file, with no download.
     #[arg(long, help_heading = "Warehouse", env = "DOBSOB_STORAGE_VERSION", value_name = "VERSION", value_parser = storage_version)]

@@ -39,13 +39,11 @@ impl Sharing {
             ));
         }
         let gid = group_id(name).ok_or_else(|| {
-            format!(
-                "--share-group {name}: there is no group {name:?} on this machine (see /etc/group)"
-            )
+            format!("there is no group {name:?} on this machine (see /etc/group)")
         })?;
         if !may_use_group(gid) {
             return Err(format!(
-                "--share-group {name}: you are not in the group {name:?}, so dobsob cannot give the warehouse \
+                "you are not in the group {name:?}, so dobsob cannot give the warehouse \
                  to it (add yourself with `usermod -aG {name} $USER` and log in again, or choose a group \
                  that `id` lists)"
             ));

@@ -290,9 +290,6 @@ pub struct Warehouse {
     sharing: Sharing,
 }
 
-/// The key of `dobsob.meta` that remembers `--share-group` for the data directory.
-const SHARE_KEY: &str = "share_group";
-
 /// Refuses a file a newer dobsob wrote (a layout this one does not know), before anything changes it.
 fn refuse_newer_layout(conn: &Connection, path: &Path) -> Result<(), WarehouseError> {
     let has_meta: i64 = conn
@@ -352,8 +349,17 @@ impl Warehouse {
         let (storage, converted) = if !existed {
             (create_in, None)
         } else {
-            let target = storage::resolve(Some(&conn), storage)?;
-            if storage::recorded(&conn)?.as_deref() == Some(target.as_str()) {
+            // The version asked for, else the one the file records, else the default (a file from before
+            // dobsob recorded it is in DuckDB 2.0's newest format and is converted).
+            let recorded = storage::recorded(&conn)?;
+            let target = match storage {
+                Some(wanted) => wanted.clone(),
+                None => recorded
+                    .as_deref()
+                    .and_then(|v| StorageVersion::parse(v).ok())
+                    .unwrap_or_default(),
+            };
+            if recorded.as_deref() == Some(target.as_str()) {
                 (target, None)
             } else {
                 drop(conn);
@@ -421,7 +427,7 @@ impl Warehouse {
             .conn
             .query_row(
                 "SELECT value FROM dobsob.meta WHERE key = ?",
-                params![SHARE_KEY],
+                params![share::META_KEY],
                 |r| r.get(0),
             )
             .optional()
@@ -444,7 +450,7 @@ impl Warehouse {
             self.conn
                 .execute(
                     "INSERT OR REPLACE INTO dobsob.meta VALUES (?, ?)",
-                    params![SHARE_KEY, sharing.recorded()],
+                    params![share::META_KEY, sharing.recorded()],
                 )
                 .ctx(|| "recording the warehouse's share group".into())?;
         }
@@ -685,26 +691,24 @@ impl Warehouse {
     /// [`NumberType::widened`]), recorded in `dobsob.schema_changes`. A column no number type can hold
     /// becomes VARCHAR with the exact text of every value (trailing zeros of decimals dropped), and values
     /// kept aside as uncastable come back into it.
+    /// Returns the table's column types as they are after it (what the insert that follows casts to).
     fn widen_numbers(
         conn: &Connection,
         table: &str,
         pages: &[&PageFile],
-    ) -> Result<(), WarehouseError> {
+    ) -> Result<std::collections::HashMap<String, String>, WarehouseError> {
+        let mut types = Self::column_types(conn, table)?;
         let mut needed: std::collections::BTreeMap<&str, (u32, u32)> = Default::default();
         for (name, (i, d)) in pages.iter().flat_map(|p| p.number_shapes) {
             let e = needed.entry(name.as_str()).or_insert((0, 0));
             *e = (e.0.max(*i), e.1.max(*d));
         }
-        if needed.is_empty() {
-            return Ok(());
-        }
-        let types = Self::column_types(conn, table)?;
         let t = quote_ident(table);
         for (name, shape) in needed {
-            let Some(from) = types.get(name) else {
+            let Some(from) = types.get(name).cloned() else {
                 continue;
             };
-            let Some(current) = NumberType::parse(from) else {
+            let Some(current) = NumberType::parse(&from) else {
                 continue;
             };
             // Cheap checks first: only when the type's capacity is short is the column's largest value read.
@@ -795,26 +799,27 @@ impl Warehouse {
                 params![to.sql(), table, name],
             )
             .ctx(|| "recording the column mapping".into())?;
+            types.insert(name.to_string(), to.sql());
         }
-        Ok(())
+        Ok(types)
     }
 
     /// Inserts the staged page into `table` with typed columns and keeps its uncastable cells, in the
-    /// caller's transaction. The table's column types are read once for both.
+    /// caller's transaction; `types` are the table's column types (as [`Self::widen_numbers`] left them).
     fn insert_page(
         conn: &Connection,
         table: &str,
         schema: &TableSchema,
         page: &PageFile,
+        types: &std::collections::HashMap<String, String>,
         timings: &mut WriterTimings,
     ) -> Result<(), WarehouseError> {
         let started = std::time::Instant::now();
-        let types = Self::column_types(conn, table)?;
         conn.execute_batch(&Self::insert_sql(
             table,
             schema,
             page.header,
-            &types,
+            types,
             "_dobsob_page",
             false,
             page.exponent_numbers,
@@ -822,7 +827,7 @@ impl Warehouse {
         .ctx(|| format!("inserting into {table}"))?;
         let inserted = std::time::Instant::now();
         timings.insert_s += (inserted - started).as_secs_f64();
-        let r = Self::keep_uncastable(conn, table, schema, page, &types);
+        let r = Self::keep_uncastable(conn, table, schema, page, types);
         timings.uncastable_s += inserted.elapsed().as_secs_f64();
         r
     }
@@ -1009,12 +1014,12 @@ impl Warehouse {
         let started = std::time::Instant::now();
         // Number columns too narrow for the batch are widened first, in their own transaction: the pages
         // hold those values whichever way they are loaded.
-        {
+        let types = {
             let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-            Self::widen_numbers(&tx, &load, &pages.iter().collect::<Vec<_>>())?;
+            let types = Self::widen_numbers(&tx, &load, &pages.iter().collect::<Vec<_>>())?;
             tx.commit().ctx(|| "COMMIT".into())?;
-        }
-        let types = Self::column_types(&self.conn, &load)?;
+            types
+        };
         let header = pages[0].header;
         let paths: Vec<&Path> = pages.iter().map(|p| p.path).collect();
         let source = read_csv_sql(&paths, &Self::read_types(schema, header, &types));
@@ -1064,8 +1069,8 @@ impl Warehouse {
         let load = load_table(key);
         self.stage(page)?;
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        Self::widen_numbers(&tx, &load, &[page])?;
-        Self::insert_page(&tx, &load, schema, page, &mut self.timings)?;
+        let types = Self::widen_numbers(&tx, &load, &[page])?;
+        Self::insert_page(&tx, &load, schema, page, &types, &mut self.timings)?;
         Self::advance_load_cursor(&tx, key, cursor_id)?;
         commit(tx, &mut self.timings)
     }
@@ -1099,7 +1104,7 @@ impl Warehouse {
         let id = page.header.iter().position(|h| h == ":id").unwrap_or(0);
         let t = quote_ident(key);
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
-        Self::widen_numbers(&tx, key, &[page])?;
+        let types = Self::widen_numbers(&tx, key, &[page])?;
         let replaced = tx
             .execute(
                 &format!(
@@ -1113,7 +1118,7 @@ impl Warehouse {
             params![key],
         )
         .ctx(|| "replacing uncastable values".into())?;
-        Self::insert_page(&tx, key, schema, page, &mut self.timings)?;
+        Self::insert_page(&tx, key, schema, page, &types, &mut self.timings)?;
         let n = match watermark {
             Some(w) => tx.execute(
                 "UPDATE dobsob.sync_state SET wm_updated_at = ?, wm_id = ?, updated_at = now()

@@ -21,6 +21,9 @@ pub enum Sharing {
     Group { name: String, gid: u32 },
 }
 
+/// The key of `dobsob.meta` that remembers `--share-group` for the data directory.
+pub const META_KEY: &str = "share_group";
+
 /// The value of `--share-group` that turns sharing off again.
 pub const PRIVATE: &str = "none";
 

@@ -143,23 +143,6 @@ pub fn recorded(conn: &Connection) -> Result<Option<String>, WarehouseError> {
     .ctx(|| "reading the warehouse's storage version".into())
 }
 
-/// Which storage version a warehouse file is to be in: `wanted` when given, else the one the open file
-/// records, else the default.
-pub fn resolve(
-    conn: Option<&Connection>,
-    wanted: Option<&StorageVersion>,
-) -> Result<StorageVersion, WarehouseError> {
-    if let Some(w) = wanted {
-        return Ok(w.clone());
-    }
-    Ok(match conn {
-        Some(c) => recorded(c)?
-            .and_then(|v| StorageVersion::parse(&v).ok())
-            .unwrap_or_default(),
-        None => StorageVersion::default(),
-    })
-}
-
 pub(super) fn open_plain(path: &Path) -> Result<Connection, WarehouseError> {
     Connection::open(path).map_err(|source| WarehouseError::Open {
         path: path.display().to_string(),
@@ -342,8 +325,8 @@ pub fn snapshot_facts(path: &Path) -> Result<SnapshotFacts, WarehouseError> {
         None => None,
         Some(_) => conn
             .query_row(
-                "SELECT value FROM dobsob.meta WHERE key = 'share_group'",
-                [],
+                "SELECT value FROM dobsob.meta WHERE key = ?",
+                params![super::share::META_KEY],
                 |r| r.get(0),
             )
             .optional()

@@ -502,4 +502,63 @@ size_mb = 250
             .to_string();
         assert!(e.contains("not a URL"), "{e}");
     }
+
+    #[test]
+    fn column_types_apply_catalog_wide_and_a_datasets_own_win_and_a_bad_type_names_the_column() {
+        let entry = |key: &str, id: &str| {
+            format!(
+                "[[dataset]]\nkey = \"{key}\"\nid = \"{id}\"\nname = \"n\"\ngroup = \"primary\"\n\
+                 frequency = \"daily\"\nsize_mb = 1\n"
+            )
+        };
+        let c = parse(&format!(
+            "[columns]\nbin = \"text\"\nlot = \"text\"\n\n{}[dataset.columns]\nlot = \"number\"\nviolationid = \"text\"\n\n{}",
+            entry("a", "aaaa-0001"),
+            entry("b", "bbbb-0002")
+        ))
+        .unwrap();
+        let types = |k: &str| {
+            let d = c.get(k).unwrap();
+            (
+                d.column_types.clone().into_iter().collect::<Vec<_>>(),
+                d.own_column_types.clone(),
+            )
+        };
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            types("a"),
+            (
+                vec![
+                    s("bin", "text"),
+                    s("lot", "number"),
+                    s("violationid", "text")
+                ],
+                vec!["lot".to_string(), "violationid".to_string()]
+            )
+        );
+        assert_eq!(
+            types("b"),
+            (vec![s("bin", "text"), s("lot", "text")], vec![])
+        );
+        let e = parse(&format!(
+            "[columns]\nbin = \"string\"\n\n{}",
+            entry("a", "aaaa-0001")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[columns]: bin = \"string\"") && e.contains("text, number"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{}[dataset.columns]\n\":id\" = \"text\"\n",
+            entry("a", "aaaa-0001")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("dataset #1 (a): [dataset.columns]") && e.contains(":id"),
+            "{e}"
+        );
+    }
 }

@@ -508,3 +508,26 @@ fn not_recorded(report: &mut DatasetReport, recorded: Result<(), LedgerError>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_made_job_types_a_column_as_a_catalog_does_and_refuses_an_unknown_type() {
+        let job = Job::custom("hpd", "wvxf-dwi5")
+            .unwrap()
+            .column_type("bin", "text")
+            .unwrap();
+        assert_eq!(
+            job.dataset.column_types.get("bin").map(String::as_str),
+            Some("text")
+        );
+        assert_eq!(job.dataset.own_column_types, ["bin"]);
+        let e = Job::custom("hpd", "wvxf-dwi5")
+            .unwrap()
+            .column_type("bin", "varchar")
+            .unwrap_err();
+        assert!(e.contains("bin = \"varchar\"") && e.contains("text"), "{e}");
+    }
+}

@@ -242,6 +242,9 @@ impl Dataset {
 pub struct Catalog {
     pub portal: Option<String>,
     pub datasets: Vec<Dataset>,
+    /// Where it came from, and its text as read (what `dobsob catalog --toml` prints).
+    pub source: CatalogSource,
+    pub text: String,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +354,8 @@ impl Catalog {
         Ok(Catalog {
             portal: raw.portal,
             datasets,
+            source: source.clone(),
+            text: text.to_string(),
         })
     }
 
@@ -379,6 +384,18 @@ fn check_column_types(types: &BTreeMap<String, String>) -> Result<(), String> {
 
 /// Checks that a portal is an http(s) base URL without query or fragment.
 pub fn validate_portal(p: &str) -> Result<url::Url, String> {
+    // "127.0.0.1:8080" and "data.cityofnewyork.us" lack a scheme ("localhost:8080" even parses as one).
+    let scheme_hint = || {
+        let loopback =
+            p.starts_with("127.") || p.starts_with("localhost") || p.starts_with("[::1]");
+        format!(
+            "portal {p:?} needs a scheme: did you mean {}://{p}?",
+            if loopback { "http" } else { "https" }
+        )
+    };
+    if !p.contains("://") {
+        return Err(scheme_hint());
+    }
     let u = url::Url::parse(p).map_err(|e| format!("portal {p:?} is not a URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
         return Err(format!(
@@ -388,12 +405,44 @@ pub fn validate_portal(p: &str) -> Result<url::Url, String> {
     if u.query().is_some() || u.fragment().is_some() {
         return Err(format!("portal {p:?} must not have a query or fragment"));
     }
+    if u.path() != "/" {
+        let mut root = u.clone();
+        root.set_path("");
+        return Err(format!(
+            "portal {p:?} must be the site's address without a path (dobsob adds /resource/... and \
+             /api/views/... itself): did you mean {}?",
+            root.as_str().trim_end_matches('/')
+        ));
+    }
     Ok(u)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn portal_mistakes_get_the_right_url_as_a_hint() {
+        let e = validate_portal("127.0.0.1:8080").unwrap_err();
+        assert!(e.contains("did you mean http://127.0.0.1:8080?"), "{e}");
+        let e = validate_portal("localhost:8080").unwrap_err();
+        assert!(e.contains("did you mean http://localhost:8080?"), "{e}");
+        let e = validate_portal("data.cityofnewyork.us").unwrap_err();
+        assert!(
+            e.contains("did you mean https://data.cityofnewyork.us?"),
+            "{e}"
+        );
+        let e = validate_portal("http://host:81/api").unwrap_err();
+        assert!(e.contains("did you mean http://host:81?"), "{e}");
+        assert!(validate_portal("ftp://host").is_err());
+        assert_eq!(
+            validate_portal("https://data.cityofnewyork.us/")
+                .unwrap()
+                .as_str(),
+            "https://data.cityofnewyork.us/"
+        );
+        assert!(validate_portal("http://127.0.0.1:8080").is_ok());
+    }
 
     fn parse(s: &str) -> Result<Catalog, CatalogError> {
         Catalog::parse(s, &CatalogSource::File("test.toml".into()))

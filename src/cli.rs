@@ -17,12 +17,20 @@ Examples:
                                        query the warehouse with dobsob's own DuckDB (read-only)
   dobsob sync --share-group analysts   let the group analysts read the published warehouse
 
-Offline trial against the bundled emulator:
-  cargo run --release --bin socrata-emulator -- --port 8080 &
-  dobsob --portal http://127.0.0.1:8080 --catalog fixtures/catalog.toml sync
+  dobsob catalog                       the datasets of the catalog in force (--toml: as a file to edit)
+  dobsob report --list                 the recent runs, one line each
 
-Exit codes: 0 all requested datasets succeeded, 1 some failed or drifted, 2 usage or configuration error,
-75 another sync or rebuild is running on this data directory, 130 interrupted.";
+Offline trial against the bundled emulator (from the repository):
+  cargo run --release --bin socrata-emulator -- --port 8080 &
+  dobsob --data-dir trial --portal http://127.0.0.1:8080 --catalog fixtures/catalog.toml sync
+The data directory remembers the catalog and portal that filled it: later commands on it use them.
+
+Exit codes:
+  0    every requested dataset succeeded (or was skipped: not due, or unchanged at the source)
+  1    some dataset failed or drifted, the portal was unreachable, or --max-duration cut the run
+  2    usage or configuration error (a bad flag, catalog, portal or data directory)
+  75   another sync or rebuild is running on this data directory (try again later)
+  130  interrupted (Ctrl-C or SIGTERM); the next run resumes from the last committed page";
 
 /// Keep a local DuckDB copy of Socrata open data (NYC buildings and housing records) in step with the portal,
 /// fetching only what changed.
@@ -48,13 +56,22 @@ pub struct GlobalArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Dataset catalog (TOML) to use instead of the built-in NYC catalog.
+    /// Dataset catalog (TOML) to use instead of the built-in NYC catalog. Default: the catalog that filled
+    /// the data directory (recorded by its first sync), else the built-in one. `dobsob catalog --toml`
+    /// prints the catalog in force, to start your own from.
     #[arg(long, global = true, env = "DOBSOB_CATALOG", value_name = "FILE")]
     pub catalog: Option<PathBuf>,
 
-    /// Socrata portal base URL. Default: the catalog's `portal`, else https://data.cityofnewyork.us.
+    /// Socrata portal base URL, e.g. https://data.cityofnewyork.us. Default: the portal that filled the data
+    /// directory, else the catalog's `portal`, else https://data.cityofnewyork.us.
     #[arg(long, global = true, env = "DOBSOB_PORTAL", value_name = "URL")]
     pub portal: Option<String>,
+
+    /// Confirm that this data directory is to be filled from another catalog or portal than the one it
+    /// records (without it, that is an error: the tables would mix two sources). Datasets the new source
+    /// shares with the old are reloaded in full when the portal changes.
+    #[arg(long, global = true)]
+    pub switch_source: bool,
 
     /// Socrata app token, sent as X-App-Token (avoids shared throttling). Never printed or logged.
     #[arg(
@@ -82,10 +99,11 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fetch what changed since the last sync (the first sync of a dataset loads it in full).
-    Sync(SyncArgs),
+    Sync(SyncCommand),
     /// Show each dataset's rows, last success, watermark, freshness and last error.
     Status(StatusArgs),
-    /// Reload datasets in full into fresh tables and swap them in atomically.
+    /// Reload datasets in full into fresh tables and swap them in atomically. Name them (--datasets, a group,
+    /// or --all): a bare `rebuild` would download every dataset again.
     Rebuild(SyncArgs),
     /// Compare each dataset of the published warehouse with the source without changing anything; exit 1 if
     /// anything differs. Works while a sync runs (it checks the last published snapshot).
@@ -98,16 +116,37 @@ pub enum Command {
     /// Markdown; also lists the tables (--tables) and a table's columns (--describe). Works while a sync runs.
     #[command(after_help = SQL_AFTER_HELP)]
     Sql(SqlArgs),
+    /// List the datasets of the catalog in force: key, Socrata id, group, frequency, priority, size; with
+    /// --toml, print the catalog as a file to start your own from.
+    Catalog(CatalogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// Print the catalog in force as a TOML catalog file (the built-in one with its comments), e.g.
+    /// `dobsob catalog --toml > my-catalog.toml`, then `--catalog my-catalog.toml`.
+    #[arg(long, conflicts_with = "json")]
+    pub toml: bool,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The run's id (`run_id` in its report file); default the newest.
-    #[arg(value_name = "RUN_ID", conflicts_with = "last")]
+    /// The run's id (`run_id` in its report file; `report --list` shows them); default the newest, also
+    /// while it is still running.
+    #[arg(value_name = "RUN_ID", conflicts_with_all = ["last", "list"])]
     pub run: Option<i64>,
     /// The newest run (the default).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "list")]
     pub last: bool,
+    /// The recent runs, newest first, one line each: id, command, start, duration, outcome and counts.
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: how many runs.
+    #[arg(long, default_value_t = 20, value_name = "N", requires = "list")]
+    pub limit: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -126,9 +165,9 @@ pub struct CronArgs {
 /// Which datasets a command works on.
 #[derive(Debug, Args, Default)]
 #[group(id = "selection", multiple = false)]
-#[command(next_help_heading = "Datasets (pick one; default --all)")]
+#[command(next_help_heading = "Datasets (pick one)")]
 pub struct Selection {
-    /// Every dataset in the catalog (the default).
+    /// Every dataset in the catalog (the default, except for rebuild, which must be told).
     #[arg(long)]
     pub all: bool,
     /// Datasets of group "primary".
@@ -145,11 +184,25 @@ pub struct Selection {
     pub datasets: Vec<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct SyncArgs {
-    #[command(flatten)]
-    pub selection: Selection,
+impl Selection {
+    /// No selection flag given.
+    pub fn is_empty(&self) -> bool {
+        !(self.all || self.primary || self.secondary || self.tertiary) && self.datasets.is_empty()
+    }
+}
 
+/// `dobsob sync`: the flags of sync and rebuild, and those that only a sync takes.
+#[derive(Debug, Args)]
+pub struct SyncCommand {
+    #[command(flatten)]
+    pub run: SyncArgs,
+    #[command(flatten)]
+    pub only: SyncOnly,
+}
+
+/// What only `sync` takes: which datasets are due, incremental or not, retries of failures, cron lines.
+#[derive(Debug, Args, Default)]
+pub struct SyncOnly {
     /// Only the datasets that are due by their catalog frequency since their last success (less --grace);
     /// among those the change gate still skips a source that has not changed. The nightly job.
     #[arg(long, help_heading = "Which datasets and how", conflicts_with_all = ["force", "retry_failed"])]
@@ -182,17 +235,25 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Which datasets and how")]
     pub no_incremental: bool,
 
-    /// Exactly the datasets whose last attempt failed or drifted (within the selection).
+    /// Exactly the datasets whose last attempt failed, drifted or was interrupted (within the selection).
     #[arg(long, help_heading = "Which datasets and how")]
     pub retry_failed: bool,
 
     /// Print crontab lines for the nightly job and exit (the original guide's flag; same as `dobsob cron`).
     #[arg(long, help_heading = "Which datasets and how")]
     pub generate_cron: bool,
+}
+
+/// The flags of both `sync` and `rebuild`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub selection: Selection,
 
     /// Print the plan and change nothing on disk: per dataset its priority, due or not and why, full /
-    /// incremental / skip, the size estimate, and the limits in force. It asks the portal for each dataset's
-    /// metadata (one request each, for the change gate) but fetches no rows.
+    /// incremental / skip, the size estimate, and the limits in force. It asks the portal for each due
+    /// dataset's metadata (one request each: row count, columns, last change) but fetches no rows; exit 1
+    /// when the portal cannot answer.
     #[arg(long, help_heading = "Which datasets and how")]
     pub dry_run: bool,
 
@@ -411,15 +472,15 @@ pub struct VerifyArgs {
     /// Also list the source's whole id set with each row's :updated_at and :version and compare it row by
     /// row with the warehouse (one small request per page of ids): missing, extra and stale rows, with
     /// examples.
-    #[arg(long)]
+    #[arg(long, help_heading = "Comparison")]
     pub deep: bool,
 
     /// Ids per request of the deep comparison.
-    #[arg(long, default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, help_heading = "Comparison", default_value_t = 50_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub page_size: u64,
 
     /// Seconds to wait for data from the portal before a request counts as failed.
-    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Comparison", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
 
@@ -428,13 +489,14 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub selection: Selection,
 
-    /// Print a JSON array instead of a table.
-    #[arg(long)]
+    /// Print a JSON array instead of a table (fields in docs/operations.md).
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 
-    /// For monitoring (Nagios, systemd OnFailure): exit 1 when any selected dataset is stale, never synced or
-    /// failing (its last attempt failed or drifted), naming each in one line; exit 0 and one OK line otherwise.
-    #[arg(long, conflicts_with = "json")]
+    /// For monitoring (Nagios, systemd OnFailure): exit 1 when any selected dataset is stale, never synced,
+    /// failing (its last attempt failed or drifted) or interrupted, naming each in one line; exit 0 and one
+    /// OK line otherwise.
+    #[arg(long, help_heading = "Output", conflicts_with = "json")]
     pub check: bool,
 }
 

@@ -21,5 +21,6 @@ pub mod printer;
 pub mod progress;
 pub mod settings;
 pub mod soda;
+pub mod source;
 pub mod sync;
 pub mod warehouse;

@@ -46,8 +46,10 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         | Command::Verify(_)
         | Command::Cron(_)
         | Command::Report(_)
-        | Command::Sql(_) => false,
-        Command::Sync(a) | Command::Rebuild(a) => !a.dry_run && !a.generate_cron,
+        | Command::Sql(_)
+        | Command::Catalog(_) => false,
+        Command::Sync(a) => !a.run.dry_run && !a.only.generate_cron,
+        Command::Rebuild(a) => !a.dry_run,
     };
     init_logging(&cli, &settings, log_to_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -64,15 +66,26 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         };
         watch_signals(shutdown.clone(), notice);
         match &cli.command {
-            Command::Sync(a) if a.generate_cron => cron(&cli, &settings, "02:30", false, printer),
+            Command::Sync(a) if a.only.generate_cron => cron(&settings, "02:30", false, printer),
             Command::Sync(a) => {
-                dobsob::commands::sync::run(&settings, a, Mode::Sync, printer, shutdown).await
+                dobsob::commands::sync::run(
+                    &settings,
+                    &a.run,
+                    &a.only,
+                    Mode::Sync,
+                    printer,
+                    shutdown,
+                )
+                .await
             }
             Command::Rebuild(a) => {
-                dobsob::commands::sync::run(&settings, a, Mode::Rebuild, printer, shutdown).await
+                let only = dobsob::cli::SyncOnly::default();
+                dobsob::commands::sync::run(&settings, a, &only, Mode::Rebuild, printer, shutdown)
+                    .await
             }
+            Command::Catalog(a) => dobsob::commands::catalog::run(&settings, a, printer),
             Command::Status(a) => dobsob::commands::status::run(&settings, a, printer),
-            Command::Cron(a) => cron(&cli, &settings, &a.at, a.systemd, printer),
+            Command::Cron(a) => cron(&settings, &a.at, a.systemd, printer),
             Command::Report(a) => dobsob::commands::report::run(&settings, a, printer),
             Command::Verify(a) => dobsob::commands::verify::run(&settings, a, printer).await,
             Command::Sql(a) => dobsob::commands::sql::run(&settings, a, printer, shutdown),
@@ -82,16 +95,17 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
 
 /// `dobsob cron` and `sync --generate-cron`: the same lines, with the paths of this run.
 fn cron(
-    cli: &Cli,
     settings: &Settings,
     at: &str,
     systemd: bool,
     printer: Printer,
 ) -> Result<ExitStatus, Error> {
+    // The catalog and portal in force, recorded ones included, so that the nightly job fills the data
+    // directory from the source that filled it.
     let spec = dobsob::commands::cron::CronSpec::from_settings(
         settings,
-        cli.global.catalog.as_deref(),
-        cli.global.portal.as_deref(),
+        settings.source.catalog.as_deref(),
+        Some(settings.portal.as_str().trim_end_matches('/')),
         at,
     )?;
     dobsob::commands::cron::run(&spec, systemd, printer)

@@ -11,26 +11,44 @@ use url::Url;
 use crate::orchestrator::RunReport;
 
 /// "dobsob sync run 12 (data.cityofnewyork.us): failed. 18 datasets: 3 synced, 1 failed (dob_violations),
-/// 14 skipped. 12.3 MB in 41.2s."
+/// 13 unchanged, 1 skipped. 12.3 MB in 41.2s." Interrupted, unchanged and skipped datasets are counted when
+/// there are any.
 pub fn one_line(r: &RunReport) -> String {
     let host = Url::parse(&r.portal)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| r.portal.clone());
-    let failed: Vec<&str> = r.failed().map(|d| d.key.as_str()).collect();
-    let failed = match failed.len() {
-        0 => "0 failed".to_string(),
-        n if n <= 5 => format!("{n} failed ({})", failed.join(", ")),
-        n => format!("{n} failed ({}, ...)", failed[..5].join(", ")),
+    let named = |what: &str, keys: Vec<&str>| match keys.len() {
+        0 => format!("0 {what}"),
+        n if n <= 5 => format!("{n} {what} ({})", keys.join(", ")),
+        n => format!("{n} {what} ({}, ...)", keys[..5].join(", ")),
     };
+    let unchanged = r
+        .skipped()
+        .filter(|d| d.progress.mode == Some("unchanged"))
+        .count();
+    let mut counts = vec![
+        format!("{} synced", r.completed().count()),
+        named("failed", r.failed().map(|d| d.key.as_str()).collect()),
+    ];
+    let interrupted: Vec<&str> = r.interrupted().map(|d| d.key.as_str()).collect();
+    if !interrupted.is_empty() {
+        counts.push(named("interrupted", interrupted));
+    }
+    let skipped = r.skipped().count() - unchanged;
+    for (n, what) in [(unchanged, "unchanged"), (skipped, "skipped")] {
+        if n > 0 {
+            counts.push(format!("{n} {what}"));
+        }
+    }
+    let n = r.datasets.len();
     let mut line = format!(
-        "dobsob {} run {} ({host}): {}. {} datasets: {} synced, {failed}, {} skipped. {:.1} MB in {:.1}s.",
+        "dobsob {} run {} ({host}): {}. {n} dataset{}: {}. {:.1} MB in {:.1}s.",
         r.command,
         r.run_id,
         r.outcome.as_str(),
-        r.datasets.len(),
-        r.completed().count(),
-        r.skipped().count(),
+        if n == 1 { "" } else { "s" },
+        counts.join(", "),
         r.bytes() as f64 / 1e6,
         r.seconds,
     );

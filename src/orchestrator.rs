@@ -58,8 +58,8 @@ impl Plan {
         Plan::new(datasets.into_iter().cloned().map(Job::new).collect())
     }
 
-    /// Only the jobs whose last attempt failed or drifted, by the ledger of `data_dir` (none without one):
-    /// what `--retry-failed` runs.
+    /// Only the jobs whose last attempt failed, drifted, was interrupted or abandoned (its process killed),
+    /// by the ledger of `data_dir` (none without one): what `--retry-failed` runs.
     pub fn retry_failed(mut self, data_dir: &Path) -> Result<Plan, Error> {
         let path = DataDir(data_dir).ledger();
         if !path.exists() {
@@ -69,7 +69,12 @@ impl Plan {
         let ledger = Ledger::open(&path)?;
         for j in std::mem::take(&mut self.jobs) {
             let r = ledger.dataset(j.dataset.key.as_str())?;
-            if r.is_some_and(|r| matches!(r.last_outcome.as_deref(), Some("failed" | "drift"))) {
+            if r.is_some_and(|r| {
+                matches!(
+                    r.last_outcome.as_deref(),
+                    Some("failed" | "drift" | "interrupted" | "abandoned")
+                )
+            }) {
                 self.jobs.push(j);
             }
         }
@@ -328,6 +333,10 @@ impl Orchestrator {
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Skipped))
             .count();
+        let interrupted = datasets
+            .iter()
+            .filter(|r| r.outcome == Outcome::Interrupted)
+            .count();
         let writer_timings = publisher
             .handle
             .call(|w| Ok(w.timings))
@@ -349,7 +358,7 @@ impl Orchestrator {
                 outcome.as_str()
             },
             ok as i64,
-            (datasets.len() - ok) as i64,
+            (datasets.len() - ok - interrupted) as i64,
         );
         drop(publisher);
         // Let the writer thread finish its queue and checkpoint before the report says the run is over.
@@ -531,15 +540,18 @@ pub struct RunReport {
 pub enum Bucket {
     /// Synced (outcome ok, something fetched or checked).
     Completed,
-    /// Failed, drifted or interrupted.
+    /// Failed or drifted.
     Failed,
+    /// Stopped by Ctrl-C or SIGTERM; the next run resumes it (and `--retry-failed` retries it).
+    Interrupted,
     /// Not synced, with a reason: not due, source unchanged, not started.
     Skipped,
 }
 
 pub fn bucket(d: &DatasetReport) -> Bucket {
     match d.outcome {
-        Outcome::Failed | Outcome::Drift | Outcome::Interrupted => Bucket::Failed,
+        Outcome::Failed | Outcome::Drift => Bucket::Failed,
+        Outcome::Interrupted => Bucket::Interrupted,
         Outcome::Skipped => Bucket::Skipped,
         Outcome::Ok if d.progress.mode == Some("unchanged") => Bucket::Skipped,
         Outcome::Ok => Bucket::Completed,
@@ -556,6 +568,9 @@ impl RunReport {
     pub fn skipped(&self) -> impl Iterator<Item = &DatasetReport> {
         self.in_bucket(Bucket::Skipped)
     }
+    pub fn interrupted(&self) -> impl Iterator<Item = &DatasetReport> {
+        self.in_bucket(Bucket::Interrupted)
+    }
     fn in_bucket(&self, b: Bucket) -> impl Iterator<Item = &DatasetReport> {
         self.datasets.iter().filter(move |d| bucket(d) == b)
     }
@@ -565,7 +580,7 @@ impl RunReport {
         self.datasets.iter().map(|d| d.progress.bytes).sum()
     }
 
-    /// Completed out of completed and failed (skips do not count), 100 when nothing ran.
+    /// Completed out of completed and failed (skips and interruptions do not count), 100 when nothing ran.
     pub fn success_rate_percent(&self) -> f64 {
         let (ok, bad) = (self.completed().count(), self.failed().count());
         if ok + bad == 0 {
@@ -579,10 +594,11 @@ impl RunReport {
     ///
     /// - `run_id`, `command`, `portal`, `outcome`, `error`;
     /// - `execution_summary`: start_time, end_time, total_duration_seconds, total_jobs, completed_jobs,
-    ///   failed_jobs, skipped_jobs, success_rate_percent, total_data_downloaded_mb, average_speed_mbps
+    ///   failed_jobs, interrupted_jobs, skipped_jobs, success_rate_percent, total_data_downloaded_mb, average_speed_mbps
     ///   (megabytes per second over the run's wall time), total_requests;
     /// - `job_order`: every dataset's key in start order;
-    /// - `completed_jobs`, `failed_jobs`, `skipped_jobs`: objects keyed by dataset (see [`JobEntry`]);
+    /// - `completed_jobs`, `failed_jobs`, `interrupted_jobs`, `skipped_jobs`: objects keyed by dataset (see
+    ///   [`JobEntry`]); unchanged datasets (outcome ok, mode `unchanged`) are in `skipped_jobs`;
     /// - `performance_metrics`: peak_concurrent_jobs, max_concurrent_jobs, max_large_jobs,
     ///   throttle_delay_seconds, max_requests_per_second, request_burst, retry_attempts, large_files_processed,
     ///   memory_limit_mb (DuckDB's cap at the start), memory_limit_auto (whether dobsob may raise it), peak_rss_mb,
@@ -611,6 +627,7 @@ impl RunReport {
                 total_jobs: self.datasets.len(),
                 completed_jobs: self.completed().count(),
                 failed_jobs: self.failed().count(),
+                interrupted_jobs: self.interrupted().count(),
                 skipped_jobs: self.skipped().count(),
                 success_rate_percent: self.success_rate_percent(),
                 total_data_downloaded_mb: round2(mb),
@@ -624,6 +641,7 @@ impl RunReport {
             job_order: self.datasets.iter().map(|d| d.key.as_str()).collect(),
             completed_jobs: Jobs(self.completed().collect()),
             failed_jobs: Jobs(self.failed().collect()),
+            interrupted_jobs: Jobs(self.interrupted().collect()),
             skipped_jobs: Jobs(self.skipped().collect()),
             performance_metrics: PerformanceMetrics {
                 peak_concurrent_jobs: self.metrics.peak_concurrent_jobs,
@@ -695,6 +713,7 @@ struct ReportFile<'a> {
     job_order: Vec<&'a str>,
     completed_jobs: Jobs<'a>,
     failed_jobs: Jobs<'a>,
+    interrupted_jobs: Jobs<'a>,
     skipped_jobs: Jobs<'a>,
     performance_metrics: PerformanceMetrics,
 }
@@ -707,6 +726,7 @@ struct ExecutionSummary<'a> {
     total_jobs: usize,
     completed_jobs: usize,
     failed_jobs: usize,
+    interrupted_jobs: usize,
     skipped_jobs: usize,
     success_rate_percent: f64,
     total_data_downloaded_mb: f64,

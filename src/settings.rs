@@ -11,6 +11,7 @@ use crate::cli::{GlobalArgs, Selection, SyncArgs};
 use crate::error::Error;
 use crate::layout::DataDir;
 use crate::soda::{AppToken, RetryPolicy};
+use crate::source::Source;
 
 pub const DEFAULT_PORTAL: &str = "https://data.cityofnewyork.us";
 
@@ -19,24 +20,135 @@ pub struct Settings {
     pub catalog: Catalog,
     pub portal: Url,
     pub token: Option<AppToken>,
+    /// The catalog and portal in force, as a sync records them for the data directory.
+    pub source: Source,
+    /// What the data directory recorded before this command, if anything.
+    pub recorded: Option<Source>,
 }
 
 impl Settings {
+    /// Resolves the catalog and portal: the flags (or their environment variables), else what the data
+    /// directory records (see [`crate::source`]), else the built-in catalog and its portal. Naming another
+    /// catalog or portal than the recorded ones needs `--switch-source`.
     pub fn from_args(g: &GlobalArgs) -> Result<Settings, Error> {
-        let catalog = Catalog::load(g.catalog.as_deref())?;
-        let portal_str = g
-            .portal
-            .clone()
-            .or_else(|| catalog.portal.clone())
-            .unwrap_or_else(|| DEFAULT_PORTAL.to_string());
+        if g.data_dir.exists() && !g.data_dir.is_dir() {
+            return Err(Error::Config(format!(
+                "--data-dir {}: not a directory (DOBSOB_DATA_DIR sets it too); point it at the directory a \
+                 sync fills, or at a new one",
+                g.data_dir.display()
+            )));
+        }
+        let recorded = Source::read(&g.data_dir)?;
+        let note = |s: String| {
+            if !g.quiet {
+                eprintln!("{s}");
+            }
+        };
+        let catalog_path = match (&g.catalog, &recorded) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(r)) => r.catalog.clone(),
+            (None, None) => None,
+        };
+        let catalog = Catalog::load(catalog_path.as_deref()).map_err(|e| match (&g.catalog, &recorded) {
+            (None, Some(r)) => Error::Config(format!(
+                "{} was filled from {} (recorded in {}), which cannot be loaded now: {e}. Pass --catalog FILE \
+                 (with --switch-source if it is another catalog)",
+                g.data_dir.display(),
+                r.catalog_name(),
+                g.data_dir.join(crate::source::FILE).display()
+            )),
+            _ => Error::from(e),
+        })?;
+        let catalog_abs = match &catalog_path {
+            Some(p) => Some(std::path::absolute(p).map_err(|e| {
+                Error::Config(format!("cannot make {} absolute: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        let mut source = Source {
+            catalog: catalog_abs,
+            catalog_sha256: crate::source::fingerprint(&catalog.text),
+            portal: String::new(),
+        };
+        let same_catalog = recorded.as_ref().is_none_or(|r| r.same_catalog(&source));
+        // The recorded portal goes with the recorded catalog; a switched catalog brings its own.
+        let portal_str = match (&g.portal, &recorded) {
+            (Some(p), _) => p.clone(),
+            (None, Some(r)) if same_catalog => r.portal.clone(),
+            _ => catalog
+                .portal
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PORTAL.to_string()),
+        };
         let portal =
             validate_portal(&portal_str).map_err(|e| Error::Config(format!("--portal: {e}")))?;
+        source.portal = portal.to_string();
+        if let Some(r) = &recorded {
+            let same_portal = r.same_portal(&source);
+            if !g.switch_source && !(same_catalog && same_portal) {
+                let what = match (same_catalog, same_portal) {
+                    (false, false) => format!("this command names {}", source.describe()),
+                    (false, true) => format!("this command names {}", source.catalog_name()),
+                    _ => format!("this command names the portal {}", source.portal),
+                };
+                return Err(Error::Config(format!(
+                    "{} was filled from {}; {what}. One warehouse would mix tables of two sources: use \
+                     another --data-dir, or add --switch-source to fill this one from the new source from \
+                     now on",
+                    g.data_dir.display(),
+                    r.describe()
+                )));
+            }
+            if same_catalog && g.catalog.is_none() && r.catalog.is_some() {
+                note(format!(
+                    "using {}, recorded for {} (--catalog to choose another)",
+                    r.catalog_name(),
+                    g.data_dir.display()
+                ));
+            }
+            if same_catalog && g.portal.is_none() {
+                let default = catalog.portal.as_deref().unwrap_or(DEFAULT_PORTAL);
+                if !r.same_portal(&Source {
+                    portal: default.to_string(),
+                    ..r.clone()
+                }) {
+                    note(format!(
+                        "using the portal {}, recorded for {} (--portal to choose another)",
+                        r.portal,
+                        g.data_dir.display()
+                    ));
+                }
+            }
+        }
         Ok(Settings {
             data_dir: g.data_dir.clone(),
             catalog,
             portal,
             token: g.app_token.clone().and_then(AppToken::new),
+            source,
+            recorded,
         })
+    }
+
+    /// Whether this command's portal differs from the one that filled the data directory (allowed by
+    /// `--switch-source`): the datasets already loaded came from elsewhere and are reloaded in full.
+    pub fn portal_switched(&self) -> bool {
+        self.recorded
+            .as_ref()
+            .is_some_and(|r| !r.same_portal(&self.source))
+    }
+
+    /// For commands that read a data directory a sync filled (status, verify, report, sql): an error that
+    /// says so when there is none.
+    pub fn require_data_dir(&self) -> Result<(), Error> {
+        if self.data_dir.is_dir() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "no data directory at {} yet: run `dobsob sync` first, or point --data-dir (or DOBSOB_DATA_DIR) \
+             at the directory a sync filled",
+            self.data_dir.display()
+        )))
     }
 
     /// The data directory's layout.

@@ -355,7 +355,52 @@ fn ctrl_c_stops_at_a_page_boundary_with_exit_130_and_resumes() {
         )
         .unwrap();
     assert_eq!(attempts, "interrupted");
-    env.run_ok(&["sync", "--datasets", "dob_violations", "--page-size", "5"]);
+    // Interrupted everywhere, not failed, not invisible: the summary, status, the report, the analysts' view.
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 dataset: 0 synced, 0 failed, 1 interrupted (dob_violations)"),
+        "{text}"
+    );
+    let status = status_json(&env);
+    let dob = status
+        .iter()
+        .find(|s| s["key"] == "dob_violations")
+        .unwrap();
+    assert_eq!(dob["last_outcome"], "interrupted", "{dob}");
+    assert_eq!(
+        dob["consecutive_failures"], 0,
+        "an interruption is no failure: {dob}"
+    );
+    let table = stdout(&env.run_ok(&["status", "--datasets", "dob_violations"]));
+    assert!(
+        table.lines().nth(1).unwrap().contains("interrupted"),
+        "{table}"
+    );
+    let check = env.run(&["status", "--check", "--datasets", "dob_violations"]);
+    assert_exit(&check, 1);
+    assert!(
+        stdout(&check).contains("INTERRUPTED dob_violations"),
+        "{}",
+        stdout(&check)
+    );
+    let report = stdout(&env.run_ok(&["report", "--last"]));
+    assert!(
+        report.contains(": interrupted (0 synced, 0 failed, 1 interrupted)"),
+        "{report}"
+    );
+    let view: String = env
+        .warehouse()
+        .query_row(
+            "SELECT last_outcome FROM dobsob_datasets WHERE key = 'dob_violations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(view, "interrupted");
+    // --retry-failed retries it, and only it.
+    let out = env.run_ok(&["sync", "--retry-failed", "--page-size", "5"]);
+    let text = stdout(&out);
+    assert!(text.contains("1 dataset: 1 synced, 0 failed"), "{text}");
     env.assert_equal_to_source("dob_violations", DOB_VIOLATIONS);
 }
 

@@ -30,16 +30,20 @@ CREATE TABLE IF NOT EXISTS dobsob.datasets_state (
     watermark_updated_at   VARCHAR,
     watermark_id           VARCHAR,
     source_last_updated_at TIMESTAMPTZ,
-    -- When the dataset is due again by its frequency (last success + period).
+    -- When `sync --schedule-check` syncs it again: last success + the period of its frequency - 1 hour (the
+    -- default --grace); the same time as `dobsob status --json`'s next_due_at.
     due_at                 TIMESTAMPTZ,
     published_at           TIMESTAMPTZ
 );
+-- When the copy is stale: last success + the period of its frequency (warehouses before this column get it
+-- here, NULL until the next publish).
+ALTER TABLE dobsob.datasets_state ADD COLUMN IF NOT EXISTS stale_at TIMESTAMPTZ;
 
 CREATE OR REPLACE VIEW main.dobsob_datasets AS
 SELECT i.key, i.socrata_id, i.name, i.portal_name, i.description, i.source_url, i.frequency, i.priority,
        s.rows, s.source_rows, s.last_success_at, s.source_last_updated_at,
        s.watermark_updated_at, s.watermark_id,
-       s.due_at, (s.last_success_at IS NULL OR now() > s.due_at) AS stale,
+       s.due_at, s.stale_at, (s.last_success_at IS NULL OR now() > s.stale_at) AS stale,
        s.last_outcome, s.last_error, s.consecutive_failures, s.last_attempt_at, s.published_at
 FROM dobsob.datasets_info i LEFT JOIN dobsob.datasets_state s USING (key)
 ORDER BY i.key;

@@ -1,5 +1,8 @@
 //! `dobsob cron [--systemd]` (and `sync --generate-cron`, the original guide's spelling): print what makes
-//! the nightly job run, with absolute paths, ready to install. Nothing is installed or written.
+//! the nightly job run, with absolute paths, ready to install. Nothing is installed; the data directory's
+//! `logs/` is created (private) if it does not exist yet, because the crontab lines append to
+//! `logs/cron.log` and sh fails a redirection into a missing directory before dobsob even starts: a nightly
+//! job that never runs and says nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -73,10 +76,36 @@ impl CronSpec {
         )
     }
 
-    /// A systemd service and timer for the nightly run.
+    /// systemd services and timers: the nightly run, and the weekly forced sync of the primary datasets.
     pub fn systemd(&self) -> String {
         let (h, m) = self.at;
-        format!(
+        let weekly = format!(
+            "\n# /etc/systemd/system/dobsob-weekly.service\n\
+             [Unit]\n\
+             Description=dobsob: weekly forced sync of the primary datasets (ignores the change gate)\n\
+             Wants=network-online.target\n\
+             After=network-online.target\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             ExecStart={base} sync --force --primary -q\n\
+             EnvironmentFile=-/etc/dobsob.env\n\
+             SuccessExitStatus=75\n\
+             \n\
+             # /etc/systemd/system/dobsob-weekly.timer\n\
+             [Unit]\n\
+             Description=dobsob weekly forced sync\n\
+             \n\
+             [Timer]\n\
+             OnCalendar=Sun *-*-* {wh:02}:{m:02}:00\n\
+             Persistent=true\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n",
+            base = self.base(),
+            wh = (h + 2) % 24
+        );
+        let nightly = format!(
             "# /etc/systemd/system/dobsob-sync.service\n\
              [Unit]\n\
              Description=dobsob: sync the due Socrata datasets into the DuckDB warehouse\n\
@@ -101,10 +130,12 @@ impl CronSpec {
              RandomizedDelaySec=15min\n\
              \n\
              [Install]\n\
-             WantedBy=timers.target\n\
-             \n\
-             # Install: copy both files, then `systemctl daemon-reload && systemctl enable --now dobsob-sync.timer`\n",
+             WantedBy=timers.target\n",
             base = self.base()
+        );
+        format!(
+            "{nightly}{weekly}\n# Install: copy the four files, then `systemctl daemon-reload && \
+             systemctl enable --now dobsob-sync.timer dobsob-weekly.timer`\n"
         )
     }
 }
@@ -132,6 +163,15 @@ fn shell_quote(s: &str) -> String {
 }
 
 pub fn run(spec: &CronSpec, systemd: bool, printer: Printer) -> Result<ExitStatus, Error> {
+    if !systemd {
+        let logs = spec.data_dir.join("logs");
+        crate::settings::create_private_dir(&logs).map_err(|e| {
+            Error::Config(format!(
+                "cannot create {} for the cron log: {e}",
+                logs.display()
+            ))
+        })?;
+    }
     printer.data(&if systemd {
         spec.systemd()
     } else {
@@ -170,6 +210,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("SuccessExitStatus=75"), "{s}");
+        assert!(
+            s.contains("OnCalendar=Sun *-*-* 04:30:00") && s.contains("sync --force --primary -q"),
+            "the weekly forced sync, as in the crontab: {s}"
+        );
         assert_eq!(parse_at("23:59").unwrap(), (23, 59));
         for bad in ["24:00", "2", "ab:cd", "02:60"] {
             assert!(parse_at(bad).is_err(), "{bad}");

@@ -1,5 +1,6 @@
 //! One module per command. Each takes validated settings and a printer and returns an exit status.
 
+pub mod catalog;
 pub mod cron;
 pub mod plan;
 pub mod report;

@@ -1,9 +1,10 @@
 //! `dobsob sync --dry-run`: what a sync would do, changing nothing on disk. It reads the ledger read-only
-//! (when there is one) and asks the portal for each dataset's metadata, the change gate's one request; it
-//! fetches no rows, creates no data directory, takes no lock.
+//! (when there is one) and asks the portal for each due dataset's metadata, the change gate's one request;
+//! it fetches no rows, creates no data directory, takes no lock. A portal it cannot reach is said once and
+//! the plan exits 1, as a sync would; a dataset whose metadata the portal refuses shows why, and exits 1.
 
 use crate::catalog::Dataset;
-use crate::cli::SyncArgs;
+use crate::cli::{SyncArgs, SyncOnly};
 use crate::error::{Error, ExitStatus};
 use crate::ledger::{DatasetRecord, Ledger};
 use crate::printer::Printer;
@@ -14,6 +15,7 @@ use crate::sync::{self, schedule, Mode};
 pub async fn print(
     settings: &Settings,
     args: &SyncArgs,
+    only: &SyncOnly,
     mode: Mode,
     datasets: &[&Dataset],
     printer: Printer,
@@ -28,6 +30,7 @@ pub async fn print(
     .map_err(Error::Config)?;
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
+    let mut unanswered = 0;
     for ds in datasets {
         let rec = match &ledger {
             Some(l) => l.dataset(ds.key.as_str())?,
@@ -37,12 +40,25 @@ pub async fn print(
             .as_ref()
             .and_then(|r| r.last_success_at.as_deref())
             .and_then(schedule::parse_time);
-        let grace = args.grace as i64;
+        let grace = only.grace as i64;
         let due = schedule::due(ds.frequency, last, now, grace);
-        let action = if args.schedule_check && !due.is_due() {
+        let action = if only.schedule_check && !due.is_due() {
             format!("skip: {}", due.reason())
         } else {
-            action(&client, ds, rec.as_ref(), args, mode).await
+            match client.metadata(ds.id.as_str()).await {
+                Ok(meta) => action(ds, rec.as_ref(), &meta, only, mode),
+                Err(e) if e.is_unreachable() => {
+                    return Err(Error::Runtime(format!(
+                        "cannot reach the portal {}: {e}. Check the network, or point --portal (or \
+                         DOBSOB_PORTAL) at a reachable Socrata portal",
+                        settings.portal
+                    )))
+                }
+                Err(e) => {
+                    unanswered += 1;
+                    format!("unknown: {e}")
+                }
+            }
         };
         let loaded = match &ledger {
             Some(l) => l.last_full_load_bytes(ds.key.as_str())?,
@@ -57,7 +73,7 @@ pub async fn print(
         rows.push(vec![
             ds.key.to_string(),
             ds.priority().to_string(),
-            if args.schedule_check {
+            if only.schedule_check {
                 due.reason()
             } else {
                 "-".into()
@@ -107,21 +123,29 @@ pub async fn print(
         } else {
             ""
         },
-        if args.force { ", --force" } else { "" }
+        if only.force { ", --force" } else { "" }
     ));
+    if unanswered > 0 {
+        printer.data(&format!(
+            "the portal did not answer for {unanswered} dataset{} (see WOULD): a sync would fail {}",
+            if unanswered == 1 { "" } else { "s" },
+            if unanswered == 1 { "it" } else { "them" }
+        ));
+        return Ok(ExitStatus::Failed);
+    }
     Ok(ExitStatus::Ok)
 }
 
-/// What a sync would do with a due dataset, from the ledger and one metadata request.
-async fn action(
-    client: &SodaClient,
+/// What a sync would do with a due dataset, from the ledger and its metadata.
+fn action(
     ds: &Dataset,
     rec: Option<&DatasetRecord>,
-    args: &SyncArgs,
+    meta: &crate::soda::ViewMetadata,
+    only: &SyncOnly,
     mode: Mode,
 ) -> String {
     let full = |why: &str| {
-        if args.incremental_only {
+        if only.incremental_only {
             format!("skip: a full load is needed ({why}) and --incremental-only is set")
         } else {
             format!("full load ({why})")
@@ -133,17 +157,13 @@ async fn action(
     if mode == Mode::Rebuild {
         return "full load (rebuild)".into();
     }
-    let meta = match client.metadata(ds.id.as_str()).await {
-        Ok(m) => m,
-        Err(e) => return format!("unknown: {e}"),
-    };
     let fingerprint = sync::schema_of(ds, &meta.columns)
         .map(|s| sync::fingerprint(ds, &s))
         .ok();
     if fingerprint.as_deref() != rec.schema_fingerprint.as_deref() {
         return full("columns or type mapping changed");
     }
-    if !args.force && sync::gate_holds(meta.rows_updated_at, rec.source_rows_updated_at) {
+    if !only.force && sync::gate_holds(meta.rows_updated_at, rec.source_rows_updated_at) {
         let why = sync::unchanged_reason(meta.rows_updated_at).unwrap_or_default();
         return format!("skip: {why}");
     }

@@ -17,7 +17,8 @@ pub struct DatasetStatus {
     pub group: String,
     pub frequency: String,
     pub priority: crate::catalog::Priority,
-    /// When the dataset is (or became) due for `sync --schedule-check`; null if never synced.
+    /// When the dataset is (or became) due for `sync --schedule-check`: last success + the period of its
+    /// frequency - 1 hour (the default --grace); null if never synced. `dobsob_datasets.due_at` is the same.
     pub next_due_at: Option<String>,
     pub rows: Option<i64>,
     pub last_success_at: Option<String>,
@@ -29,7 +30,7 @@ pub struct DatasetStatus {
     pub stale: bool,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
-    /// ok | drift | failed | interrupted: how the last attempt ended.
+    /// ok | drift | failed | interrupted | abandoned (killed): how the last attempt ended.
     pub last_outcome: Option<String>,
     /// The source's row count at the last sync (differs from `rows` when the outcome is drift).
     pub source_rows: Option<i64>,
@@ -37,15 +38,24 @@ pub struct DatasetStatus {
     pub uncastable: Option<i64>,
 }
 
-/// Freshness of a dataset last synced `age_secs` ago (None = never): (due, stale).
+/// Freshness of a dataset last synced `age_secs` ago (None = never): (due, stale). Due is
+/// [`crate::sync::schedule::due`] with the default grace, as `--schedule-check` decides; stale is older than
+/// the period of its frequency.
 pub fn freshness(frequency: Frequency, age_secs: Option<i64>) -> (bool, bool) {
     let period = frequency.period().as_secs() as i64;
     match age_secs {
         None => (true, true),
-        Some(a) => (
-            a >= period - crate::sync::schedule::DEFAULT_GRACE_SECS,
-            a > period,
-        ),
+        Some(a) => {
+            let now = chrono::Utc::now();
+            let last = now - chrono::Duration::seconds(a);
+            let due = crate::sync::schedule::due(
+                frequency,
+                Some(last),
+                now,
+                crate::sync::schedule::DEFAULT_GRACE_SECS,
+            );
+            (due.is_due(), a > period)
+        }
     }
 }
 
@@ -94,6 +104,7 @@ pub fn run(
     args: &crate::cli::StatusArgs,
     printer: Printer,
 ) -> Result<ExitStatus, Error> {
+    settings.require_data_dir()?;
     let json = args.json;
     let selected = settings.select(&args.selection)?;
     let path = settings.ledger_path();
@@ -171,6 +182,11 @@ pub fn run(
         &rows,
     ));
     printer.line(&snapshot_line(&settings.warehouse_path()));
+    let source = match &settings.source.catalog {
+        Some(p) => format!("catalog {}", p.display()),
+        None => "the built-in catalog".into(),
+    };
+    printer.line(&format!("source: {source}, portal {}", settings.portal));
     Ok(ExitStatus::Ok)
 }
 
@@ -206,6 +222,13 @@ fn check(statuses: &[DatasetStatus], printer: Printer) -> ExitStatus {
     let mut problems = Vec::new();
     for s in statuses {
         let failing = matches!(s.last_outcome.as_deref(), Some("failed" | "drift"));
+        if let Some(how @ ("interrupted" | "abandoned")) = s.last_outcome.as_deref() {
+            problems.push(format!(
+                "INTERRUPTED {}: the last attempt was {how} (the next sync resumes it; `dobsob sync \
+                 --retry-failed` does it now)",
+                s.key
+            ));
+        }
         if failing {
             problems.push(format!(
                 "FAILING {}: {} ({} consecutive)",

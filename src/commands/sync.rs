@@ -1,7 +1,7 @@
 //! `dobsob sync` and `dobsob rebuild`: turn the flags into an orchestrator [`Config`] and a [`Plan`], run it
 //! (with the live display on a terminal), print the summary and the report's path.
 
-use crate::cli::SyncArgs;
+use crate::cli::{SyncArgs, SyncOnly};
 use crate::error::{Error, ExitStatus};
 use crate::orchestrator::{default_requests_per_second, Config, Orchestrator, Plan, RunReport};
 use crate::printer::Printer;
@@ -10,7 +10,7 @@ use crate::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
 use crate::warehouse::MemoryLimit;
 
 /// The orchestrator's configuration for these flags.
-pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
+pub fn config(settings: &Settings, args: &SyncArgs, only: &SyncOnly, mode: Mode) -> Config {
     let mut c = Config::new(settings.data_dir.clone(), settings.portal.clone());
     c.token = settings.token.clone();
     c.command = if mode == Mode::Rebuild {
@@ -18,7 +18,7 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
     } else {
         "sync"
     };
-    c.mode = if args.no_incremental {
+    c.mode = if only.no_incremental {
         Mode::Rebuild
     } else {
         mode
@@ -42,9 +42,9 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
     c.storage_version = args.storage_version.clone();
     c.sharing = args.share_group.clone();
     c.options = RunOptions {
-        schedule_grace: args.schedule_check.then_some(args.grace as i64),
-        force: args.force,
-        incremental_only: args.incremental_only,
+        schedule_grace: only.schedule_check.then_some(only.grace as i64),
+        force: only.force,
+        incremental_only: only.incremental_only,
     };
     c.overlap = std::time::Duration::from_secs(args.overlap);
     c.late_window = std::time::Duration::from_secs(args.late_window);
@@ -70,23 +70,44 @@ pub fn config(settings: &Settings, args: &SyncArgs, mode: Mode) -> Config {
 pub async fn run(
     settings: &Settings,
     args: &SyncArgs,
+    only: &SyncOnly,
     mode: Mode,
     printer: Printer,
     shutdown: Shutdown,
 ) -> Result<ExitStatus, Error> {
-    let config = config(settings, args, mode);
+    if mode == Mode::Rebuild && args.selection.is_empty() {
+        confirm_rebuild_all(settings)?;
+    }
+    let mut config = config(settings, args, only, mode);
     let mut plan = Plan::from_datasets(settings.select(&args.selection)?);
-    if args.retry_failed {
+    if only.retry_failed {
         plan = plan.retry_failed(&settings.data_dir)?;
         if plan.jobs.is_empty() {
-            printer
-                .line("--retry-failed: no selected dataset failed or drifted in its last attempt");
+            printer.line(
+                "--retry-failed: no selected dataset failed, drifted or was interrupted in its last attempt",
+            );
             return Ok(ExitStatus::Ok);
         }
     }
+    if settings.portal_switched() {
+        // The tables came from another portal: their watermarks mean nothing here.
+        tracing::warn!(
+            "the data directory was filled from another portal: reloading the selected datasets in full"
+        );
+        config.mode = Mode::Rebuild;
+    }
     if args.dry_run {
         let datasets: Vec<_> = plan.jobs.iter().map(|j| &j.dataset).collect();
-        return super::plan::print(settings, args, config.mode, &datasets, printer).await;
+        return super::plan::print(settings, args, only, config.mode, &datasets, printer).await;
+    }
+    if settings.recorded.as_ref() != Some(&settings.source) {
+        crate::settings::create_private_dir(&settings.data_dir).map_err(|e| {
+            Error::Config(format!(
+                "cannot create data directory {}: {e}",
+                settings.data_dir.display()
+            ))
+        })?;
+        settings.source.write(&settings.data_dir)?;
     }
     let mut orchestrator = Orchestrator::new(config);
     let display = (!printer.quiet && !args.no_progress)
@@ -111,6 +132,40 @@ pub async fn run(
         Outcome::Failed | Outcome::Drift => ExitStatus::Failed,
         Outcome::Ok | Outcome::Skipped => ExitStatus::Ok,
     })
+}
+
+/// A bare `rebuild` would download every dataset again (tens of millions of rows for the NYC catalog): on a
+/// terminal it asks, elsewhere it is a usage error.
+fn confirm_rebuild_all(settings: &Settings) -> Result<(), Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let n = settings.catalog.datasets.len();
+    let mb: u64 = settings
+        .catalog
+        .datasets
+        .iter()
+        .map(|d| d.size_mb as u64)
+        .sum();
+    let refuse = || {
+        Error::Config(format!(
+            "rebuild reloads datasets in full: name them with --datasets KEY,..., a group (--primary, \
+             --secondary, --tertiary), or --all for every dataset of the catalog ({n} datasets, about {mb} MB)"
+        ))
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(refuse());
+    }
+    eprint!("Reload all {n} datasets in full (about {mb} MB to download)? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::Config(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
 }
 
 fn print_summary(printer: Printer, report: &RunReport) {
@@ -144,5 +199,21 @@ fn print_summary(printer: Printer, report: &RunReport) {
         ],
         &rows,
     ));
+    // FETCHED is every row downloaded, some of them twice: say so, rather than leave a FETCHED of 300,100
+    // for a table of 300,000 unexplained.
+    let read_twice = report.datasets.iter().any(|d| {
+        let p = &d.progress;
+        match p.mode {
+            Some("full") => p.rows.is_some_and(|r| p.rows_fetched > r.max(0) as u64),
+            _ => p.rows_fetched > p.rows_inserted,
+        }
+    });
+    if read_twice {
+        printer.line(
+            "FETCHED counts every row downloaded, some twice: rows re-read in the --overlap window behind the \
+             watermark, rows that moved to a later page while the source changed, pages re-read after an \
+             interruption; they replace themselves. ROWS is what each table holds.",
+        );
+    }
     printer.data(&crate::notify::one_line(report));
 }

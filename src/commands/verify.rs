@@ -80,6 +80,7 @@ pub async fn run(
     args: &VerifyArgs,
     printer: Printer,
 ) -> Result<ExitStatus, Error> {
+    settings.require_data_dir()?;
     let datasets = settings.select(&args.selection)?;
     let path = settings.warehouse_path();
     if !path.exists() {
@@ -106,13 +107,29 @@ pub async fn run(
             Ok(v) => {
                 let d = v.differences();
                 if d.is_empty() {
-                    ("in step".to_string(), format!("{} rows", v.local_rows))
+                    let compared = if args.deep {
+                        "row count, newest :updated_at, and every row's :id, :updated_at and :version match"
+                    } else {
+                        "row count and newest :updated_at match (--deep compares every row)"
+                    };
+                    (
+                        "in step".to_string(),
+                        format!("{} rows: {compared}", v.local_rows),
+                    )
                 } else {
                     differ += 1;
                     ("DIFFERS".to_string(), d.join("; "))
                 }
             }
-            Err(e) => {
+            // The other datasets would wait out the same retries to say the same thing.
+            Err(Failure::Unreachable(e)) => {
+                return Err(Error::Runtime(format!(
+                    "cannot reach the portal {}: {e}. Check the network, or point --portal (or \
+                     DOBSOB_PORTAL) at the portal that filled the warehouse",
+                    settings.portal
+                )))
+            }
+            Err(Failure::Other(e)) => {
                 differ += 1;
                 ("error".to_string(), e)
             }
@@ -150,13 +167,36 @@ fn sql_err(what: &str) -> impl Fn(duckdb::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Why a dataset could not be compared.
+enum Failure {
+    /// The portal cannot be reached at all.
+    Unreachable(String),
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Other(s)
+    }
+}
+
+impl From<crate::soda::SodaError> for Failure {
+    fn from(e: crate::soda::SodaError) -> Self {
+        if e.is_unreachable() {
+            Failure::Unreachable(e.to_string())
+        } else {
+            Failure::Other(e.to_string())
+        }
+    }
+}
+
 async fn verify_one(
     conn: &Connection,
     client: &SodaClient,
     ds: &Dataset,
     args: &VerifyArgs,
     tmp: &Path,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, Failure> {
     let id = ds.id.as_str();
     let table = format!("wh.main.{}", quote_ident(ds.key.as_str()));
     let exists: i64 = conn
@@ -167,16 +207,13 @@ async fn verify_one(
         )
         .map_err(sql_err("looking up the table"))?;
     if exists == 0 {
-        return Err("not in the warehouse (never synced)".into());
+        return Err(Failure::Other("not in the warehouse (never synced)".into()));
     }
     let mut v = Verdict {
-        source_rows: client.count(id, None).await.map_err(|e| e.to_string())?,
+        source_rows: client.count(id, None).await?,
         ..Verdict::default()
     };
-    let newest = client
-        .query_json(id, &PageQuery::newest())
-        .await
-        .map_err(|e| e.to_string())?;
+    let newest = client.query_json(id, &PageQuery::newest()).await?;
     v.source_newest_ms = newest
         .first()
         .and_then(|r| r.get(":updated_at")?.as_str().and_then(parse_timestamp_ms));

@@ -71,7 +71,7 @@ pub struct DatasetRecord {
     pub last_attempt_at: Option<String>,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
-    /// ok | drift | failed | interrupted.
+    /// ok | drift | failed | interrupted | abandoned (its process was killed).
     pub last_outcome: Option<String>,
     pub source_count: Option<i64>,
     pub uncastable: Option<i64>,
@@ -132,7 +132,68 @@ pub struct RunView {
     pub outcome: String,
     pub datasets_ok: i64,
     pub datasets_failed: i64,
+    /// The datasets by how they ended, counted from the attempts (also while the run is running).
+    pub counts: OutcomeCounts,
     pub attempts: Vec<AttemptView>,
+}
+
+/// A run's datasets by outcome: synced (ok, something fetched or checked), unchanged (ok, the source had not
+/// changed), skipped (not due, or a full load refused), failed (failed or drift), interrupted, abandoned
+/// (the process was killed), running.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutcomeCounts {
+    pub synced: i64,
+    pub unchanged: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub interrupted: i64,
+    pub abandoned: i64,
+    pub running: i64,
+}
+
+impl OutcomeCounts {
+    fn add(&mut self, outcome: &str, mode: &str) {
+        match (outcome, mode) {
+            ("ok", "unchanged") => self.unchanged += 1,
+            ("ok", _) => self.synced += 1,
+            ("skipped", _) => self.skipped += 1,
+            ("failed" | "drift", _) => self.failed += 1,
+            ("interrupted", _) => self.interrupted += 1,
+            ("abandoned", _) => self.abandoned += 1,
+            _ => self.running += 1,
+        }
+    }
+
+    /// "3 synced, 1 failed, 13 unchanged": the non-zero counts, synced and failed always.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![
+            format!("{} synced", self.synced),
+            format!("{} failed", self.failed),
+        ];
+        for (n, what) in [
+            (self.interrupted, "interrupted"),
+            (self.abandoned, "abandoned"),
+            (self.unchanged, "unchanged"),
+            (self.skipped, "skipped"),
+            (self.running, "running"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// One line of `report --list`.
+#[derive(Debug, serde::Serialize)]
+pub struct RunLine {
+    pub run_id: i64,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub counts: OutcomeCounts,
 }
 
 /// One dataset of a run.
@@ -215,12 +276,21 @@ impl Ledger {
             path: p.clone(),
             source,
         };
-        // `immutable`: even a read-only open of a WAL-mode database creates its -wal and -shm files. The plan
-        // reads the ledger as of its last checkpoint, which a preview can live with, and writes nothing.
+        // While a run has the ledger open, its -wal holds the newest commits (the run in progress): a plain
+        // read-only open sees them. Without a -wal (no run), `immutable`: a read-only open of a WAL-mode
+        // database would create the -wal and -shm files, and a read-only command writes nothing.
         let invalid = || err(rusqlite::Error::InvalidPath(path.to_path_buf()));
         let absolute = std::path::absolute(path).map_err(|_| invalid())?;
-        let mut uri = url::Url::from_file_path(absolute).map_err(|_| invalid())?;
-        uri.set_query(Some("immutable=1"));
+        let mut uri = url::Url::from_file_path(&absolute).map_err(|_| invalid())?;
+        let wal = absolute.with_file_name(format!(
+            "{}-wal",
+            absolute.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        uri.set_query(Some(if wal.exists() {
+            "mode=ro"
+        } else {
+            "immutable=1"
+        }));
         let conn = Connection::open_with_flags(
             uri.as_str(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
@@ -264,6 +334,7 @@ impl Ledger {
                         outcome: r.get(4)?,
                         datasets_ok: r.get(5)?,
                         datasets_failed: r.get(6)?,
+                        counts: OutcomeCounts::default(),
                         attempts: Vec::new(),
                     })
                 },
@@ -299,7 +370,49 @@ impl Ledger {
             })
             .map_err(self.err())?;
         run.attempts = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        for a in &run.attempts {
+            run.counts.add(&a.outcome, &a.mode);
+        }
         Ok(Some(run))
+    }
+
+    /// The newest `limit` runs, newest first, with their datasets counted by outcome.
+    pub fn runs(&self, limit: u32) -> Result<Vec<RunLine>, LedgerError> {
+        let c = self.c();
+        let mut stmt = c
+            .prepare(
+                "SELECT id, command, started_at, finished_at, outcome FROM runs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.err())?;
+        let mut runs = stmt
+            .query_map(params![limit], |r| {
+                Ok(RunLine {
+                    run_id: r.get(0)?,
+                    command: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    outcome: r.get(4)?,
+                    counts: OutcomeCounts::default(),
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        let mut stmt = c
+            .prepare("SELECT outcome, mode FROM attempts WHERE run_id = ?1")
+            .map_err(self.err())?;
+        for run in &mut runs {
+            let rows = stmt
+                .query_map(params![run.run_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(self.err())?;
+            for row in rows {
+                let (outcome, mode) = row.map_err(self.err())?;
+                run.counts.add(&outcome, &mode);
+            }
+        }
+        Ok(runs)
     }
 
     /// Runs `f` in one transaction.
@@ -405,6 +518,11 @@ impl Ledger {
     pub fn mark_abandoned(&mut self) -> Result<usize, LedgerError> {
         let t = now();
         self.write(|tx| {
+            tx.execute(
+                "UPDATE datasets SET last_outcome = 'abandoned'
+                 WHERE key IN (SELECT dataset_key FROM attempts WHERE outcome = 'running')",
+                [],
+            )?;
             tx.execute(
                 "UPDATE attempts SET outcome = 'abandoned', finished_at = ?1 WHERE outcome = 'running'",
                 params![t],
@@ -643,7 +761,13 @@ impl Ledger {
                 "UPDATE attempts SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
                 params![attempt, t, outcome, error],
             )?;
-            if !interrupted {
+            if interrupted {
+                // Not a failure (no error, no count), but the last attempt did not finish.
+                tx.execute(
+                    "UPDATE datasets SET last_outcome = 'interrupted' WHERE key = ?1",
+                    params![key],
+                )?;
+            } else {
                 tx.execute(
                     "UPDATE datasets SET last_error = ?2, consecutive_failures = consecutive_failures + 1,
                                          last_outcome = 'failed'

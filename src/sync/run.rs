@@ -309,7 +309,13 @@ impl Engine {
                 }
                 metrics.large_jobs += usize::from(is_large);
                 // Recorded here, not in the job, so that attempts are in start (priority) order.
-                tracing::info!(dataset = %ds.key, id = %ds.id, priority = %job.priority, "sync starting");
+                tracing::info!(
+                    dataset = %ds.key,
+                    id = %ds.id,
+                    priority = %job.priority,
+                    "{} starting",
+                    if mode == Mode::Rebuild { "rebuild" } else { "sync" }
+                );
                 let attempt = self.ledger.start_attempt(
                     run,
                     ds.key.as_str(),
@@ -431,7 +437,8 @@ impl Engine {
                     fetched = report.progress.rows_fetched,
                     deleted = report.progress.rows_deleted,
                     rows = report.progress.rows.unwrap_or(0),
-                    "sync done in {seconds:.1}s"
+                    "{} done in {seconds:.1}s",
+                    if report.progress.mode == Some("full") { "load" } else { "sync" }
                 );
             }
             Err(SyncError::Skipped(reason)) => {

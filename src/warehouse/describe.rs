@@ -177,8 +177,10 @@ impl Warehouse {
         tx.commit().ctx(|| "COMMIT".into())
     }
 
-    /// Rewrites the ledger's facts behind `dobsob_datasets` (in one transaction). `due_at` is the last
-    /// success plus the period of the frequency recorded by [`Warehouse::describe`].
+    /// Rewrites the ledger's facts behind `dobsob_datasets` (in one transaction). `due_at` is when
+    /// `sync --schedule-check` syncs the dataset again ([`crate::sync::schedule::due`] with the default
+    /// grace, as `status` says); `stale_at` the last success plus the period of the frequency recorded by
+    /// [`Warehouse::describe`].
     pub fn write_dataset_states(&mut self, states: &[DatasetRecord]) -> Result<(), WarehouseError> {
         let tx = self.conn.transaction().ctx(|| "BEGIN".into())?;
         let frequencies: Vec<(String, Option<String>)> = {
@@ -198,20 +200,31 @@ impl Warehouse {
             let ts = "CAST(CAST(? AS TIMESTAMP) AS TIMESTAMPTZ)";
             let mut stmt = tx
                 .prepare(&format!(
-                    "INSERT INTO dobsob.datasets_state VALUES (?, ?, ?, {ts}, {ts}, ?, ?, ?, ?, ?, {ts}, {ts}, now())"
+                    "INSERT INTO dobsob.datasets_state (key, rows, source_rows, last_success_at, last_attempt_at,
+                         last_outcome, last_error, consecutive_failures, watermark_updated_at, watermark_id,
+                         source_last_updated_at, due_at, stale_at, published_at)
+                     VALUES (?, ?, ?, {ts}, {ts}, ?, ?, ?, ?, ?, {ts}, {ts}, {ts}, now())"
                 ))
                 .ctx(|| "rewriting dobsob.datasets_state".into())?;
             for s in states {
                 let success = s.last_success_at.as_deref().and_then(parse_time);
-                let period = frequencies
+                let frequency = frequencies
                     .iter()
                     .find(|(k, _)| *k == s.key)
                     .and_then(|(_, f)| f.as_deref())
-                    .and_then(crate::catalog::Frequency::parse)
-                    .map(|f| f.period());
-                let due = success
-                    .zip(period)
-                    .and_then(|(t, p)| chrono::Duration::from_std(p).ok().map(|p| t + p));
+                    .and_then(crate::catalog::Frequency::parse);
+                let due = frequency.and_then(|f| {
+                    crate::sync::schedule::due(
+                        f,
+                        success,
+                        chrono::Utc::now(),
+                        crate::sync::schedule::DEFAULT_GRACE_SECS,
+                    )
+                    .next_due_at()
+                });
+                let stale = success
+                    .zip(frequency)
+                    .and_then(|(t, f)| chrono::Duration::from_std(f.period()).ok().map(|p| t + p));
                 stmt.execute(params![
                     s.key,
                     s.row_count,
@@ -226,7 +239,8 @@ impl Warehouse {
                     s.source_rows_updated_at
                         .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                         .map(utc),
-                    due.map(utc)
+                    due.map(utc),
+                    stale.map(utc)
                 ])
                 .ctx(|| format!("recording the state of {}", s.key))?;
             }

@@ -555,16 +555,21 @@ pub fn job_order(r: &serde_json::Value) -> Vec<String> {
 }
 
 /// A report's datasets in start order (its `job_order`), each with its `key` and the list it is in
-/// (`bucket`: completed_jobs, failed_jobs or skipped_jobs). Each dataset is in exactly one list.
+/// (`bucket`: completed_jobs, failed_jobs, interrupted_jobs or skipped_jobs). Each dataset is in exactly
+/// one list.
 pub fn jobs(r: &serde_json::Value) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for k in &job_order(r) {
         let k = k.as_str();
-        let found: Vec<(&str, &serde_json::Value)> =
-            ["completed_jobs", "failed_jobs", "skipped_jobs"]
-                .into_iter()
-                .filter_map(|b| r[b].get(k).map(|v| (b, v)))
-                .collect();
+        let found: Vec<(&str, &serde_json::Value)> = [
+            "completed_jobs",
+            "failed_jobs",
+            "interrupted_jobs",
+            "skipped_jobs",
+        ]
+        .into_iter()
+        .filter_map(|b| r[b].get(k).map(|v| (b, v)))
+        .collect();
         assert_eq!(found.len(), 1, "{k} must be in exactly one list: {r}");
         let (bucket, v) = found[0];
         let mut v = v.clone();

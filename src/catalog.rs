@@ -549,7 +549,7 @@ size_mb = 250
         let e = parse(&format!("portal = \"nope\"\n{ONE}"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not a URL"), "{e}");
+        assert!(e.contains("needs a scheme"), "{e}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitStatus, Error> {
-    let settings = Settings::from_args(&cli.global)?;
+    let uses_source = !matches!(cli.command, Command::Sql(_) | Command::Report(_));
+    let settings = Settings::from_args(&cli.global, uses_source)?;
     let printer = Printer {
         quiet: cli.global.quiet,
     };

@@ -29,8 +29,9 @@ pub struct Settings {
 impl Settings {
     /// Resolves the catalog and portal: the flags (or their environment variables), else what the data
     /// directory records (see [`crate::source`]), else the built-in catalog and its portal. Naming another
-    /// catalog or portal than the recorded ones needs `--switch-source`.
-    pub fn from_args(g: &GlobalArgs) -> Result<Settings, Error> {
+    /// catalog or portal than the recorded ones needs `--switch-source`. Commands that use neither
+    /// (`sql`, `report`: `uses_source` false) skip the record, so that a moved catalog file never stops them.
+    pub fn from_args(g: &GlobalArgs, uses_source: bool) -> Result<Settings, Error> {
         if g.data_dir.exists() && !g.data_dir.is_dir() {
             return Err(Error::Config(format!(
                 "--data-dir {}: not a directory (DOBSOB_DATA_DIR sets it too); point it at the directory a \
@@ -38,7 +39,11 @@ impl Settings {
                 g.data_dir.display()
             )));
         }
-        let recorded = Source::read(&g.data_dir)?;
+        let recorded = if uses_source {
+            Source::read(&g.data_dir)?
+        } else {
+            None
+        };
         let note = |s: String| {
             if !g.quiet {
                 eprintln!("{s}");
@@ -85,7 +90,8 @@ impl Settings {
         source.portal = portal.to_string();
         if let Some(r) = &recorded {
             let same_portal = r.same_portal(&source);
-            if !g.switch_source && !(same_catalog && same_portal) {
+            let same = same_catalog && same_portal;
+            if !same && !g.switch_source {
                 let what = match (same_catalog, same_portal) {
                     (false, false) => format!("this command names {}", source.describe()),
                     (false, true) => format!("this command names {}", source.catalog_name()),

@@ -585,3 +585,39 @@ fn an_unchanged_night_says_unchanged_not_ok() {
         "{report}"
     );
 }
+
+#[test]
+fn a_recorded_catalog_that_is_gone_is_named_and_stops_only_the_commands_that_need_it() {
+    let env = TestEnv::new();
+    let catalog = env.dir.path().join("trial.toml");
+    std::fs::copy(repo().join("fixtures/catalog.toml"), &catalog).unwrap();
+    let out = env
+        .cmd(&["sync", "--datasets", "dob_violations", "--throttle", "0"])
+        .env("DOBSOB_CATALOG", &catalog)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    std::fs::remove_file(&catalog).unwrap();
+    let out = bare(&env, &["status"]);
+    assert_exit(&out, 2);
+    let e = stderr(&out);
+    assert!(
+        e.contains("was filled from the catalog")
+            && e.contains("trial.toml")
+            && e.contains("--catalog FILE"),
+        "{e}"
+    );
+    // sql and report use neither catalog nor portal.
+    let out = bare(
+        &env,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM dob_violations",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "n\n45\n");
+    assert_exit(&bare(&env, &["report"]), 0);
+}

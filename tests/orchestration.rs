@@ -327,7 +327,16 @@ fn cron_and_systemd_lines_run_the_nightly_job_with_absolute_paths() {
             && c.contains("sync --force --primary -q"),
         "{c}"
     );
-    assert!(!data.exists(), "printing cron lines writes nothing");
+    // Nothing but the log directory the lines append to (sh fails a redirection into a missing one).
+    assert_eq!(
+        files_under(&data),
+        Vec::<std::path::PathBuf>::new(),
+        "no file written"
+    );
+    assert!(
+        data.join("logs").is_dir(),
+        "the cron log's directory exists"
+    );
     // The original guide's flag prints the same.
     assert_eq!(stdout(&env.run_ok(&["sync", "--generate-cron"])), c);
     let s = stdout(&env.run_ok(&["cron", "--systemd", "--at", "03:15"]));
@@ -344,6 +353,14 @@ fn cron_and_systemd_lines_run_the_nightly_job_with_absolute_paths() {
 #[test]
 fn status_check_exits_1_naming_stale_and_failing_datasets() {
     let env = TestEnv::new();
+    let out = env.run(&["status", "--check"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("no data directory"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::create_dir(env.data_dir()).unwrap();
     let out = env.run(&["status", "--check"]);
     assert_exit(&out, 1);
     assert_eq!(
@@ -702,6 +719,14 @@ fn logs_go_to_a_daily_file_and_old_ones_are_pruned() {
 #[test]
 fn report_shows_a_past_run_from_the_ledger() {
     let env = TestEnv::new();
+    let out = env.run(&["report"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("no data directory"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::create_dir(env.data_dir()).unwrap();
     let out = env.run(&["report"]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("no runs yet"), "{}", stderr(&out));

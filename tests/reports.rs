@@ -114,6 +114,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "error",
             "execution_summary",
             "failed_jobs",
+            "interrupted_jobs",
             "job_order",
             "outcome",
             "performance_metrics",
@@ -130,6 +131,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
             "completed_jobs",
             "end_time",
             "failed_jobs",
+            "interrupted_jobs",
             "skipped_jobs",
             "start_time",
             "success_rate_percent",
@@ -270,7 +272,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
     // The summary's last line says it in one line, and the report's path follows.
     let text = stdout(&out);
     assert!(
-        text.contains("5 datasets: 1 synced, 1 failed (ecb_violations), 3 skipped"),
+        text.contains("5 datasets: 1 synced, 1 failed (ecb_violations), 3 unchanged."),
         "{text}"
     );
     assert!(text.contains("report: "), "{text}");

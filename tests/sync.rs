@@ -460,6 +460,7 @@ fn rebuild_reloads_in_full_and_swaps_atomically() {
 #[test]
 fn status_json_tells_rows_watermark_and_staleness() {
     let env = TestEnv::new();
+    std::fs::create_dir(env.data_dir()).unwrap();
     let before = status_json(&env);
     assert_eq!(before.len(), 5);
     for s in &before {
@@ -541,7 +542,12 @@ fn bad_catalog_exits_2_naming_file_dataset_and_problem() {
         (format!("{}colour = 1\n", one("a", "aaaa-bbbb")), "colour"),
     ] {
         std::fs::write(&path, body).unwrap();
-        let out = env.run(&["--catalog", path.to_str().unwrap(), "sync"]);
+        let out = env.run(&[
+            "--catalog",
+            path.to_str().unwrap(),
+            "--switch-source",
+            "sync",
+        ]);
         assert_exit(&out, 2);
         let err = stderr(&out);
         assert!(err.contains("bad.toml") && err.contains(needle), "{err}");
@@ -574,6 +580,7 @@ fn unreachable_portal_fails_clearly_and_keeps_ledger_and_warehouse() {
     let out = env.run(&[
         "--portal",
         &format!("http://127.0.0.1:{port}"),
+        "--switch-source",
         "sync",
         "--datasets",
         "dob_violations",
@@ -581,6 +588,9 @@ fn unreachable_portal_fails_clearly_and_keeps_ledger_and_warehouse() {
         "1",
     ]);
     assert_exit(&out, 1);
+    // A portal that filled nothing does not become the data directory's source.
+    let source = std::fs::read_to_string(env.data_dir().join("source.json")).unwrap();
+    assert!(source.contains(&env.emu.url()), "{source}");
     let err = stderr(&out) + &stdout(&out);
     assert!(
         err.contains("dob_violations")
@@ -641,7 +651,12 @@ fn portal_errors_carry_the_portals_code_and_fail_fast() {
         "[[dataset]]\nkey = \"gone\"\nid = \"zzzz-zzzz\"\nname = \"x\"\ngroup = \"primary\"\nfrequency = \"daily\"\nsize_mb = 1\n",
     )
     .unwrap();
-    let out = env.run(&["--catalog", path.to_str().unwrap(), "sync"]);
+    let out = env.run(&[
+        "--catalog",
+        path.to_str().unwrap(),
+        "--switch-source",
+        "sync",
+    ]);
     assert_exit(&out, 1);
     assert!(
         (stderr(&out) + &stdout(&out)).contains("dataset.missing"),

@@ -100,15 +100,6 @@ pub async fn run(
         let datasets: Vec<_> = plan.jobs.iter().map(|j| &j.dataset).collect();
         return super::plan::print(settings, args, only, config.mode, &datasets, printer).await;
     }
-    if settings.recorded.as_ref() != Some(&settings.source) {
-        crate::settings::create_private_dir(&settings.data_dir).map_err(|e| {
-            Error::Config(format!(
-                "cannot create data directory {}: {e}",
-                settings.data_dir.display()
-            ))
-        })?;
-        settings.source.write(&settings.data_dir)?;
-    }
     let mut orchestrator = Orchestrator::new(config);
     let display = (!printer.quiet && !args.no_progress)
         .then(|| crate::progress::Display::on_terminal(plan.jobs.len()))
@@ -121,6 +112,17 @@ pub async fn run(
         d.clear();
     }
     let report = report?;
+    // The source is recorded once it has filled something: a portal that could not be reached, or a
+    // catalog whose every dataset failed, does not become the data directory's source.
+    let filled = report.datasets.iter().any(|d| {
+        matches!(
+            d.outcome,
+            Outcome::Ok | Outcome::Drift | Outcome::Interrupted
+        )
+    });
+    if filled && settings.recorded.as_ref() != Some(&settings.source) {
+        settings.source.write(&settings.data_dir)?;
+    }
     // The summary and the report's path are printed even with -q: they are what a cron mail should say. The
     // summary's last line says why the run stopped early, if it did.
     print_summary(printer, &report);

@@ -56,9 +56,9 @@ pub struct GlobalArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Dataset catalog (TOML) to use instead of the built-in NYC catalog. Default: the catalog that filled
-    /// the data directory (recorded by its first sync), else the built-in one. `dobsob catalog --toml`
-    /// prints the catalog in force, to start your own from.
+    /// Dataset catalog (TOML) to use instead of the built-in NYC catalog (`builtin`: the built-in one).
+    /// Default: the catalog that filled the data directory (recorded by its first sync), else the built-in
+    /// one. `dobsob catalog --toml` prints the catalog in force, to start your own from.
     #[arg(long, global = true, env = "DOBSOB_CATALOG", value_name = "FILE")]
     pub catalog: Option<PathBuf>,
 
@@ -108,9 +108,11 @@ pub enum Command {
     /// Compare each dataset of the published warehouse with the source without changing anything; exit 1 if
     /// anything differs. Works while a sync runs (it checks the last published snapshot).
     Verify(VerifyArgs),
-    /// Print crontab lines (or, with --systemd, a service and timer) that run the nightly sync.
+    /// Print crontab lines (or, with --systemd, services and timers) that run the nightly sync and the weekly
+    /// forced sync, with this data directory, catalog and portal.
     Cron(CronArgs),
-    /// Show a past run from the ledger: each dataset's outcome, mode, rows, bytes, pages and error or reason.
+    /// Show a run from the ledger, also one still running: each dataset's outcome, mode, rows, bytes, pages
+    /// and error or reason; --list for the recent runs, one line each.
     Report(ReportArgs),
     /// Run a read-only SQL query on the published warehouse and print the result as a table, CSV, JSON or
     /// Markdown; also lists the tables (--tables) and a table's columns (--describe). Works while a sync runs.

@@ -6,7 +6,7 @@ use clap::Parser;
 use dobsob::cli::{Cli, Command};
 use dobsob::error::{Error, ExitStatus};
 use dobsob::printer::Printer;
-use dobsob::settings::Settings;
+use dobsob::settings::{Settings, SourceUse};
 use dobsob::sync::{Mode, Shutdown};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
@@ -36,8 +36,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitStatus, Error> {
-    let uses_source = !matches!(cli.command, Command::Sql(_) | Command::Report(_));
-    let settings = Settings::from_args(&cli.global, uses_source)?;
+    let uses = match cli.command {
+        Command::Sql(_) | Command::Report(_) => SourceUse::Ignore,
+        Command::Catalog(_) => SourceUse::Show,
+        _ => SourceUse::Strict,
+    };
+    let settings = Settings::from_args(&cli.global, uses)?;
     let printer = Printer {
         quiet: cli.global.quiet,
     };

@@ -41,13 +41,12 @@ pub fn one_line(r: &RunReport) -> String {
             counts.push(format!("{n} {what}"));
         }
     }
-    let n = r.datasets.len();
     let mut line = format!(
-        "dobsob {} run {} ({host}): {}. {n} dataset{}: {}. {:.1} MB in {:.1}s.",
+        "dobsob {} run {} ({host}): {}. {}: {}. {:.1} MB in {:.1}s.",
         r.command,
         r.run_id,
         r.outcome.as_str(),
-        if n == 1 { "" } else { "s" },
+        crate::printer::count(r.datasets.len(), "dataset"),
         counts.join(", "),
         r.bytes() as f64 / 1e6,
         r.seconds,
@@ -61,15 +60,19 @@ pub fn one_line(r: &RunReport) -> String {
 /// The body POSTed to the webhook.
 pub fn payload(r: &RunReport) -> serde_json::Value {
     let full = r.to_json();
-    let failed: serde_json::Map<String, serde_json::Value> = r
-        .failed()
-        .map(|d| {
-            (
-                d.key.clone(),
-                json!({ "outcome": d.outcome, "error": d.error }),
-            )
-        })
-        .collect();
+    let entries =
+        |jobs: Vec<&crate::sync::DatasetReport>| -> serde_json::Map<String, serde_json::Value> {
+            jobs.into_iter()
+                .map(|d| {
+                    (
+                        d.key.clone(),
+                        json!({ "outcome": d.outcome, "error": d.error }),
+                    )
+                })
+                .collect()
+        };
+    let failed = entries(r.failed().collect());
+    let interrupted = entries(r.interrupted().collect());
     json!({
         "text": one_line(r),
         "run_id": r.run_id,
@@ -79,6 +82,7 @@ pub fn payload(r: &RunReport) -> serde_json::Value {
         "report_path": r.path.as_ref().map(|p| p.display().to_string()),
         "execution_summary": full["execution_summary"],
         "failed_jobs": failed,
+        "interrupted_jobs": interrupted,
     })
 }
 

@@ -24,6 +24,15 @@ impl Printer {
     }
 }
 
+/// "1 dataset", "5 datasets".
+pub fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// "3h 12m ago" style ages.
 pub fn age(secs: i64) -> String {
     let s = secs.max(0);
@@ -68,6 +77,8 @@ mod tests {
 
     #[test]
     fn ages_and_tables() {
+        assert_eq!(count(1, "dataset"), "1 dataset");
+        assert_eq!(count(0, "dataset"), "0 datasets");
         assert_eq!(age(5), "5s ago");
         assert_eq!(age(3 * 3600 + 12 * 60), "3h 12m ago");
         assert_eq!(age(2 * 86_400 + 3600), "2d 1h ago");

@@ -15,6 +15,18 @@ use crate::source::Source;
 
 pub const DEFAULT_PORTAL: &str = "https://data.cityofnewyork.us";
 
+/// How a command uses the catalog and portal the data directory records (see [`crate::source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceUse {
+    /// It uses neither (`sql`, `report`): the record is not read, so a moved catalog file never stops it.
+    Ignore,
+    /// It shows them (`catalog`): the recorded ones by default, another one as given, without an error.
+    Show,
+    /// It syncs, compares, reports freshness or schedules against them (`sync`, `rebuild`, `status`,
+    /// `verify`, `cron`): another one than the recorded needs `--switch-source`.
+    Strict,
+}
+
 pub struct Settings {
     pub data_dir: PathBuf,
     pub catalog: Catalog,
@@ -29,9 +41,9 @@ pub struct Settings {
 impl Settings {
     /// Resolves the catalog and portal: the flags (or their environment variables), else what the data
     /// directory records (see [`crate::source`]), else the built-in catalog and its portal. Naming another
-    /// catalog or portal than the recorded ones needs `--switch-source`. Commands that use neither
-    /// (`sql`, `report`: `uses_source` false) skip the record, so that a moved catalog file never stops them.
-    pub fn from_args(g: &GlobalArgs, uses_source: bool) -> Result<Settings, Error> {
+    /// catalog or portal than the recorded ones needs `--switch-source`, for the commands that work against
+    /// them ([`SourceUse`]). `--catalog builtin` names the built-in catalog.
+    pub fn from_args(g: &GlobalArgs, uses: SourceUse) -> Result<Settings, Error> {
         if g.data_dir.exists() && !g.data_dir.is_dir() {
             return Err(Error::Config(format!(
                 "--data-dir {}: not a directory (DOBSOB_DATA_DIR sets it too); point it at the directory a \
@@ -39,17 +51,19 @@ impl Settings {
                 g.data_dir.display()
             )));
         }
-        let recorded = if uses_source {
-            Source::read(&g.data_dir)?
-        } else {
+        let recorded = if uses == SourceUse::Ignore {
             None
+        } else {
+            Source::read(&g.data_dir)?
         };
         let note = |s: String| {
             if !g.quiet {
                 eprintln!("{s}");
             }
         };
+        let builtin = |p: &PathBuf| p.as_os_str() == "builtin" && !p.exists();
         let catalog_path = match (&g.catalog, &recorded) {
+            (Some(p), _) if builtin(p) => None,
             (Some(p), _) => Some(p.clone()),
             (None, Some(r)) => r.catalog.clone(),
             (None, None) => None,
@@ -91,7 +105,7 @@ impl Settings {
         if let Some(r) = &recorded {
             let same_portal = r.same_portal(&source);
             let same = same_catalog && same_portal;
-            if !same && !g.switch_source {
+            if !same && !g.switch_source && uses == SourceUse::Strict {
                 let what = match (same_catalog, same_portal) {
                     (false, false) => format!("this command names {}", source.describe()),
                     (false, true) => format!("this command names {}", source.catalog_name()),
@@ -99,8 +113,8 @@ impl Settings {
                 };
                 return Err(Error::Config(format!(
                     "{} was filled from {}; {what}. One warehouse would mix tables of two sources: use \
-                     another --data-dir, or add --switch-source to fill this one from the new source from \
-                     now on",
+                     another --data-dir, or add --switch-source (a sync or rebuild with it then fills this \
+                     one from the new source from now on)",
                     g.data_dir.display(),
                     r.describe()
                 )));

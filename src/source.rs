@@ -79,12 +79,13 @@ impl Source {
             .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", path.display())))
     }
 
-    /// Whether `other` names the same catalog: the same file, or a file with the same text.
+    /// Whether `other` names the same catalog: the built-in one both (whatever this dobsob version's text
+    /// of it), the same file, or a file with the same text.
     pub fn same_catalog(&self, other: &Source) -> bool {
         let canonical =
             |p: &Option<PathBuf>| p.as_ref().map(|p| p.canonicalize().unwrap_or(p.clone()));
         self.catalog_sha256 == other.catalog_sha256
-            || (self.catalog.is_some() && canonical(&self.catalog) == canonical(&other.catalog))
+            || canonical(&self.catalog) == canonical(&other.catalog)
     }
 
     /// Whether `other` names the same portal (as URLs: `http://h:80` is `http://h:80/`).
@@ -123,7 +124,10 @@ mod tests {
         );
         assert!(!a.same_catalog(&src(Some("/y/b.toml"), "3", "p")));
         assert!(!a.same_catalog(&src(None, "4", "p")), "the built-in one");
-        assert!(src(None, "4", "p").same_catalog(&src(None, "4", "p")));
+        assert!(
+            src(None, "4", "p").same_catalog(&src(None, "5", "p")),
+            "the built-in catalog of another dobsob version"
+        );
         assert!(a.same_portal(&src(None, "", "http://127.0.0.1:8080/")));
         assert!(!a.same_portal(&src(None, "", "http://127.0.0.1:8081")));
     }

@@ -130,12 +130,51 @@ fn a_data_directory_remembers_the_catalog_and_portal_that_filled_it() {
     assert_exit(&out, 0);
     assert_eq!(keys(&stdout(&out)).len(), 18);
 
-    // Switching the portal reloads in full: the old watermarks belong to the old portal.
+    // `dobsob catalog` shows another catalog without complaint; `--catalog builtin` names the built-in one.
+    let out = bare(&env, &["--catalog", nyc.to_str().unwrap(), "catalog"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("18 datasets from"),
+        "{}",
+        stdout(&out)
+    );
+    let out = bare(
+        &env,
+        &[
+            "--catalog",
+            "builtin",
+            "--switch-source",
+            "status",
+            "--json",
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(keys(&stdout(&out)).len(), 18);
+
+    // Switching the portal reloads in full: the old watermarks belong to the old portal. So it covers the
+    // whole catalog in one run.
     let other = dobsob::emulator::Emulator::start(
         dobsob::emulator::State::from_fixtures(&repo().join("fixtures")).unwrap(),
         0,
     )
     .unwrap();
+    let out = env
+        .cmd(&[
+            "--portal",
+            other.url().as_str(),
+            "--switch-source",
+            "sync",
+            "--datasets",
+            "dob_violations",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("reloads every dataset of the catalog"),
+        "{}",
+        stderr(&out)
+    );
     let out = env
         .cmd(&[
             "--portal",
@@ -620,4 +659,33 @@ fn a_recorded_catalog_that_is_gone_is_named_and_stops_only_the_commands_that_nee
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "n\n45\n");
     assert_exit(&bare(&env, &["report"]), 0);
+}
+
+#[test]
+fn the_built_in_catalog_of_another_dobsob_version_is_the_same_catalog() {
+    let env = TestEnv::new();
+    std::fs::create_dir(env.data_dir()).unwrap();
+    // What an older dobsob with another built-in catalog text recorded.
+    std::fs::write(
+        env.data_dir().join("source.json"),
+        r#"{"catalog": null, "catalog_sha256": "0000", "portal": "https://data.cityofnewyork.us/"}"#,
+    )
+    .unwrap();
+    let out = bare(&env, &["status", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(keys(&stdout(&out)).len(), 18);
+    assert!(
+        !stderr(&out).contains("using"),
+        "nothing to say: {}",
+        stderr(&out)
+    );
+    // A source record that is not one is named.
+    std::fs::write(env.data_dir().join("source.json"), "{").unwrap();
+    let out = bare(&env, &["status"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("source.json is not a dobsob source record"),
+        "{}",
+        stderr(&out)
+    );
 }

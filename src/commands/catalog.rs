@@ -68,8 +68,8 @@ pub fn run(settings: &Settings, args: &CatalogArgs, printer: Printer) -> Result<
         CatalogSource::File(p) => p.display().to_string(),
     };
     printer.line(&format!(
-        "{} datasets from {from}, portal {}, in start order",
-        datasets.len(),
+        "{} from {from}, portal {}, in start order",
+        crate::printer::count(datasets.len(), "dataset"),
         settings.portal
     ));
     printer.data(&crate::printer::table(

@@ -18,6 +18,9 @@ pub struct CronSpec {
     pub portal: Option<String>,
     /// `HH:MM` of the nightly run.
     pub at: (u32, u32),
+    /// The account the systemd services run as (the one printing them): the data directory is private to
+    /// it.
+    pub user: Option<String>,
 }
 
 impl CronSpec {
@@ -39,6 +42,7 @@ impl CronSpec {
             catalog: catalog.map(abs).transpose()?,
             portal: portal.map(str::to_string),
             at: parse_at(at)?,
+            user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
         })
     }
 
@@ -79,6 +83,11 @@ impl CronSpec {
     /// systemd services and timers: the nightly run, and the weekly forced sync of the primary datasets.
     pub fn systemd(&self) -> String {
         let (h, m) = self.at;
+        // The data directory is private to the account that made it: the services run as that account.
+        let user = match &self.user {
+            Some(u) => format!("User={u}\n"),
+            None => String::new(),
+        };
         let weekly = format!(
             "\n# /etc/systemd/system/dobsob-weekly.service\n\
              [Unit]\n\
@@ -88,6 +97,7 @@ impl CronSpec {
              \n\
              [Service]\n\
              Type=oneshot\n\
+             {user}\
              ExecStart={base} sync --force --primary -q\n\
              EnvironmentFile=-/etc/dobsob.env\n\
              SuccessExitStatus=75\n\
@@ -103,7 +113,8 @@ impl CronSpec {
              [Install]\n\
              WantedBy=timers.target\n",
             base = self.base(),
-            wh = (h + 2) % 24
+            wh = (h + 2) % 24,
+            user = user.clone()
         );
         let nightly = format!(
             "# /etc/systemd/system/dobsob-sync.service\n\
@@ -114,6 +125,7 @@ impl CronSpec {
              \n\
              [Service]\n\
              Type=oneshot\n\
+             {user}\
              ExecStart={base} sync --schedule-check -q\n\
              # SOCRATA_APP_TOKEN=... in a file readable by the service's user only\n\
              EnvironmentFile=-/etc/dobsob.env\n\
@@ -131,7 +143,8 @@ impl CronSpec {
              \n\
              [Install]\n\
              WantedBy=timers.target\n",
-            base = self.base()
+            base = self.base(),
+            user = user
         );
         format!(
             "{nightly}{weekly}\n# Install: copy the four files, then `systemctl daemon-reload && \
@@ -191,6 +204,7 @@ mod tests {
             catalog: None,
             portal: Some("http://127.0.0.1:8080".into()),
             at: (2, 30),
+            user: Some("analyst".into()),
         }
     }
 
@@ -210,6 +224,7 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("SuccessExitStatus=75"), "{s}");
+        assert_eq!(s.matches("User=analyst\n").count(), 2, "{s}");
         assert!(
             s.contains("OnCalendar=Sun *-*-* 04:30:00") && s.contains("sync --force --primary -q"),
             "the weekly forced sync, as in the crontab: {s}"

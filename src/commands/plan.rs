@@ -83,8 +83,8 @@ pub async fn print(
         ]);
     }
     printer.line(&format!(
-        "dry run: nothing is fetched or written; {} datasets, portal {}",
-        datasets.len(),
+        "dry run: nothing is fetched or written; {}, portal {}",
+        crate::printer::count(datasets.len(), "dataset"),
         settings.portal
     ));
     printer.line(&crate::printer::table(

@@ -224,8 +224,8 @@ fn check(statuses: &[DatasetStatus], printer: Printer) -> ExitStatus {
         let failing = matches!(s.last_outcome.as_deref(), Some("failed" | "drift"));
         if let Some(how @ ("interrupted" | "abandoned")) = s.last_outcome.as_deref() {
             problems.push(format!(
-                "INTERRUPTED {}: the last attempt was {how} (the next sync resumes it; `dobsob sync \
-                 --retry-failed` does it now)",
+                "INTERRUPTED {}: the last attempt was {how}; its committed pages are kept (`dobsob sync \
+                 --retry-failed` resumes it now, a scheduled sync when it is due)",
                 s.key
             ));
         }
@@ -249,7 +249,10 @@ fn check(statuses: &[DatasetStatus], printer: Printer) -> ExitStatus {
         }
     }
     if problems.is_empty() {
-        printer.data(&format!("OK: {} datasets fresh", statuses.len()));
+        printer.data(&format!(
+            "OK: {} fresh",
+            crate::printer::count(statuses.len(), "dataset")
+        ));
         ExitStatus::Ok
     } else {
         printer.data(&problems.join("\n"));

@@ -75,7 +75,7 @@ pub async fn run(
     printer: Printer,
     shutdown: Shutdown,
 ) -> Result<ExitStatus, Error> {
-    if mode == Mode::Rebuild && args.selection.is_empty() {
+    if mode == Mode::Rebuild && args.selection.is_empty() && !args.dry_run {
         confirm_rebuild_all(settings)?;
     }
     let mut config = config(settings, args, only, mode);
@@ -89,10 +89,23 @@ pub async fn run(
             return Ok(ExitStatus::Ok);
         }
     }
-    if settings.portal_switched() {
-        // The tables came from another portal: their watermarks mean nothing here.
+    let switched = settings.portal_switched();
+    if switched {
+        // The tables came from another portal: their watermarks mean nothing here. Every dataset is
+        // reloaded, in one run, before the new portal is recorded.
+        let partial = !(args.selection.is_empty() || args.selection.all)
+            || only.schedule_check
+            || only.retry_failed;
+        if partial {
+            return Err(Error::Config(format!(
+                "switching the portal to {} reloads every dataset of the catalog in full (their watermarks \
+                 belong to the old portal): run it for all of them, without --datasets, a group, \
+                 --schedule-check or --retry-failed",
+                settings.portal
+            )));
+        }
         tracing::warn!(
-            "the data directory was filled from another portal: reloading the selected datasets in full"
+            "the data directory was filled from another portal: reloading every dataset in full"
         );
         config.mode = Mode::Rebuild;
     }
@@ -113,15 +126,24 @@ pub async fn run(
     }
     let report = report?;
     // The source is recorded once it has filled something: a portal that could not be reached, or a
-    // catalog whose every dataset failed, does not become the data directory's source.
-    let filled = report.datasets.iter().any(|d| {
-        matches!(
-            d.outcome,
-            Outcome::Ok | Outcome::Drift | Outcome::Interrupted
-        )
-    });
-    if filled && settings.recorded.as_ref() != Some(&settings.source) {
+    // catalog whose every dataset failed, does not become the data directory's source. A new portal is
+    // recorded once every dataset was reloaded from it; until then the next run reloads them all again.
+    let loaded = |d: &crate::sync::DatasetReport| matches!(d.outcome, Outcome::Ok | Outcome::Drift);
+    let record = if switched {
+        report.datasets.iter().all(loaded)
+    } else {
+        report
+            .datasets
+            .iter()
+            .any(|d| loaded(d) || d.outcome == Outcome::Interrupted)
+    };
+    if record && settings.recorded.as_ref() != Some(&settings.source) {
         settings.source.write(&settings.data_dir)?;
+    } else if switched && !record {
+        tracing::warn!(
+            "not every dataset was reloaded from the new portal: it is not recorded yet; run the same command \
+             again (with --switch-source) to reload them all"
+        );
     }
     // The summary and the report's path are printed even with -q: they are what a cron mail should say. The
     // summary's last line says why the run stopped early, if it did.
@@ -212,9 +234,9 @@ fn print_summary(printer: Printer, report: &RunReport) {
     });
     if read_twice {
         printer.line(
-            "FETCHED counts every row downloaded, some twice: rows re-read in the --overlap window behind the \
-             watermark, rows that moved to a later page while the source changed, pages re-read after an \
-             interruption; they replace themselves. ROWS is what each table holds.",
+            "FETCHED counts every row downloaded: new rows, changed rows, and rows read again (the --overlap \
+             window behind the watermark, rows that moved to a later page while the source changed, pages \
+             re-read after an interruption), which replace themselves. ROWS is what each table holds.",
         );
     }
     printer.data(&crate::notify::one_line(report));

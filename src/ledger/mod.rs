@@ -281,24 +281,28 @@ impl Ledger {
         // database would create the -wal and -shm files, and a read-only command writes nothing.
         let invalid = || err(rusqlite::Error::InvalidPath(path.to_path_buf()));
         let absolute = std::path::absolute(path).map_err(|_| invalid())?;
-        let mut uri = url::Url::from_file_path(&absolute).map_err(|_| invalid())?;
+        let uri = url::Url::from_file_path(&absolute).map_err(|_| invalid())?;
         let wal = absolute.with_file_name(format!(
             "{}-wal",
             absolute.file_name().unwrap_or_default().to_string_lossy()
         ));
-        uri.set_query(Some(if wal.exists() {
-            "mode=ro"
+        let open = |query: &str| -> rusqlite::Result<(Connection, i64)> {
+            let mut uri = uri.clone();
+            uri.set_query(Some(query));
+            let conn = Connection::open_with_flags(
+                uri.as_str(),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        // The run may end (and remove its -wal and -shm) between the look and the open: then as at rest.
+        let (conn, version) = if wal.exists() {
+            open("mode=ro").or_else(|_| open("immutable=1"))
         } else {
-            "immutable=1"
-        }));
-        let conn = Connection::open_with_flags(
-            uri.as_str(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-        )
+            open("immutable=1")
+        }
         .map_err(err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
         let known = MIGRATIONS.len() as i64;
         if version != known {
             return Err(LedgerError::Version {

@@ -64,7 +64,7 @@ pub enum SyncError {
     /// The id check would delete more than the limits allow without confirmation.
     #[error(
         "refusing to delete {would_delete} of {rows} rows ({why}): the portal may be serving a partial \
-         dataset. If the deletions are real, run again with --allow-mass-delete, or `dobsob rebuild` the dataset"
+         dataset. If the deletions are real, run again with --allow-mass-delete, or `dobsob rebuild --datasets KEY` the dataset"
     )]
     MassDelete {
         would_delete: u64,

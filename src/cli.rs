@@ -253,9 +253,9 @@ pub struct SyncArgs {
     pub selection: Selection,
 
     /// Print the plan and change nothing on disk: per dataset its priority, due or not and why, full /
-    /// incremental / skip, the size estimate, and the limits in force. It asks the portal for each due
-    /// dataset's metadata (one request each: row count, columns, last change) but fetches no rows; exit 1
-    /// when the portal cannot answer.
+    /// incremental / skip, the size estimate, and the limits in force, decided as the sync decides. It asks
+    /// the portal for each due dataset's metadata (and, for a changed source, the two counts of the
+    /// full-replace check) but fetches no rows; exit 1 when the portal cannot answer.
     #[arg(long, help_heading = "Which datasets and how")]
     pub dry_run: bool,
 

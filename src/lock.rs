@@ -76,9 +76,49 @@ impl RunLock {
     }
 }
 
+/// Whether a run holds a data directory, seen without taking its lock and without writing anything.
+pub enum Peek {
+    /// No run holds it. While the caller keeps this shared lock (if there is a lock file), a run that starts
+    /// finds the directory busy and exits 75, as with any other run: what the caller reads stays still.
+    Free(Option<File>),
+    /// A run holds it now.
+    Held,
+}
+
+/// Looks at `data_dir`'s lock with a shared, non-blocking `flock` on the existing lock file (none: free).
+pub fn peek(data_dir: &Path) -> Peek {
+    let Ok(file) = File::open(data_dir.join("dobsob.lock")) else {
+        return Peek::Free(None);
+    };
+    // SAFETY: flock on a file descriptor this function owns; no memory is shared with the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        Peek::Free(Some(file))
+    } else {
+        Peek::Held
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peek_sees_a_holder_and_holds_a_starting_run_off_while_it_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(peek(dir.path()), Peek::Free(None)));
+        let run = RunLock::acquire(dir.path()).unwrap();
+        assert!(matches!(peek(dir.path()), Peek::Held));
+        drop(run);
+        let looking = peek(dir.path());
+        assert!(matches!(looking, Peek::Free(Some(_))));
+        assert!(
+            RunLock::acquire(dir.path()).is_err(),
+            "a run waits for the look"
+        );
+        drop(looking);
+        assert!(RunLock::acquire(dir.path()).is_ok());
+    }
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {

@@ -689,3 +689,89 @@ fn the_built_in_catalog_of_another_dobsob_version_is_the_same_catalog() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_dry_run_says_what_the_run_then_does() {
+    let env = TestEnv::new();
+    let four = "dob_violations,dob_complaints,hpd_violations,ecb_violations";
+    env.run_ok(&[
+        "sync",
+        "--datasets",
+        "dob_violations,dob_complaints,hpd_violations",
+    ]);
+    // A publisher's full replace; a rebuild and a first load killed half-way (only the working database
+    // knows: a killed run publishes nothing); dob_violations unchanged.
+    env.emu.state().edit(DOB_COMPLAINTS, |e| e.replace_all());
+    env.kill_mid_run("rebuild", "hpd_violations", HPD_VIOLATIONS, 10, 2, 300);
+    env.kill_mid_run("sync", "ecb_violations", ECB_VIOLATIONS, 10, 2, 300);
+
+    let plan = stdout(&env.run_ok(&["sync", "--dry-run", "--datasets", four]));
+    let line = |key: &str| {
+        plan.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key}: {plan}"))
+            .to_string()
+    };
+    assert!(
+        line("dob_complaints").contains("full load (the publisher replaced about every row)"),
+        "{plan}"
+    );
+    for key in ["hpd_violations", "ecb_violations"] {
+        assert!(
+            line(key).contains("full load (resuming an interrupted full load)"),
+            "{plan}"
+        );
+    }
+    assert!(
+        line("dob_violations").contains("skip: source unchanged"),
+        "{plan}"
+    );
+
+    // The run does just that.
+    let out = env.run_ok(&["sync", "--datasets", four, "--page-size", "10"]);
+    let modes: std::collections::BTreeMap<String, String> = jobs(&env.last_report())
+        .iter()
+        .map(|j| {
+            (
+                j["key"].as_str().unwrap().to_string(),
+                j["mode"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(modes["dob_complaints"], "full");
+    assert_eq!(modes["hpd_violations"], "full");
+    assert_eq!(modes["ecb_violations"], "full");
+    assert_eq!(modes["dob_violations"], "unchanged");
+    assert_eq!(
+        stderr(&out)
+            .matches("resuming the interrupted full load")
+            .count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+    for (key, id) in FIXTURES.iter().take(4) {
+        env.assert_equal_to_source(key, id);
+    }
+
+    // A resumed load's size is the whole load's, not the resumed part's (it decides --max-large).
+    let ledger = dobsob::ledger::Ledger::open(&env.data_dir().join("ledger.sqlite")).unwrap();
+    let (whole, last): (i64, i64) = env
+        .ledger()
+        .query_row(
+            "SELECT sum(bytes), (SELECT bytes FROM attempts WHERE dataset_key = 'hpd_violations'
+                                 ORDER BY id DESC LIMIT 1)
+             FROM attempts WHERE dataset_key = 'hpd_violations' AND mode = 'full' AND run_id > 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        whole > last,
+        "the killed part counts too: {whole} vs {last}"
+    );
+    assert_eq!(
+        ledger.last_full_load_bytes("hpd_violations").unwrap(),
+        Some(whole)
+    );
+}

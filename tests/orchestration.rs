@@ -248,9 +248,18 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         stdout(&out)
     );
     let log = env.emu.state().log[served..].to_vec();
+    // Metadata, and for the changed source the full-replace check's two counts, as the sync would: no rows.
     assert!(
-        log.iter().all(|s| s.path.starts_with("/api/views/")),
-        "a dry run asks for metadata only: {log:?}"
+        log.iter()
+            .all(|s| s.path.starts_with("/api/views/") || s.select.as_deref() == Some("count(*)")),
+        "a dry run asks for metadata and counts only: {log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|s| s.select.as_deref() == Some("count(*)"))
+            .count(),
+        2,
+        "the changed dataset's replace check: {log:?}"
     );
     let now: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&env.data_dir())
         .into_iter()

@@ -1,7 +1,10 @@
-//! `dobsob sync --dry-run`: what a sync would do, changing nothing on disk. It reads the ledger read-only
-//! (when there is one) and asks the portal for each due dataset's metadata, the change gate's one request;
-//! it fetches no rows, creates no data directory, takes no lock. A portal it cannot reach is said once and
-//! the plan exits 1, as a sync would; a dataset whose metadata the portal refuses shows why, and exits 1.
+//! `dobsob sync --dry-run`: what a sync would do, changing nothing on disk. It decides with the sync's own
+//! [`decide`], from the same facts: the warehouse's committed sync states (the working database, opened
+//! read-only, when no run holds the data directory: after a kill only it knows an interrupted load; else the
+//! last published snapshot), the ledger (read-only) for the change gate, each due dataset's metadata, and,
+//! when the source changed, the two counts of the full-replace check. It fetches no rows, creates no data
+//! directory, writes nothing. A portal it cannot reach is said once and the plan exits 1, as a sync would; a
+//! dataset whose metadata the portal refuses shows why, and exits 1.
 
 use crate::catalog::Dataset;
 use crate::cli::{SyncArgs, SyncOnly};
@@ -9,8 +12,10 @@ use crate::error::{Error, ExitStatus};
 use crate::ledger::{DatasetRecord, Ledger};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
-use crate::soda::SodaClient;
+use crate::soda::{SodaClient, SodaError};
+use crate::sync::decide::{decide, is_replace, Decision, Facts};
 use crate::sync::{self, schedule, Mode};
+use crate::warehouse::{StateReader, SyncState};
 
 pub async fn print(
     settings: &Settings,
@@ -21,6 +26,29 @@ pub async fn print(
     printer: Printer,
 ) -> Result<ExitStatus, Error> {
     let ledger = Ledger::open_read_only(&settings.ledger_path())?;
+    // Held (a shared lock) while the states are read: a run starting meanwhile waits its turn (exit 75).
+    let layout = settings.layout();
+    let look = crate::lock::peek(&settings.data_dir);
+    let states_from = match &look {
+        crate::lock::Peek::Held => {
+            printer.line(
+                "a sync is running on this data directory: planned from the last published snapshot",
+            );
+            layout.published()
+        }
+        crate::lock::Peek::Free(_) if layout.working().exists() => layout.working(),
+        crate::lock::Peek::Free(_) => layout.published(),
+    };
+    let mut states: Vec<Option<SyncState>> = Vec::new();
+    if states_from.exists() {
+        let reader = StateReader::open(&states_from)?;
+        for ds in datasets {
+            states.push(reader.state(ds.key.as_str())?);
+        }
+    } else {
+        states.resize(datasets.len(), None);
+    }
+    drop(look);
     let client = SodaClient::new(
         &settings.portal,
         settings.token.clone(),
@@ -31,7 +59,7 @@ pub async fn print(
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
     let mut unanswered = 0;
-    for ds in datasets {
+    for (ds, state) in datasets.iter().zip(&states) {
         let rec = match &ledger {
             Some(l) => l.dataset(ds.key.as_str())?,
             None => None,
@@ -45,8 +73,8 @@ pub async fn print(
         let action = if only.schedule_check && !due.is_due() {
             format!("skip: {}", due.reason())
         } else {
-            match client.metadata(ds.id.as_str()).await {
-                Ok(meta) => action(ds, rec.as_ref(), &meta, only, mode),
+            match action(&client, ds, rec.as_ref(), state.as_ref(), only, mode).await {
+                Ok(a) => a,
                 Err(e) if e.is_unreachable() => {
                     return Err(Error::Runtime(format!(
                         "cannot reach the portal {}: {e}. Check the network, or point --portal (or \
@@ -136,41 +164,57 @@ pub async fn print(
     Ok(ExitStatus::Ok)
 }
 
-/// What a sync would do with a due dataset, from the ledger and its metadata.
-fn action(
+/// What a sync would do with a due dataset: [`decide`] on the facts the sync would have.
+async fn action(
+    client: &SodaClient,
     ds: &Dataset,
     rec: Option<&DatasetRecord>,
-    meta: &crate::soda::ViewMetadata,
+    state: Option<&SyncState>,
     only: &SyncOnly,
     mode: Mode,
-) -> String {
-    let full = |why: &str| {
-        if only.incremental_only {
-            format!("skip: a full load is needed ({why}) and --incremental-only is set")
+) -> Result<String, SodaError> {
+    let meta = client.metadata(ds.id.as_str()).await?;
+    let fingerprint = match sync::schema_of(ds, &meta.columns) {
+        Ok(schema) => sync::fingerprint(ds, &schema),
+        Err(e) => return Ok(format!("fail: unusable schema: {e}")),
+    };
+    let mut facts = Facts {
+        mode,
+        state,
+        fingerprint: &fingerprint,
+        force: only.force,
+        gate: sync::gate_holds(
+            meta.rows_updated_at,
+            rec.and_then(|r| r.source_rows_updated_at),
+        ),
+        replaced: None,
+    };
+    let mut decision = decide(&facts);
+    if decision == Decision::CheckReplace {
+        let wm = state.and_then(|s| s.watermark.as_ref());
+        let changed = client.count(ds.id.as_str(), wm).await?;
+        let total = if changed == 0 {
+            0
         } else {
-            format!("full load ({why})")
+            client.count(ds.id.as_str(), None).await?
+        };
+        facts.replaced = Some(is_replace(changed, total));
+        decision = decide(&facts);
+    }
+    Ok(match decision {
+        Decision::Unchanged => format!(
+            "skip: {}",
+            sync::unchanged_reason(meta.rows_updated_at).unwrap_or_default()
+        ),
+        Decision::Full { why, .. } if only.incremental_only => {
+            format!("skip: a full load is needed ({why}) and --incremental-only is set")
         }
-    };
-    let Some(rec) = rec.filter(|r| r.watermark.is_some() && r.schema_fingerprint.is_some()) else {
-        return full("never loaded");
-    };
-    if mode == Mode::Rebuild {
-        return "full load (rebuild)".into();
-    }
-    let fingerprint = sync::schema_of(ds, &meta.columns)
-        .map(|s| sync::fingerprint(ds, &s))
-        .ok();
-    if fingerprint.as_deref() != rec.schema_fingerprint.as_deref() {
-        return full("columns or type mapping changed");
-    }
-    if !only.force && sync::gate_holds(meta.rows_updated_at, rec.source_rows_updated_at) {
-        let why = sync::unchanged_reason(meta.rows_updated_at).unwrap_or_default();
-        return format!("skip: {why}");
-    }
-    let wm = rec
-        .watermark
-        .as_ref()
-        .map(|w| w.updated_at.clone())
-        .unwrap_or_default();
-    format!("incremental from {wm}")
+        Decision::Full { why, .. } => format!("full load ({why})"),
+        Decision::Incremental | Decision::CheckReplace => {
+            match state.and_then(|s| s.watermark.as_ref()) {
+                Some(w) => format!("incremental from {}", w.updated_at),
+                None => "incremental from the start".into(),
+            }
+        }
+    })
 }

@@ -470,16 +470,25 @@ impl Ledger {
     }
 
     /// The bytes downloaded by the last successful full load of `key`, if any: a better size estimate than
-    /// the catalog's.
+    /// the catalog's. A load that was interrupted and resumed spans several attempts: the bytes of the full
+    /// attempts since the success before it all count, not only the resumed part's.
     pub fn last_full_load_bytes(&self, key: &str) -> Result<Option<i64>, LedgerError> {
         self.c()
             .query_row(
-                "SELECT bytes FROM attempts WHERE dataset_key = ?1 AND mode = 'full' AND outcome = 'ok'
-                 ORDER BY id DESC LIMIT 1",
+                "WITH done AS (
+                     SELECT max(id) AS id FROM attempts
+                     WHERE dataset_key = ?1 AND mode = 'full' AND outcome IN ('ok', 'drift')),
+                 began AS (
+                     SELECT coalesce(max(id), 0) AS id FROM attempts
+                     WHERE dataset_key = ?1 AND outcome IN ('ok', 'drift') AND id < (SELECT id FROM done))
+                 SELECT sum(bytes) FROM attempts
+                 WHERE dataset_key = ?1 AND mode = 'full'
+                   AND id > (SELECT id FROM began) AND id <= (SELECT id FROM done)",
                 [key],
                 |r| r.get(0),
             )
             .optional()
+            .map(Option::flatten)
             .map_err(self.err())
     }
 

@@ -13,16 +13,7 @@ use crate::ledger::{AttemptId, AttemptSuccess};
 use crate::soda::{PageQuery, Watermark};
 use crate::warehouse::{ColumnDescription, Description, Phase, SyncState, TableSchema};
 
-/// What one sync of a dataset does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    /// The source has not changed since the last sync.
-    Unchanged,
-    /// Load every row into a fresh table and swap it in; `resume` continues an interrupted load.
-    Full { resume: bool },
-    /// Fetch the rows changed after the watermark (and an overlap window behind it).
-    Incremental,
-}
+use super::decide::{decide, Decision, Facts};
 
 /// How many seconds the portal's clock must be past `rowsUpdatedAt` before that value may gate the next sync:
 /// `rowsUpdatedAt` has one-second resolution, so a change in the same second, after the metadata was read,
@@ -159,17 +150,12 @@ impl Engine {
             )
             .await?;
         let wm = state.as_ref().and_then(|s| s.watermark.clone());
-        if let (Plan::Full { .. }, true) = (plan, self.options.incremental_only) {
+        if let (Decision::Full { why, .. }, true) = (plan, self.options.incremental_only) {
             return Err(SyncError::Skipped(format!(
-                "a full load is needed ({}) and --incremental-only is set",
-                if state.is_none() {
-                    "never loaded"
-                } else {
-                    "columns changed, an interrupted load, or a full replace"
-                }
+                "a full load is needed ({why}) and --incremental-only is set"
             )));
         }
-        if plan == Plan::Unchanged {
+        if plan == Decision::Unchanged {
             progress.mode = Some("unchanged");
             progress.reason = unchanged_reason(meta.rows_updated_at);
             let k = key.clone();
@@ -191,7 +177,7 @@ impl Engine {
             Ok::<(), SyncError>(())
         })
         .await?;
-        progress.mode = Some(if plan == Plan::Incremental {
+        progress.mode = Some(if plan == Decision::Incremental {
             "incremental"
         } else {
             "full"
@@ -199,8 +185,8 @@ impl Engine {
         self.ledger
             .set_attempt_mode(attempt, progress.mode.unwrap_or("incremental"))?;
         let start = match plan {
-            Plan::Incremental | Plan::Unchanged => wm,
-            Plan::Full { resume } => {
+            Decision::Incremental | Decision::Unchanged | Decision::CheckReplace => wm,
+            Decision::Full { resume, .. } => {
                 let resume = state.as_ref().filter(|s| resume && s.cursor_id.is_some());
                 self.full_load(ds, &schema, attempt, progress, &fingerprint, resume)
                     .await?
@@ -299,7 +285,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Decides what this sync of a dataset does.
+    /// Decides what this sync of a dataset does ([`decide`], with the replace check's two counts when it
+    /// asks for them).
     async fn plan(
         &self,
         ds: &Dataset,
@@ -308,38 +295,34 @@ impl Engine {
         state: Option<&SyncState>,
         record: Option<&DatasetRecord>,
         fingerprint: &str,
-    ) -> Result<Plan, SyncError> {
-        let same_schema = state.is_some_and(|s| s.schema_fingerprint == fingerprint);
-        match state {
-            None => return Ok(Plan::Full { resume: false }),
-            Some(s) if s.phase == Phase::Full => {
-                return Ok(Plan::Full {
-                    resume: same_schema,
-                })
-            }
-            Some(_) if !same_schema => {
-                tracing::warn!(dataset = %ds.key, "the dataset's columns (or dobsob's type mapping) changed: reloading it in full");
-                return Ok(Plan::Full { resume: false });
-            }
-            Some(_) if mode == Mode::Rebuild => return Ok(Plan::Full { resume: false }),
-            Some(_) => {}
-        }
-        // Gate: nothing changed at the source since a sync that read a rowsUpdatedAt the portal's own clock
-        // had safely passed. --force looks anyway.
-        if !self.options.force
-            && gate_holds(
+    ) -> Result<Decision, SyncError> {
+        // The gate: nothing changed at the source since a sync that read a rowsUpdatedAt the portal's own
+        // clock had safely passed. --force looks anyway.
+        let mut facts = Facts {
+            mode,
+            state,
+            fingerprint,
+            force: self.options.force,
+            gate: gate_holds(
                 meta.rows_updated_at,
                 record.and_then(|r| r.source_rows_updated_at),
-            )
-        {
-            return Ok(Plan::Unchanged);
+            ),
+            replaced: None,
+        };
+        let mut decision = decide(&facts);
+        if decision == Decision::CheckReplace {
+            // A publisher's full replace re-stamps (and often re-ids) every row: reloading into a fresh
+            // table and swapping it in is cheaper than upserting every row, and readers never see a
+            // half-replaced table.
+            facts.replaced = Some(self.replaced_since(ds, state).await?);
+            decision = decide(&facts);
         }
-        // A publisher's full replace re-stamps (and often re-ids) every row: reloading into a fresh table and
-        // swapping it in is cheaper than upserting every row, and readers never see a half-replaced table.
-        if self.replaced_since(ds, state).await? {
-            return Ok(Plan::Full { resume: false });
+        if let Decision::Full { why, .. } = decision {
+            if why != "never loaded" && why != "rebuild" {
+                tracing::warn!(dataset = %ds.key, "reloading in full: {why}");
+            }
         }
-        Ok(Plan::Incremental)
+        Ok(decision)
     }
 
     /// Whether about all of the source's rows changed after the watermark (90% or more).
@@ -357,7 +340,7 @@ impl Engine {
             return Ok(false);
         }
         let total = self.interruptible(self.client.count(id, None)).await?;
-        let replaced = changed * 10 >= total * 9;
+        let replaced = super::decide::is_replace(changed, total);
         if replaced {
             tracing::info!(
                 dataset = %ds.key, changed, total,

@@ -7,6 +7,7 @@
 //! `docs/architecture.md`).
 
 mod dataset;
+pub mod decide;
 mod full;
 pub mod page;
 mod pass;

@@ -109,6 +109,86 @@ pub struct SyncState {
     pub schema_fingerprint: String,
 }
 
+fn read_state(conn: &Connection, key: &str) -> Result<Option<SyncState>, WarehouseError> {
+    conn.query_row(
+        "SELECT phase, cursor_id, wm_updated_at, wm_id, schema_fingerprint
+         FROM dobsob.sync_state WHERE dataset = ?",
+        params![key],
+        |r| {
+            let phase: String = r.get(0)?;
+            let t: Option<String> = r.get(2)?;
+            let id: Option<String> = r.get(3)?;
+            Ok(SyncState {
+                phase: if phase == "full" {
+                    Phase::Full
+                } else {
+                    Phase::Incremental
+                },
+                cursor_id: r.get(1)?,
+                watermark: t
+                    .zip(id)
+                    .map(|(updated_at, id)| Watermark { updated_at, id }),
+                schema_fingerprint: r.get(4)?,
+            })
+        },
+    )
+    .optional()
+    .ctx(|| format!("reading the sync state of {key}"))
+}
+
+fn table_exists(conn: &Connection, table: &str) -> Result<bool, WarehouseError> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+            params![table],
+            |r| r.get(0),
+        )
+        .ctx(|| format!("looking up table {table}"))?;
+    Ok(n > 0)
+}
+
+/// The datasets' committed sync states of a warehouse file, opened read-only: what a dry run decides from,
+/// as the sync would (see [`Warehouse::state`]).
+pub struct StateReader {
+    conn: Connection,
+}
+
+impl StateReader {
+    pub fn open(path: &Path) -> Result<StateReader, WarehouseError> {
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .ctx(|| "configuring a read-only open".into())?;
+        let conn = Connection::open_with_flags(path, config)
+            .ctx(|| format!("opening {} read-only", path.display()))?;
+        Ok(StateReader { conn })
+    }
+
+    /// The dataset's state, `None` when it was never loaded or its table is gone (the sync then loads it
+    /// in full). A warehouse older than the state table has none.
+    pub fn state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
+        let has_state: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'dobsob' AND table_name = 'sync_state'",
+                [],
+                |r| r.get(0),
+            )
+            .ctx(|| "looking up dobsob.sync_state".into())?;
+        if has_state == 0 {
+            return Ok(None);
+        }
+        let state = read_state(&self.conn, key)?;
+        if state
+            .as_ref()
+            .is_some_and(|s| s.phase == Phase::Incremental)
+            && !table_exists(&self.conn, key)?
+        {
+            return Ok(None);
+        }
+        Ok(state)
+    }
+}
+
 /// A page of rows on disk, already checked by the sync engine.
 #[derive(Debug, Clone)]
 pub struct PageFile<'a> {
@@ -528,43 +608,11 @@ impl Warehouse {
     }
 
     fn read_state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
-        self.conn
-            .query_row(
-                "SELECT phase, cursor_id, wm_updated_at, wm_id, schema_fingerprint
-                 FROM dobsob.sync_state WHERE dataset = ?",
-                params![key],
-                |r| {
-                    let phase: String = r.get(0)?;
-                    let t: Option<String> = r.get(2)?;
-                    let id: Option<String> = r.get(3)?;
-                    Ok(SyncState {
-                        phase: if phase == "full" {
-                            Phase::Full
-                        } else {
-                            Phase::Incremental
-                        },
-                        cursor_id: r.get(1)?,
-                        watermark: t
-                            .zip(id)
-                            .map(|(updated_at, id)| Watermark { updated_at, id }),
-                        schema_fingerprint: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .ctx(|| format!("reading the sync state of {key}"))
+        read_state(&self.conn, key)
     }
 
     fn table_exists(&self, table: &str) -> Result<bool, WarehouseError> {
-        let n: i64 = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-                params![table],
-                |r| r.get(0),
-            )
-            .ctx(|| format!("looking up table {table}"))?;
-        Ok(n > 0)
+        table_exists(&self.conn, table)
     }
 
     /// Rows in a table of schema `main` (0 if it does not exist).

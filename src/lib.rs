@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod commands;
+pub mod defaults;
 pub mod emulator;
 pub mod error;
 pub mod layout;

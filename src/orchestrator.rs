@@ -123,23 +123,23 @@ pub struct Config {
     pub publish_interval: Option<Duration>,
 }
 
-/// Requests that may go out back to back after a pause (`--request-burst`): a night's metadata checks of 18
-/// datasets in one burst.
-pub const DEFAULT_REQUEST_BURST: u32 = 20;
+/// Requests that may go out back to back after a pause (`--request-burst`).
+pub const DEFAULT_REQUEST_BURST: u32 = crate::defaults::REQUEST_BURST;
 
 /// The request budget when none is asked for: 5 requests per second without an app token (the portal's
 /// shared per-IP pool), 20 with one.
 pub fn default_requests_per_second(token: Option<&AppToken>) -> f64 {
     if token.is_some() {
-        20.0
+        crate::defaults::REQUESTS_PER_SECOND_WITH_TOKEN
     } else {
-        5.0
+        crate::defaults::REQUESTS_PER_SECOND
     }
 }
 
 impl Config {
     /// The CLI's defaults, with reports in `<data_dir>/reports`.
     pub fn new(data_dir: PathBuf, portal: Url) -> Config {
+        use crate::defaults as d;
         Config {
             report_dir: Some(DataDir(&data_dir).reports()),
             data_dir,
@@ -147,13 +147,13 @@ impl Config {
             token: None,
             command: "sync",
             mode: Mode::Sync,
-            page_size: 50_000,
+            page_size: d::PAGE_SIZE,
             retry: RetryPolicy {
-                max_retries: 5,
-                base_delay: Duration::from_secs(2),
-                max_delay: Duration::from_secs(120),
+                max_retries: d::MAX_RETRIES,
+                base_delay: Duration::from_millis(d::RETRY_BASE_MS),
+                max_delay: Duration::from_secs(d::RETRY_MAX_DELAY_SECS),
             },
-            timeout: Duration::from_secs(300),
+            timeout: Duration::from_secs(d::TIMEOUT_SECS),
             limits: Limits::default(),
             max_requests_per_second: default_requests_per_second(None),
             request_burst: DEFAULT_REQUEST_BURST,
@@ -161,17 +161,17 @@ impl Config {
             storage_version: None,
             sharing: None,
             options: RunOptions::default(),
-            overlap: Duration::from_secs(300),
-            late_window: Duration::from_secs(86_400),
+            overlap: Duration::from_secs(d::OVERLAP_SECS),
+            late_window: Duration::from_secs(d::LATE_WINDOW_SECS),
             deletes: DeleteGuard {
-                max_rows: 10_000,
-                max_percent: 5.0,
+                max_rows: d::MAX_DELETE_ROWS,
+                max_percent: d::MAX_DELETE_PERCENT,
                 allow: false,
             },
             max_duration: None,
-            report_retention: Some(Duration::from_secs(90 * 86_400)),
+            report_retention: Some(Duration::from_secs(d::REPORT_RETENTION_DAYS * 86_400)),
             notify_webhook: None,
-            publish_interval: Some(Duration::from_secs(15 * 60)),
+            publish_interval: Some(Duration::from_secs(d::PUBLISH_INTERVAL_SECS)),
         }
     }
 

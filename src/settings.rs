@@ -256,7 +256,7 @@ pub fn retry_policy(a: &SyncArgs) -> RetryPolicy {
     RetryPolicy {
         max_retries: a.max_retries,
         base_delay: Duration::from_millis(a.retry_base_ms),
-        max_delay: Duration::from_secs(120),
+        max_delay: Duration::from_secs(crate::defaults::RETRY_MAX_DELAY_SECS),
     }
 }
 

@@ -241,3 +241,56 @@ fn print_summary(printer: Printer, report: &RunReport) {
     }
     printer.data(&crate::notify::one_line(report));
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// The flags' defaults and the library's are one set (`crate::defaults`): a plain `dobsob sync` runs
+    /// with exactly `Config::new`'s settings.
+    #[test]
+    fn a_plain_sync_runs_with_the_librarys_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cli = crate::cli::Cli::try_parse_from([
+            "dobsob",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--portal",
+            "https://data.cityofnewyork.us",
+            "sync",
+        ])
+        .unwrap();
+        let crate::cli::Command::Sync(cmd) = &cli.command else {
+            panic!("a sync")
+        };
+        let settings = crate::settings::Settings::from_args(
+            &cli.global,
+            crate::settings::SourceUse::Strict,
+        )
+        .unwrap();
+        let ours = super::config(&settings, &cmd.run, &cmd.only, crate::sync::Mode::Sync);
+        let lib = crate::orchestrator::Config::new(data, settings.portal.clone());
+        // Debug shows every field of each part; the token and anything else left unset is None in both.
+        let show = |c: &crate::orchestrator::Config| {
+            format!(
+                "{} {:?} {:?} {:?} {} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                c.page_size,
+                c.retry,
+                c.timeout,
+                c.limits,
+                c.max_requests_per_second,
+                c.request_burst,
+                c.memory,
+                c.overlap,
+                c.late_window,
+                c.deletes,
+                c.report_retention,
+                c.publish_interval,
+                c.max_duration,
+                c.options,
+            )
+        };
+        assert_eq!(show(&ours), show(&lib));
+    }
+}

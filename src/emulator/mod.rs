@@ -10,6 +10,7 @@
 pub mod ids;
 mod render;
 pub mod soql;
+mod time;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 
-use crate::soda::soql::parse_timestamp_ms;
+use time::portal_ms;
 
 pub use render::cell_text;
 
@@ -138,7 +139,7 @@ impl Dataset {
             let time = |k: &str| {
                 obj.get(k)
                     .and_then(Value::as_str)
-                    .and_then(parse_timestamp_ms)
+                    .and_then(portal_ms)
                     .ok_or_else(|| format!("{}: missing or bad {k}", where_()))
             };
             let (created, updated) = (time(":created_at")?, time(":updated_at")?);

@@ -465,10 +465,11 @@ fn literal_for(field: &Field, ds: &Dataset, lit: &Operand) -> Result<Option<Val>
                 mismatch(&format!("{s:?} is not a row id"))
             })?))
         }
-        (Field::CreatedAt | Field::UpdatedAt, Operand::Str(s)) => Some(Val::Time(
-            crate::soda::soql::parse_timestamp_ms(s)
-                .ok_or_else(|| mismatch(&format!("{s:?} is not a timestamp")))?,
-        )),
+        (Field::CreatedAt | Field::UpdatedAt, Operand::Str(s)) => {
+            Some(Val::Time(super::time::portal_ms(s).ok_or_else(|| {
+                mismatch(&format!("{s:?} is not a timestamp"))
+            })?))
+        }
         (Field::Column(i), Operand::Str(s)) if ds.columns[*i].kind == ColumnType::Number => {
             Some(Val::Num(
                 s.parse()

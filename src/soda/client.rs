@@ -51,9 +51,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_retries: 5,
-            base_delay: Duration::from_secs(2),
-            max_delay: Duration::from_secs(120),
+            max_retries: crate::defaults::MAX_RETRIES,
+            base_delay: Duration::from_millis(crate::defaults::RETRY_BASE_MS),
+            max_delay: Duration::from_secs(crate::defaults::RETRY_MAX_DELAY_SECS),
         }
     }
 }

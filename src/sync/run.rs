@@ -29,11 +29,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        use crate::defaults as d;
         Limits {
-            max_concurrent: 4,
-            max_large: 2,
-            large_mb: 100,
-            throttle: Duration::from_secs(1),
+            max_concurrent: d::MAX_CONCURRENT as usize,
+            max_large: d::MAX_LARGE as usize,
+            large_mb: d::LARGE_MB,
+            throttle: Duration::from_secs_f64(d::THROTTLE_SECS),
         }
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::catalog::Frequency;
 
 /// The default grace (seconds): a dataset is due this long before its period is over.
-pub const DEFAULT_GRACE_SECS: i64 = 3600;
+pub const DEFAULT_GRACE_SECS: i64 = crate::defaults::GRACE_SECS as i64;
 
 /// Whether a dataset is due now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -362,6 +362,48 @@ impl Catalog {
     pub fn get(&self, key: &str) -> Option<&Dataset> {
         self.datasets.iter().find(|d| d.key.as_str() == key)
     }
+
+    /// The datasets a selection names, in start order: priority (CRITICAL, HIGH, MEDIUM, LOW), then group,
+    /// then smallest first (so the most needed and quickest data is fresh first). A key the catalog lacks is
+    /// an error that lists the known ones.
+    pub fn select(&self, s: &Selection) -> Result<Vec<&Dataset>, String> {
+        let mut out: Vec<&Dataset> = match s {
+            Selection::Keys(keys) => {
+                let mut v: Vec<&Dataset> = Vec::new();
+                for k in keys {
+                    let k = k.trim();
+                    let d = self.get(k).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            self.datasets.iter().map(|d| d.key.as_str()).collect();
+                        format!(
+                            "no dataset {k:?} in the catalog; known: {}",
+                            known.join(", ")
+                        )
+                    })?;
+                    if !v.iter().any(|x| x.key == d.key) {
+                        v.push(d);
+                    }
+                }
+                v
+            }
+            Selection::Group(g) => self.datasets.iter().filter(|d| d.group == *g).collect(),
+            Selection::All => self.datasets.iter().collect(),
+        };
+        out.sort_by_key(|d| (d.priority(), d.group, d.size_mb));
+        Ok(out)
+    }
+}
+
+/// Which of a catalog's datasets a run takes (the library's; the command line's flags map onto it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Selection {
+    /// Every dataset.
+    #[default]
+    All,
+    /// The datasets of one group.
+    Group(Group),
+    /// These datasets, by key.
+    Keys(Vec<String>),
 }
 
 /// Checks a catalog's column types: each a type dobsob stores (`text` for an identifier that is a number

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use url::Url;
 
-use crate::orchestrator::RunReport;
+use crate::report::RunReport;
 
 /// "dobsob sync run 12 (data.cityofnewyork.us): failed. 18 datasets: 3 synced, 1 failed (dob_violations),
 /// 13 unchanged, 1 skipped. 12.3 MB in 41.2s." Interrupted, unchanged and skipped datasets are counted when

@@ -1,7 +1,7 @@
 //! Settings resolved in one place from flags, environment (clap reads `DOBSOB_*` and `SOCRATA_APP_TOKEN`) and
 //! the catalog, and validated once.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -9,6 +9,7 @@ use url::Url;
 use crate::catalog::{validate_portal, Catalog, Dataset, Group};
 use crate::cli::{GlobalArgs, Selection, SyncArgs};
 use crate::error::Error;
+use crate::files::create_private_dir;
 use crate::layout::DataDir;
 use crate::soda::{AppToken, RetryPolicy};
 use crate::source::Source;
@@ -207,48 +208,22 @@ impl Settings {
         Ok(())
     }
 
-    /// The datasets a selection names, in priority order (CRITICAL, HIGH, MEDIUM, LOW), then by group, then
-    /// smallest first (so the most needed and quickest data is fresh first).
+    /// The datasets a selection names, in start order (see [`Catalog::select`]).
     pub fn select(&self, s: &Selection) -> Result<Vec<&Dataset>, Error> {
-        let group = if s.primary {
-            Some(Group::Primary)
+        let selection = if !s.datasets.is_empty() {
+            crate::catalog::Selection::Keys(s.datasets.clone())
+        } else if s.primary {
+            crate::catalog::Selection::Group(Group::Primary)
         } else if s.secondary {
-            Some(Group::Secondary)
+            crate::catalog::Selection::Group(Group::Secondary)
         } else if s.tertiary {
-            Some(Group::Tertiary)
+            crate::catalog::Selection::Group(Group::Tertiary)
         } else {
-            None
+            crate::catalog::Selection::All
         };
-        let mut out: Vec<&Dataset> = if !s.datasets.is_empty() {
-            let mut v = Vec::new();
-            for k in &s.datasets {
-                let k = k.trim();
-                let d = self.catalog.get(k).ok_or_else(|| {
-                    let known: Vec<&str> = self
-                        .catalog
-                        .datasets
-                        .iter()
-                        .map(|d| d.key.as_str())
-                        .collect();
-                    Error::Config(format!(
-                        "--datasets: no dataset {k:?} in the catalog; known: {}",
-                        known.join(", ")
-                    ))
-                })?;
-                if !v.iter().any(|x: &&Dataset| x.key == d.key) {
-                    v.push(d);
-                }
-            }
-            v
-        } else {
-            self.catalog
-                .datasets
-                .iter()
-                .filter(|d| group.is_none_or(|g| d.group == g))
-                .collect()
-        };
-        out.sort_by_key(|d| (d.priority(), d.group, d.size_mb));
-        Ok(out)
+        self.catalog
+            .select(&selection)
+            .map_err(|e| Error::Config(format!("--datasets: {e}")))
     }
 }
 
@@ -258,31 +233,4 @@ pub fn retry_policy(a: &SyncArgs) -> RetryPolicy {
         base_delay: Duration::from_millis(a.retry_base_ms),
         max_delay: Duration::from_secs(crate::defaults::RETRY_MAX_DELAY_SECS),
     }
-}
-
-/// Writes `bytes` to a new file at `path` (replacing one there), readable by the user only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-/// Creates a directory (and its parents), private to the user.
-pub fn create_private_dir(p: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(p)
 }

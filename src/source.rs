@@ -74,7 +74,7 @@ impl Source {
         let path = data_dir.join(FILE);
         let tmp = data_dir.join(format!(".{FILE}.tmp"));
         let json = serde_json::to_string_pretty(self).expect("a source serializes");
-        crate::settings::write_private(&tmp, json.as_bytes())
+        crate::files::write_private(&tmp, json.as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", path.display())))
     }

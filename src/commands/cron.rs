@@ -178,7 +178,7 @@ fn shell_quote(s: &str) -> String {
 pub fn run(spec: &CronSpec, systemd: bool, printer: Printer) -> Result<ExitStatus, Error> {
     if !systemd {
         let logs = spec.data_dir.join("logs");
-        crate::settings::create_private_dir(&logs).map_err(|e| {
+        crate::files::create_private_dir(&logs).map_err(|e| {
             Error::Config(format!(
                 "cannot create {} for the cron log: {e}",
                 logs.display()

@@ -264,11 +264,9 @@ mod tests {
         let crate::cli::Command::Sync(cmd) = &cli.command else {
             panic!("a sync")
         };
-        let settings = crate::settings::Settings::from_args(
-            &cli.global,
-            crate::settings::SourceUse::Strict,
-        )
-        .unwrap();
+        let settings =
+            crate::settings::Settings::from_args(&cli.global, crate::settings::SourceUse::Strict)
+                .unwrap();
         let ours = super::config(&settings, &cmd.run, &cmd.only, crate::sync::Mode::Sync);
         let lib = crate::orchestrator::Config::new(data, settings.portal.clone());
         // Debug shows every field of each part; the token and anything else left unset is None in both.

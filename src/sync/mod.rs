@@ -202,30 +202,31 @@ pub struct DatasetReport {
     pub error: Option<String>,
 }
 
-/// Everything the engine needs, built once per run by the command. Each dataset job works on its own copy
+/// Everything the engine needs, built once per run by the orchestrator (not public: its `run` takes no lock
+/// and publishes nothing; [`crate::orchestrator::Orchestrator`] is the library's way in). Each dataset job works on its own copy
 /// (`Engine::job`), with its own ledger connection; the HTTP client (and its request budget) and the one
 /// warehouse writer are shared.
-pub struct Engine {
-    pub client: SodaClient,
-    pub ledger: Ledger,
+pub(crate) struct Engine {
+    pub(crate) client: SodaClient,
+    pub(crate) ledger: Ledger,
     /// Where the ledger is, so that each concurrent job opens its own connection (SQLite WAL).
-    pub ledger_path: PathBuf,
-    pub limits: Limits,
-    pub warehouse: WarehouseHandle,
+    pub(crate) ledger_path: PathBuf,
+    pub(crate) limits: Limits,
+    pub(crate) warehouse: WarehouseHandle,
     /// Where pages are written while they are checked and loaded.
-    pub tmp_dir: PathBuf,
-    pub page_size: u64,
+    pub(crate) tmp_dir: PathBuf,
+    pub(crate) page_size: u64,
     /// How far behind the watermark an incremental pass starts (milliseconds; 0: exactly at it).
-    pub overlap_ms: i64,
+    pub(crate) overlap_ms: i64,
     /// How far behind the watermark the ids of changed rows are listed to find late rows (ms; 0: never).
-    pub late_window_ms: i64,
-    pub deletes: DeleteGuard,
-    pub options: RunOptions,
-    pub shutdown: Shutdown,
+    pub(crate) late_window_ms: i64,
+    pub(crate) deletes: DeleteGuard,
+    pub(crate) options: RunOptions,
+    pub(crate) shutdown: Shutdown,
     /// Told of each dataset's start, pages and end.
-    pub observer: std::sync::Arc<dyn Observer>,
+    pub(crate) observer: std::sync::Arc<dyn Observer>,
     /// Spaces the starts of dataset downloads, across all jobs.
-    pub throttle: std::sync::Arc<Throttle>,
+    pub(crate) throttle: std::sync::Arc<Throttle>,
 }
 
 /// How a run picks and treats datasets (the sync command's flags).

@@ -25,7 +25,7 @@ pub fn one_line(r: &RunReport) -> String {
     };
     let unchanged = r
         .skipped()
-        .filter(|d| d.progress.mode == Some("unchanged"))
+        .filter(|d| d.progress.mode == Some(crate::sync::SyncMode::Unchanged))
         .count();
     let mut counts = vec![
         format!("{} synced", r.completed().count()),

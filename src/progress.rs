@@ -161,7 +161,7 @@ impl Observer for Display {
             };
             j.bar.set_message(format!(
                 "{}: {rows}, {}, {}/s, {} pages, {} retries",
-                p.mode.unwrap_or("sync"),
+                p.mode.map_or("sync", |m| m.as_str()),
                 mb(p.bytes),
                 mb((p.bytes as f64 / secs) as u64),
                 p.pages,

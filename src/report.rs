@@ -61,7 +61,7 @@ pub fn bucket(d: &DatasetReport) -> Bucket {
         Outcome::Failed | Outcome::Drift => Bucket::Failed,
         Outcome::Interrupted => Bucket::Interrupted,
         Outcome::Skipped => Bucket::Skipped,
-        Outcome::Ok if d.progress.mode == Some("unchanged") => Bucket::Skipped,
+        Outcome::Ok if d.progress.mode == Some(crate::sync::SyncMode::Unchanged) => Bucket::Skipped,
         Outcome::Ok => Bucket::Completed,
     }
 }
@@ -301,7 +301,7 @@ pub struct JobEntry<'a> {
     /// ok | drift | failed | interrupted | skipped.
     pub outcome: Outcome,
     /// full | incremental | unchanged, null when it failed before choosing or was not started.
-    pub mode: Option<&'a str>,
+    pub mode: Option<crate::sync::SyncMode>,
     pub duration_seconds: f64,
     pub rows_fetched: u64,
     pub rows_inserted: u64,

@@ -103,7 +103,7 @@ fn a_plan_of_catalog_and_hand_made_jobs_runs_silently_and_returns_its_report() {
         .completed()
         .find(|d| d.key == "ecb_violations")
         .expect("forced: synced although unchanged");
-    assert_eq!(ecb.progress.mode, Some("incremental"));
+    assert_eq!(ecb.progress.mode, Some(dobsob::sync::SyncMode::Incremental));
     let skipped: Vec<&str> = second.skipped().map(|d| d.key.as_str()).collect();
     assert_eq!(skipped, ["types", "violations_by_hand"]);
     assert!(second.run_id > first.run_id);

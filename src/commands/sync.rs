@@ -201,7 +201,7 @@ fn print_summary(printer: Printer, report: &RunReport) {
                 d.key.clone(),
                 d.priority.to_string(),
                 d.outcome.as_str().to_string(),
-                d.progress.mode.unwrap_or("-").to_string(),
+                d.progress.mode.map_or("-", |m| m.as_str()).to_string(),
                 d.progress.rows_fetched.to_string(),
                 d.progress.rows_deleted.to_string(),
                 match (d.progress.rows, d.progress.source_rows) {
@@ -228,7 +228,9 @@ fn print_summary(printer: Printer, report: &RunReport) {
     let read_twice = report.datasets.iter().any(|d| {
         let p = &d.progress;
         match p.mode {
-            Some("full") => p.rows.is_some_and(|r| p.rows_fetched > r.max(0) as u64),
+            Some(crate::sync::SyncMode::Full) => {
+                p.rows.is_some_and(|r| p.rows_fetched > r.max(0) as u64)
+            }
             _ => p.rows_fetched > p.rows_inserted,
         }
     });

@@ -156,7 +156,7 @@ impl Engine {
             )));
         }
         if plan == Decision::Unchanged {
-            progress.mode = Some("unchanged");
+            progress.mode = Some(super::SyncMode::Unchanged);
             progress.reason = unchanged_reason(meta.rows_updated_at);
             let k = key.clone();
             let rows = self.warehouse.call(move |w| w.count(&k)).await?;
@@ -178,12 +178,12 @@ impl Engine {
         })
         .await?;
         progress.mode = Some(if plan == Decision::Incremental {
-            "incremental"
+            super::SyncMode::Incremental
         } else {
-            "full"
+            super::SyncMode::Full
         });
         self.ledger
-            .set_attempt_mode(attempt, progress.mode.unwrap_or("incremental"))?;
+            .set_attempt_mode(attempt, progress.mode.map_or("incremental", |m| m.as_str()))?;
         let start = match plan {
             Decision::Incremental | Decision::Unchanged | Decision::CheckReplace => wm,
             Decision::Full { resume, .. } => {
@@ -368,7 +368,7 @@ impl Engine {
             attempt,
             ds.key.as_str(),
             &AttemptSuccess {
-                mode: progress.mode.unwrap_or("incremental"),
+                mode: progress.mode.map_or("incremental", |m| m.as_str()),
                 rows_deleted: progress.rows_deleted as i64,
                 row_count: rows,
                 source_count: progress.source_rows,

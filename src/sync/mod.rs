@@ -113,11 +113,33 @@ impl Outcome {
     }
 }
 
+/// How a dataset was synced: what the ledger's `attempts.mode` and the report's `mode` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Every row loaded into a fresh table, swapped in.
+    Full,
+    /// The rows changed after the watermark, upserted.
+    Incremental,
+    /// Nothing: the source had not changed since the last sync.
+    Unchanged,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Incremental => "incremental",
+            SyncMode::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// What a dataset's sync has done so far (reported even when it fails half-way).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Progress {
     /// `full`, `incremental`, `unchanged` (nothing changed at the source), or null if it failed early.
-    pub mode: Option<&'static str>,
+    pub mode: Option<SyncMode>,
     pub rows_fetched: u64,
     pub rows_deleted: u64,
     /// Rows in the table after the sync.

@@ -434,12 +434,12 @@ impl Engine {
             Ok(()) => {
                 tracing::info!(
                     dataset = %ds.key,
-                    mode = report.progress.mode.unwrap_or("-"),
+                    mode = report.progress.mode.map_or("-", |m| m.as_str()),
                     fetched = report.progress.rows_fetched,
                     deleted = report.progress.rows_deleted,
                     rows = report.progress.rows.unwrap_or(0),
                     "{} done in {seconds:.1}s",
-                    if report.progress.mode == Some("full") { "load" } else { "sync" }
+                    if report.progress.mode == Some(super::SyncMode::Full) { "load" } else { "sync" }
                 );
             }
             Err(SyncError::Skipped(reason)) => {

@@ -355,9 +355,11 @@ pub struct WriterTimings {
 
 pub struct Warehouse {
     pub timings: WriterTimings,
-    conn: Connection,
-    /// The database under `conn` (declared after it: dropped, and the database closed, after it), whose own
-    /// connection runs the full load's straight inserts ([`raw`]).
+    /// A connection on `raw`'s database: it must be closed before that database is, which `Warehouse`'s
+    /// `Drop` does first, whatever the order of the fields.
+    conn: std::mem::ManuallyDrop<Connection>,
+    /// The database under `conn`, whose own connection runs the full load's straight inserts ([`raw`]);
+    /// closed when it drops, after `conn`.
     raw: raw::RawDb,
     memory: MemoryLimit,
     /// DuckDB's cap now, MB (raised from `memory`'s start when it is automatic).
@@ -399,6 +401,15 @@ fn refuse_newer_layout(conn: &Connection, path: &Path) -> Result<(), WarehouseEr
         });
     }
     Ok(())
+}
+
+impl Drop for Warehouse {
+    fn drop(&mut self) {
+        // SAFETY: `conn` is dropped exactly once, here, and never used after: `self` is going away. Its
+        // database (`raw`) is dropped after this body, with the other fields, so the connection is closed
+        // before the database it runs on, as DuckDB requires.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.conn) };
+    }
 }
 
 impl Warehouse {
@@ -484,7 +495,7 @@ impl Warehouse {
         .ctx(|| "recording the warehouse's layout".into())?;
         Ok(Warehouse {
             timings: WriterTimings::default(),
-            conn,
+            conn: std::mem::ManuallyDrop::new(conn),
             raw,
             memory,
             memory_limit_mb,

@@ -215,7 +215,7 @@ pub struct SyncOnly {
     #[arg(
         long,
         help_heading = "Which datasets and how",
-        default_value_t = crate::defaults::GRACE_SECS,
+        default_value_t = dobsob_engine::defaults::GRACE_SECS,
         value_name = "SECS"
     )]
     pub grace: u64,
@@ -260,39 +260,39 @@ pub struct SyncArgs {
     pub dry_run: bool,
 
     /// Rows per request. Memory use grows with it, not with the dataset.
-    #[arg(long, help_heading = "Fetching", default_value_t = crate::defaults::PAGE_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, help_heading = "Fetching", default_value_t = dobsob_engine::defaults::PAGE_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub page_size: u64,
 
     /// Retries of a failed request (429, 5xx, 408, 202, network errors) before the dataset fails.
-    #[arg(long, help_heading = "Fetching", default_value_t = crate::defaults::MAX_RETRIES, value_name = "N")]
+    #[arg(long, help_heading = "Fetching", default_value_t = dobsob_engine::defaults::MAX_RETRIES, value_name = "N")]
     pub max_retries: u32,
 
     /// First retry delay in milliseconds; doubles each retry (with jitter), at most 2 minutes.
     #[arg(
         long,
         help_heading = "Fetching",
-        default_value_t = crate::defaults::RETRY_BASE_MS,
+        default_value_t = dobsob_engine::defaults::RETRY_BASE_MS,
         value_name = "MS"
     )]
     pub retry_base_ms: u64,
 
     /// Seconds to wait for data from the portal before a request counts as failed (large NYC queries are slow).
-    #[arg(long, help_heading = "Fetching", default_value_t = crate::defaults::TIMEOUT_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Fetching", default_value_t = dobsob_engine::defaults::TIMEOUT_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
     /// Datasets synced at once (fetching in parallel; merges go through the one warehouse writer).
-    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = crate::defaults::MAX_CONCURRENT, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = dobsob_engine::defaults::MAX_CONCURRENT, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_concurrent: u64,
 
     /// Of those, at most this many large ones (over --large-mb).
-    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = crate::defaults::MAX_LARGE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = dobsob_engine::defaults::MAX_LARGE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_large: u64,
 
     /// A dataset is large above this catalog size_mb.
     #[arg(
         long,
         help_heading = "Concurrency and politeness",
-        default_value_t = crate::defaults::LARGE_MB,
+        default_value_t = dobsob_engine::defaults::LARGE_MB,
         value_name = "MB"
     )]
     pub large_mb: u32,
@@ -305,7 +305,7 @@ pub struct SyncArgs {
     /// Requests that may go out back to back, within --max-requests-per-second on average, after the budget
     /// was idle: a night of unchanged datasets costs one metadata request each and goes out in one burst
     /// (at most --max-concurrent at a time) instead of waiting a turn for each. 1: no burst.
-    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = crate::defaults::REQUEST_BURST, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = dobsob_engine::defaults::REQUEST_BURST, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub request_burst: u32,
 
     /// A deadline for the run, e.g. 2h, 90m, 1h30m, 600s: past it nothing new starts and running datasets stop
@@ -315,12 +315,12 @@ pub struct SyncArgs {
 
     /// During a long run, publish what has committed to the analysts' warehouse.duckdb at most this often
     /// (e.g. 15m, 1h; 0: only when the run ends). A run always publishes when it ends, whatever its outcome.
-    #[arg(long, help_heading = "Concurrency and politeness", default_value = crate::defaults::PUBLISH_INTERVAL, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, help_heading = "Concurrency and politeness", default_value = dobsob_engine::defaults::PUBLISH_INTERVAL, value_name = "DURATION", value_parser = duration)]
     pub publish_interval: std::time::Duration,
 
     /// Seconds between the starts of dataset downloads (the original guide's default). A dataset whose
     /// source has not changed costs one metadata request and does not wait.
-    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = crate::defaults::THROTTLE_SECS, value_name = "SECS", value_parser = non_negative_f64)]
+    #[arg(long, help_heading = "Concurrency and politeness", default_value_t = dobsob_engine::defaults::THROTTLE_SECS, value_name = "SECS", value_parser = non_negative_f64)]
     pub throttle: f64,
 
     /// A fixed cap on DuckDB's memory in MB for the whole run; beyond it DuckDB spills to <data-dir>/tmp.
@@ -335,20 +335,20 @@ pub struct SyncArgs {
     /// Remembered for the data directory; a warehouse in another version is converted once, in place
     /// beside the old file, with no download.
     #[arg(long, help_heading = "Warehouse", env = "DOBSOB_STORAGE_VERSION", value_name = "VERSION", value_parser = storage_version)]
-    pub storage_version: Option<crate::warehouse::StorageVersion>,
+    pub storage_version: Option<dobsob_engine::warehouse::StorageVersion>,
 
     /// Let this group of the machine's accounts read the published warehouse.duckdb (data directory 0750,
     /// snapshot 0440, group GROUP; the ledger, work/, tmp/, reports and logs stay private). Remembered for
     /// the data directory; `none` makes it private again. You must be in the group.
     #[arg(long, help_heading = "Warehouse", env = "DOBSOB_SHARE_GROUP", value_name = "GROUP", value_parser = share_group)]
-    pub share_group: Option<crate::warehouse::Sharing>,
+    pub share_group: Option<dobsob_engine::warehouse::Sharing>,
 
     /// Directory for the run report (orchestration_report_YYYYMMDD_HHMMSS.json). Default: <data-dir>/reports.
     #[arg(long, help_heading = "Reports and notifications", value_name = "DIR")]
     pub report_path: Option<PathBuf>,
 
     /// Days to keep run reports: older ones (dobsob's own files only) are removed after each run.
-    #[arg(long, help_heading = "Reports and notifications", default_value_t = crate::defaults::REPORT_RETENTION_DAYS, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36500))]
+    #[arg(long, help_heading = "Reports and notifications", default_value_t = dobsob_engine::defaults::REPORT_RETENTION_DAYS, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36500))]
     pub report_retention_days: u64,
 
     /// POST a JSON summary of the run to this URL when it ends (success or not), with a one-line `text`
@@ -369,7 +369,7 @@ pub struct SyncArgs {
     #[arg(
         long,
         help_heading = "Guards",
-        default_value_t = crate::defaults::OVERLAP_SECS,
+        default_value_t = dobsob_engine::defaults::OVERLAP_SECS,
         value_name = "SECS"
     )]
     pub overlap: u64,
@@ -380,7 +380,7 @@ pub struct SyncArgs {
     #[arg(
         long,
         help_heading = "Guards",
-        default_value_t = crate::defaults::LATE_WINDOW_SECS,
+        default_value_t = dobsob_engine::defaults::LATE_WINDOW_SECS,
         value_name = "SECS"
     )]
     pub late_window: u64,
@@ -389,14 +389,14 @@ pub struct SyncArgs {
     #[arg(
         long,
         help_heading = "Guards",
-        default_value_t = crate::defaults::MAX_DELETE_ROWS,
+        default_value_t = dobsob_engine::defaults::MAX_DELETE_ROWS,
         value_name = "N"
     )]
     pub max_delete_rows: u64,
 
     /// Refuse a sync whose id check would delete more than this percentage of a dataset's rows (deletions
     /// of at most 100 rows are never refused for their share).
-    #[arg(long, help_heading = "Guards", default_value_t = crate::defaults::MAX_DELETE_PERCENT, value_name = "PERCENT", value_parser = percent)]
+    #[arg(long, help_heading = "Guards", default_value_t = dobsob_engine::defaults::MAX_DELETE_PERCENT, value_name = "PERCENT", value_parser = percent)]
     pub max_delete_percent: f64,
 
     /// Confirm that deletions past --max-delete-rows / --max-delete-percent are real, and let them happen.
@@ -478,11 +478,11 @@ pub struct VerifyArgs {
     pub deep: bool,
 
     /// Ids per request of the deep comparison.
-    #[arg(long, help_heading = "Comparison", default_value_t = crate::defaults::PAGE_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, help_heading = "Comparison", default_value_t = dobsob_engine::defaults::PAGE_SIZE, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub page_size: u64,
 
     /// Seconds to wait for data from the portal before a request counts as failed.
-    #[arg(long, help_heading = "Comparison", default_value_t = crate::defaults::TIMEOUT_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, help_heading = "Comparison", default_value_t = dobsob_engine::defaults::TIMEOUT_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
 
@@ -580,20 +580,29 @@ pub enum SqlFormat {
     Markdown,
 }
 
-fn storage_version(s: &str) -> Result<crate::warehouse::StorageVersion, String> {
-    let v = crate::warehouse::StorageVersion::parse(s)?;
+fn storage_version(s: &str) -> Result<dobsob_engine::warehouse::StorageVersion, String> {
+    let v = dobsob_engine::warehouse::StorageVersion::parse(s)?;
     v.check_known()?;
     Ok(v)
 }
 
-fn share_group(s: &str) -> Result<crate::warehouse::Sharing, String> {
-    crate::warehouse::Sharing::parse(s)
+fn share_group(s: &str) -> Result<dobsob_engine::warehouse::Sharing, String> {
+    dobsob_engine::warehouse::Sharing::parse(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::duration;
     use std::time::Duration;
+
+    #[test]
+    fn the_publish_interval_reads_as_its_seconds() {
+        use dobsob_engine::defaults::{PUBLISH_INTERVAL, PUBLISH_INTERVAL_SECS};
+        assert_eq!(
+            duration(PUBLISH_INTERVAL).unwrap().as_secs(),
+            PUBLISH_INTERVAL_SECS
+        );
+    }
 
     #[test]
     fn durations_in_the_forms_people_write() {

@@ -1,13 +1,23 @@
-//! The `dobsob` binary: parse arguments, set up logging, run the command, map the result to an exit code.
+//! The `dobsob` command line: parse arguments, set up logging, run the command, map the result to an exit
+//! code. A thin shell over the engine (`dobsob_engine`): flags to engine calls to output. It has no SQL and
+//! no sync rules of its own (it does not even depend on duckdb or rusqlite).
+
+mod cli;
+mod commands;
+mod error;
+mod printer;
+mod progress;
+mod settings;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use dobsob::cli::{Cli, Command};
-use dobsob::error::{Error, ExitStatus};
-use dobsob::printer::Printer;
-use dobsob::settings::{Settings, SourceUse};
-use dobsob::sync::{Mode, Shutdown};
+use dobsob_engine::sync::{Mode, Shutdown};
+
+use crate::cli::{Cli, Command};
+use crate::error::{exit_status, Error, ExitStatus};
+use crate::printer::Printer;
+use crate::settings::{Settings, SourceUse};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
@@ -29,7 +39,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            e.exit_status()
+            exit_status(&e)
         }
     };
     ExitCode::from(status as u8)
@@ -60,7 +70,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let shutdown = Shutdown::default();
         let notice = match &cli.command {
@@ -73,27 +83,18 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         match &cli.command {
             Command::Sync(a) if a.only.generate_cron => cron(&settings, "02:30", false, printer),
             Command::Sync(a) => {
-                dobsob::commands::sync::run(
-                    &settings,
-                    &a.run,
-                    &a.only,
-                    Mode::Sync,
-                    printer,
-                    shutdown,
-                )
-                .await
+                commands::sync::run(&settings, &a.run, &a.only, Mode::Sync, printer, shutdown).await
             }
             Command::Rebuild(a) => {
-                let only = dobsob::cli::SyncOnly::default();
-                dobsob::commands::sync::run(&settings, a, &only, Mode::Rebuild, printer, shutdown)
-                    .await
+                let only = cli::SyncOnly::default();
+                commands::sync::run(&settings, a, &only, Mode::Rebuild, printer, shutdown).await
             }
-            Command::Catalog(a) => dobsob::commands::catalog::run(&settings, a, printer),
-            Command::Status(a) => dobsob::commands::status::run(&settings, a, printer),
+            Command::Catalog(a) => commands::catalog::run(&settings, a, printer),
+            Command::Status(a) => commands::status::run(&settings, a, printer),
             Command::Cron(a) => cron(&settings, &a.at, a.systemd, printer),
-            Command::Report(a) => dobsob::commands::report::run(&settings, a, printer),
-            Command::Verify(a) => dobsob::commands::verify::run(&settings, a, printer).await,
-            Command::Sql(a) => dobsob::commands::sql::run(&settings, a, printer, shutdown),
+            Command::Report(a) => commands::report::run(&settings, a, printer),
+            Command::Verify(a) => commands::verify::run(&settings, a, printer).await,
+            Command::Sql(a) => commands::sql::run(&settings, a, printer, shutdown),
         }
     })
 }
@@ -107,13 +108,13 @@ fn cron(
 ) -> Result<ExitStatus, Error> {
     // The catalog and portal in force, recorded ones included, so that the nightly job fills the data
     // directory from the source that filled it.
-    let spec = dobsob::commands::cron::CronSpec::from_settings(
+    let spec = commands::cron::CronSpec::from_settings(
         settings,
         settings.source.catalog.as_deref(),
         Some(settings.portal.as_str().trim_end_matches('/')),
         at,
     )?;
-    dobsob::commands::cron::run(&spec, systemd, printer)
+    commands::cron::run(&spec, systemd, printer)
 }
 
 /// First Ctrl-C or SIGTERM: stop at the next safe point. Second Ctrl-C: exit now (the warehouse and ledger
@@ -159,7 +160,7 @@ fn init_logging(cli: &Cli, settings: &Settings, to_file: bool) -> Result<(), Err
             .unwrap_or_else(|_| EnvFilter::new(format!("warn,dobsob={default}")))
     };
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(|| dobsob::progress::Stderr)
+        .with_writer(|| progress::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(level));

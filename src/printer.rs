@@ -24,14 +24,8 @@ impl Printer {
     }
 }
 
-/// "1 dataset", "5 datasets".
-pub fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
+/// "1 dataset", "3 datasets": the one plural helper, shared with the engine's webhook line.
+pub use dobsob_engine::report::count;
 
 /// "3h 12m ago" style ages.
 pub fn age(secs: i64) -> String {

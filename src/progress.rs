@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::catalog::Priority;
-use crate::sync::{DatasetReport, Observer, Outcome, Progress};
+use dobsob_engine::catalog::Priority;
+use dobsob_engine::sync::{DatasetReport, Observer, Outcome, Progress};
 
 /// The display in use, if any, for [`Stderr`] to write around.
 static ACTIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);

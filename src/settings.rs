@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::catalog::{validate_portal, Catalog, Dataset, Group};
 use crate::cli::{GlobalArgs, Selection, SyncArgs};
 use crate::error::Error;
-use crate::files::create_private_dir;
-use crate::layout::DataDir;
-use crate::soda::{AppToken, RetryPolicy};
-use crate::source::Source;
+use dobsob_engine::catalog::{validate_portal, Catalog, Dataset, Group};
+use dobsob_engine::files::create_private_dir;
+use dobsob_engine::layout::DataDir;
+use dobsob_engine::soda::{AppToken, RetryPolicy};
+use dobsob_engine::source::Source;
 
 pub const DEFAULT_PORTAL: &str = "https://data.cityofnewyork.us";
 
-/// How a command uses the catalog and portal the data directory records (see [`crate::source`]).
+/// How a command uses the catalog and portal the data directory records (see [`dobsob_engine::source`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceUse {
     /// It uses neither (`sql`, `report`): the record is not read, so a moved catalog file never stops it.
@@ -41,7 +41,7 @@ pub struct Settings {
 
 impl Settings {
     /// Resolves the catalog and portal: the flags (or their environment variables), else what the data
-    /// directory records (see [`crate::source`]), else the built-in catalog and its portal. Naming another
+    /// directory records (see [`dobsob_engine::source`]), else the built-in catalog and its portal. Naming another
     /// catalog or portal than the recorded ones needs `--switch-source`, for the commands that work against
     /// them ([`SourceUse`]). `--catalog builtin` names the built-in catalog.
     pub fn from_args(g: &GlobalArgs, uses: SourceUse) -> Result<Settings, Error> {
@@ -75,7 +75,7 @@ impl Settings {
                  (with --switch-source if it is another catalog)",
                 g.data_dir.display(),
                 r.catalog_name(),
-                g.data_dir.join(crate::source::FILE).display()
+                g.data_dir.join(dobsob_engine::source::FILE).display()
             )),
             _ => Error::from(e),
         })?;
@@ -87,7 +87,7 @@ impl Settings {
         };
         let mut source = Source {
             catalog: catalog_abs,
-            catalog_sha256: crate::source::fingerprint(&catalog.text),
+            catalog_sha256: dobsob_engine::source::fingerprint(&catalog.text),
             portal: String::new(),
         };
         let same_catalog = recorded.as_ref().is_none_or(|r| r.same_catalog(&source));
@@ -211,15 +211,15 @@ impl Settings {
     /// The datasets a selection names, in start order (see [`Catalog::select`]).
     pub fn select(&self, s: &Selection) -> Result<Vec<&Dataset>, Error> {
         let selection = if !s.datasets.is_empty() {
-            crate::catalog::Selection::Keys(s.datasets.clone())
+            dobsob_engine::catalog::Selection::Keys(s.datasets.clone())
         } else if s.primary {
-            crate::catalog::Selection::Group(Group::Primary)
+            dobsob_engine::catalog::Selection::Group(Group::Primary)
         } else if s.secondary {
-            crate::catalog::Selection::Group(Group::Secondary)
+            dobsob_engine::catalog::Selection::Group(Group::Secondary)
         } else if s.tertiary {
-            crate::catalog::Selection::Group(Group::Tertiary)
+            dobsob_engine::catalog::Selection::Group(Group::Tertiary)
         } else {
-            crate::catalog::Selection::All
+            dobsob_engine::catalog::Selection::All
         };
         self.catalog
             .select(&selection)
@@ -231,6 +231,6 @@ pub fn retry_policy(a: &SyncArgs) -> RetryPolicy {
     RetryPolicy {
         max_retries: a.max_retries,
         base_delay: Duration::from_millis(a.retry_base_ms),
-        max_delay: Duration::from_secs(crate::defaults::RETRY_MAX_DELAY_SECS),
+        max_delay: Duration::from_secs(dobsob_engine::defaults::RETRY_MAX_DELAY_SECS),
     }
 }

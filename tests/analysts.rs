@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use dobsob::emulator::{synthetic, Fault, FaultKind};
 use serde_json::json;
+use socrata_emulator::{synthetic, Fault, FaultKind};
 use support::*;
 
 fn read_only(path: &std::path::Path) -> duckdb::Result<duckdb::Connection> {

@@ -82,7 +82,7 @@ fn a_data_directory_remembers_the_catalog_and_portal_that_filled_it() {
 
     // Another catalog or portal is an error naming both and the way out; nothing is written.
     let nyc = env.dir.path().join("nyc-copy.toml");
-    std::fs::write(&nyc, include_str!("../src/catalog.toml")).unwrap();
+    std::fs::write(&nyc, dobsob_engine::catalog::BUILTIN_CATALOG).unwrap();
     let out = bare(&env, &["--catalog", nyc.to_str().unwrap(), "status"]);
     assert_exit(&out, 2);
     let e = stderr(&out);
@@ -153,8 +153,8 @@ fn a_data_directory_remembers_the_catalog_and_portal_that_filled_it() {
 
     // Switching the portal reloads in full: the old watermarks belong to the old portal. So it covers the
     // whole catalog in one run.
-    let other = dobsob::emulator::Emulator::start(
-        dobsob::emulator::State::from_fixtures(&repo().join("fixtures")).unwrap(),
+    let other = socrata_emulator::Emulator::start(
+        socrata_emulator::State::from_fixtures(&repo().join("fixtures")).unwrap(),
         0,
     )
     .unwrap();
@@ -494,39 +494,11 @@ fn mistakes_get_a_hint() {
 }
 
 #[test]
-fn the_emulator_starts_outside_the_repository_and_its_example_syncs() {
-    let emulator = env!("CARGO_BIN_EXE_socrata-emulator");
+fn the_standalone_emulators_example_syncs_outside_the_repository() {
+    let emulator = support::emulator_bin();
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = Command::new(emulator)
-        .current_dir(elsewhere.path())
-        .args(["--port", "0"])
-        .output()
-        .unwrap();
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--fixtures"), "{}", stderr(&out));
-    let out = Command::new(emulator)
-        .current_dir(elsewhere.path())
-        .args(["--port", "0", "--synthetic", "bench-0001:10"])
-        .output()
-        .unwrap();
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("not a Socrata dataset id"),
-        "{}",
-        stderr(&out)
-    );
-    let help = String::from_utf8_lossy(
-        &Command::new(emulator)
-            .arg("--help")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .to_string();
-    assert!(help.contains("bnch-0001:1000000"), "{help}");
-
     // Synthetic only, outside the repository: it starts, and the ready catalog syncs from it.
-    let mut child = Command::new(emulator)
+    let mut child = Command::new(&emulator)
         .current_dir(elsewhere.path())
         .args(["--port", "0", "--synthetic", "bnch-0001:2500"])
         .stdout(Stdio::piped())
@@ -592,7 +564,7 @@ fn catalog_lists_the_datasets_and_prints_a_file_to_start_from() {
     let toml = stdout(&builtin(&["catalog", "--toml"]));
     assert_eq!(
         toml.trim_end(),
-        include_str!("../src/catalog.toml").trim_end()
+        dobsob_engine::catalog::BUILTIN_CATALOG.trim_end()
     );
     let json: Vec<Value> = serde_json::from_str(&stdout(&builtin(&["catalog", "--json"]))).unwrap();
     assert_eq!(json.len(), 18);
@@ -755,7 +727,8 @@ fn the_dry_run_says_what_the_run_then_does() {
     }
 
     // A resumed load's size is the whole load's, not the resumed part's (it decides --max-large).
-    let ledger = dobsob::ledger::Ledger::open(&env.data_dir().join("ledger.sqlite")).unwrap();
+    let ledger =
+        dobsob_engine::ledger::Ledger::open(&env.data_dir().join("ledger.sqlite")).unwrap();
     let (whole, last): (i64, i64) = env
         .ledger()
         .query_row(

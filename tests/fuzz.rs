@@ -6,14 +6,14 @@ use std::io::Write;
 
 mod support;
 
-use dobsob::catalog::{Catalog, CatalogSource};
-use dobsob::emulator::soql::{parse_where, Expr, Val};
-use dobsob::emulator::{format_time, Dataset};
-use dobsob::soda::soql::{parse_timestamp_ms, quote};
-use dobsob::sync::page::inspect_rows;
-use dobsob::warehouse::schema::{decimal_shape, NumberType};
-use dobsob::warehouse::TableSchema;
+use dobsob_engine::catalog::{Catalog, CatalogSource};
+use dobsob_engine::internals::inspect_rows;
+use dobsob_engine::internals::{decimal_shape, NumberType};
+use dobsob_engine::internals::{parse_timestamp_ms, quote};
+use dobsob_engine::warehouse::TableSchema;
 use proptest::prelude::*;
+use socrata_emulator::soql::{parse_where, Expr, Val};
+use socrata_emulator::{format_time, Dataset};
 
 /// The shape of a decimal computed another way: build the plain-notation digits and count.
 fn oracle(neg: bool, int: &str, frac: &str, exp: i32) -> (u32, u32) {
@@ -92,7 +92,7 @@ proptest! {
     /// The hand-read fixed shape gives what chrono gives, for every string of about that shape.
     #[test]
     fn the_fast_timestamp_reader_agrees_with_chrono(t in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,10})?Z?|[0-9+-]{1,6}-[0-9]{1,2}-[0-9]{1,2}T[0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}.{0,4}") {
-        let reference = dobsob::soda::soql::chrono_timestamp_ms(t.strip_suffix('Z').unwrap_or(&t));
+        let reference = dobsob_engine::internals::chrono_timestamp_ms(t.strip_suffix('Z').unwrap_or(&t));
         prop_assert_eq!(parse_timestamp_ms(&t), reference, "{}", t);
     }
 
@@ -100,7 +100,7 @@ proptest! {
     fn quoted_values_reach_the_portal_as_the_same_string(s in "\\PC{0,40}") {
         let ds = every_type();
         let e = parse_where(&ds, &format!("name = {}", quote(&s))).unwrap();
-        prop_assert_eq!(e, Expr::Test(dobsob::emulator::soql::Field::Column(0), dobsob::emulator::soql::CmpOp::Eq, Some(Val::Text(s.clone()))));
+        prop_assert_eq!(e, Expr::Test(socrata_emulator::soql::Field::Column(0), socrata_emulator::soql::CmpOp::Eq, Some(Val::Text(s.clone()))));
         // Nothing in a quoted value can end the literal and add a condition.
         let e = parse_where(&ds, &format!("name = {} AND amount IS NULL", quote(&s))).unwrap();
         prop_assert!(matches!(e, Expr::And(_, _)));
@@ -108,7 +108,7 @@ proptest! {
 
     #[test]
     fn the_page_checker_never_panics_and_counts_what_it_accepts(body in proptest::collection::vec(any::<u8>(), 0..600), rows in proptest::collection::vec(("\\PC{0,12}", proptest::option::of("\\PC{0,12}")), 0..20)) {
-        let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn::new("a", "number")]).unwrap();
+        let schema = TableSchema::from_view(&[dobsob_engine::soda::ViewColumn::new("a", "number")]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.csv");
         std::fs::write(&p, &body).unwrap();
@@ -137,12 +137,12 @@ proptest! {
 
 /// The typed column kinds and the DuckDB types their columns are created with; a number column's type is the
 /// one the page check's shapes widen it to ([`number_type_for`]).
-const TYPED_KINDS: [(dobsob::warehouse::ColumnKind, &str); 5] = [
-    (dobsob::warehouse::ColumnKind::Number, "BIGINT"),
-    (dobsob::warehouse::ColumnKind::Double, "DOUBLE"),
-    (dobsob::warehouse::ColumnKind::Timestamp, "TIMESTAMP"),
-    (dobsob::warehouse::ColumnKind::Instant, "TIMESTAMPTZ"),
-    (dobsob::warehouse::ColumnKind::Boolean, "BOOLEAN"),
+const TYPED_KINDS: [(dobsob_engine::warehouse::ColumnKind, &str); 5] = [
+    (dobsob_engine::warehouse::ColumnKind::Number, "BIGINT"),
+    (dobsob_engine::warehouse::ColumnKind::Double, "DOUBLE"),
+    (dobsob_engine::warehouse::ColumnKind::Timestamp, "TIMESTAMP"),
+    (dobsob_engine::warehouse::ColumnKind::Instant, "TIMESTAMPTZ"),
+    (dobsob_engine::warehouse::ColumnKind::Boolean, "BOOLEAN"),
 ];
 
 /// Cells a Socrata page may hold in a typed column: the usual shapes and the odd ones.
@@ -175,11 +175,11 @@ fn number_type_for<'a>(cells: impl IntoIterator<Item = &'a String>) -> String {
 
 /// The stored type of `kind` for `cells`.
 fn stored_for<'a>(
-    kind: dobsob::warehouse::ColumnKind,
+    kind: dobsob_engine::warehouse::ColumnKind,
     stored: &str,
     cells: impl IntoIterator<Item = &'a String>,
 ) -> String {
-    if kind == dobsob::warehouse::ColumnKind::Number {
+    if kind == dobsob_engine::warehouse::ColumnKind::Number {
         number_type_for(cells)
     } else {
         stored.to_string()
@@ -202,7 +202,7 @@ proptest! {
         s.push_str(&int);
         if !frac.is_empty() { s.push('.'); s.push_str(&frac); }
         if let Some(e) = exp { s.push_str(&format!("e{e}")); }
-        let kind = dobsob::warehouse::ColumnKind::Number;
+        let kind = dobsob_engine::warehouse::ColumnKind::Number;
         let stored = number_type_for([&s]);
         let conn = duckdb::Connection::open_in_memory().unwrap();
         let sql = format!("SELECT CAST(({}) AS VARCHAR) FROM (SELECT ?::VARCHAR AS c)", kind.cast_sql("c", &stored, s.contains(['e', 'E'])));
@@ -216,7 +216,7 @@ proptest! {
     /// cell gives a value, so no value becomes NULL unrecorded.
     #[test]
     fn a_cell_called_certainly_castable_always_casts(cells in proptest::collection::vec(typed_cell(), 1..40)) {
-        use dobsob::sync::page::certainly_castable;
+        use dobsob_engine::internals::certainly_castable;
         let conn = duckdb::Connection::open_in_memory().unwrap();
         for cell in cells.iter().filter(|c| !c.is_empty()) {
             for (kind, stored) in TYPED_KINDS {
@@ -235,7 +235,7 @@ proptest! {
     /// store the same value.
     #[test]
     fn a_certain_cell_read_typed_from_csv_equals_its_cast(cells in proptest::collection::vec(typed_cell(), 1..40)) {
-        use dobsob::sync::page::certainly_castable;
+        use dobsob_engine::internals::certainly_castable;
         let conn = duckdb::Connection::open_in_memory().unwrap();
         conn.execute_batch("SET threads = 1").unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -254,7 +254,7 @@ proptest! {
             // dobsob's own reader of page files, the column named c0.
             let read = |t: &str| format!(
                 "SELECT row_number() OVER () AS n, c0 AS c FROM {}",
-                dobsob::warehouse::read_csv_sql(&[path.as_path()], &[t])
+                dobsob_engine::internals::read_csv_sql(&[path.as_path()], &[t])
             );
             let sql = format!(
                 "SELECT count(*), count(*) FILTER (WHERE typed.v IS DISTINCT FROM careful.v) \
@@ -273,7 +273,8 @@ proptest! {
 
 #[test]
 fn a_quoted_empty_string_sends_a_page_the_careful_way() {
-    let schema = TableSchema::from_view(&[dobsob::soda::ViewColumn::new("n", "number")]).unwrap();
+    let schema =
+        TableSchema::from_view(&[dobsob_engine::soda::ViewColumn::new("n", "number")]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let page = |body: &str| {
         let p = dir.path().join("p.csv");

@@ -4,8 +4,8 @@
 
 mod support;
 
-use dobsob::emulator::{Fault, FaultKind};
 use serde_json::json;
+use socrata_emulator::{Fault, FaultKind};
 use support::*;
 
 fn row(field: &str, v: &str) -> serde_json::Map<String, serde_json::Value> {

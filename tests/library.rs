@@ -7,9 +7,9 @@ mod support;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use dobsob::catalog::{Catalog, Priority};
-use dobsob::orchestrator::{Config, Job, Orchestrator, Plan};
-use dobsob::sync::{Outcome, Shutdown};
+use dobsob_engine::catalog::{Catalog, Priority};
+use dobsob_engine::sync::{Outcome, Shutdown};
+use dobsob_engine::{Config, Job, Orchestrator, Plan};
 use support::*;
 
 /// Runs `f` with this process's stdout and stderr (the file descriptors, so anything at all) sent to a
@@ -103,7 +103,10 @@ fn a_plan_of_catalog_and_hand_made_jobs_runs_silently_and_returns_its_report() {
         .completed()
         .find(|d| d.key == "ecb_violations")
         .expect("forced: synced although unchanged");
-    assert_eq!(ecb.progress.mode, Some(dobsob::sync::SyncMode::Incremental));
+    assert_eq!(
+        ecb.progress.mode,
+        Some(dobsob_engine::sync::SyncMode::Incremental)
+    );
     let skipped: Vec<&str> = second.skipped().map(|d| d.key.as_str()).collect();
     assert_eq!(skipped, ["types", "violations_by_hand"]);
     assert!(second.run_id > first.run_id);

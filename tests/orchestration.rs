@@ -4,8 +4,8 @@
 
 mod support;
 
-use dobsob::emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
+use socrata_emulator::{Fault, FaultKind};
 use support::*;
 
 fn set_last_success(env: &TestEnv, key: &str, ago: chrono::Duration) {

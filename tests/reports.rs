@@ -9,8 +9,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use dobsob::emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
+use socrata_emulator::{Fault, FaultKind};
 use support::*;
 
 fn status(code: u16) -> FaultKind {
@@ -225,7 +225,7 @@ fn the_report_has_the_original_guides_shape_with_each_dataset_in_one_list() {
     assert_eq!(m["retry_attempts"], 1);
     assert_eq!(
         m["memory_limit_mb"],
-        dobsob::warehouse::DEFAULT_MEMORY_LIMIT_MB
+        dobsob_engine::warehouse::DEFAULT_MEMORY_LIMIT_MB
     );
     assert_eq!(m["memory_limit_auto"], true);
     assert_eq!(m["throttle_delay_seconds"], 0.0);

@@ -5,10 +5,10 @@
 
 mod support;
 
-use dobsob::emulator::{Fault, FaultKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use socrata_emulator::{Fault, FaultKind};
 use support::*;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -138,7 +138,7 @@ fn soak_random_mutations_faults_and_quirks_keep_the_warehouse_equal_to_the_sourc
                     let id = &ids[rng.random_range(0..n)];
                     if e.dataset()
                         .rows
-                        .contains_key(&dobsob::emulator::ids::decode(id).unwrap())
+                        .contains_key(&socrata_emulator::ids::decode(id).unwrap())
                     {
                         e.set(id, field, Some(json!(format!("R{round} \"q\", x\ny"))));
                     }
@@ -147,7 +147,7 @@ fn soak_random_mutations_faults_and_quirks_keep_the_warehouse_equal_to_the_sourc
                     let id = &ids[rng.random_range(0..n)];
                     if e.dataset()
                         .rows
-                        .contains_key(&dobsob::emulator::ids::decode(id).unwrap())
+                        .contains_key(&socrata_emulator::ids::decode(id).unwrap())
                     {
                         e.set(id, number, Some(json!(random_number(&mut rng))));
                     }
@@ -161,7 +161,7 @@ fn soak_random_mutations_faults_and_quirks_keep_the_warehouse_equal_to_the_sourc
                     let id = &ids[rng.random_range(0..n)];
                     if e.dataset()
                         .rows
-                        .contains_key(&dobsob::emulator::ids::decode(id).unwrap())
+                        .contains_key(&socrata_emulator::ids::decode(id).unwrap())
                     {
                         e.delete(id);
                     }

@@ -5,8 +5,8 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use dobsob::emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
+use socrata_emulator::{Fault, FaultKind};
 use support::*;
 
 fn status_json(env: &TestEnv) -> Vec<Value> {
@@ -974,7 +974,7 @@ fn points_and_locations_are_kept_as_text_and_queryable_as_coordinates() {
                 let num =
                     |v: Option<&Value>| v.and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
                 (
-                    dobsob::emulator::ids::encode(r.seq),
+                    socrata_emulator::ids::encode(r.seq),
                     (
                         geom.as_ref().and_then(|c| c[0].as_f64()),
                         geom.as_ref().and_then(|c| c[1].as_f64()),

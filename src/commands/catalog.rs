@@ -4,11 +4,11 @@
 
 use serde::Serialize;
 
-use crate::catalog::CatalogSource;
 use crate::cli::CatalogArgs;
 use crate::error::{Error, ExitStatus};
 use crate::printer::Printer;
 use crate::settings::Settings;
+use dobsob_engine::catalog::CatalogSource;
 
 #[derive(Serialize)]
 struct Entry<'a> {
@@ -17,7 +17,7 @@ struct Entry<'a> {
     name: &'a str,
     group: String,
     frequency: String,
-    priority: crate::catalog::Priority,
+    priority: dobsob_engine::catalog::Priority,
     size_mb: u32,
     /// Columns the catalog types itself (`[columns]` or `[dataset.columns]`), with their types.
     column_types: &'a std::collections::BTreeMap<String, String>,

@@ -35,7 +35,7 @@ impl CronSpec {
                 .map_err(|e| Error::Config(format!("cannot make {} absolute: {e}", p.display())))
         };
         let exe = std::env::current_exe()
-            .map_err(|e| Error::Runtime(format!("cannot find the dobsob binary's path: {e}")))?;
+            .map_err(|e| Error::Io(format!("cannot find the dobsob binary's path: {e}")))?;
         Ok(CronSpec {
             exe,
             data_dir: abs(&settings.data_dir)?,
@@ -178,7 +178,7 @@ fn shell_quote(s: &str) -> String {
 pub fn run(spec: &CronSpec, systemd: bool, printer: Printer) -> Result<ExitStatus, Error> {
     if !systemd {
         let logs = spec.data_dir.join("logs");
-        crate::files::create_private_dir(&logs).map_err(|e| {
+        dobsob_engine::files::create_private_dir(&logs).map_err(|e| {
             Error::Config(format!(
                 "cannot create {} for the cron log: {e}",
                 logs.display()

@@ -3,9 +3,9 @@
 
 use crate::cli::ReportArgs;
 use crate::error::{Error, ExitStatus};
-use crate::ledger::Ledger;
 use crate::printer::Printer;
 use crate::settings::Settings;
+use dobsob_engine::ledger::Ledger;
 
 pub fn run(settings: &Settings, args: &ReportArgs, printer: Printer) -> Result<ExitStatus, Error> {
     settings.require_data_dir()?;
@@ -100,7 +100,7 @@ pub fn run(settings: &Settings, args: &ReportArgs, printer: Printer) -> Result<E
 
 /// How long a run took ("12.3s", "4m 05s"), or "running".
 fn duration(started: &str, finished: Option<&str>) -> String {
-    use crate::sync::schedule::parse_time;
+    use dobsob_engine::sync::schedule::parse_time;
     let Some(finished) = finished else {
         return "running".into();
     };

@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Dataset, Frequency};
 use crate::error::{Error, ExitStatus};
-use crate::ledger::{DatasetRecord, Ledger, WatermarkRecord};
 use crate::printer::{age, table, Printer};
 use crate::settings::Settings;
+use dobsob_engine::catalog::{Dataset, Frequency};
+use dobsob_engine::ledger::{DatasetRecord, Ledger, WatermarkRecord};
 
 #[derive(Debug, Serialize)]
 pub struct DatasetStatus {
@@ -16,7 +16,7 @@ pub struct DatasetStatus {
     pub name: String,
     pub group: String,
     pub frequency: String,
-    pub priority: crate::catalog::Priority,
+    pub priority: dobsob_engine::catalog::Priority,
     /// When the dataset is (or became) due for `sync --schedule-check`: last success + the period of its
     /// frequency - 1 hour (the default --grace); null if never synced. `dobsob_datasets.due_at` is the same.
     pub next_due_at: Option<String>,
@@ -39,7 +39,7 @@ pub struct DatasetStatus {
 }
 
 /// Freshness of a dataset last synced `age_secs` ago (None = never): (due, stale). Due is
-/// [`crate::sync::schedule::due`] with the default grace, as `--schedule-check` decides; stale is older than
+/// [`dobsob_engine::sync::schedule::due`] with the default grace, as `--schedule-check` decides; stale is older than
 /// the period of its frequency.
 pub fn freshness(frequency: Frequency, age_secs: Option<i64>) -> (bool, bool) {
     let period = frequency.period().as_secs() as i64;
@@ -48,11 +48,11 @@ pub fn freshness(frequency: Frequency, age_secs: Option<i64>) -> (bool, bool) {
         Some(a) => {
             let now = chrono::Utc::now();
             let last = now - chrono::Duration::seconds(a);
-            let due = crate::sync::schedule::due(
+            let due = dobsob_engine::sync::schedule::due(
                 frequency,
                 Some(last),
                 now,
-                crate::sync::schedule::DEFAULT_GRACE_SECS,
+                dobsob_engine::sync::schedule::DEFAULT_GRACE_SECS,
             );
             (due.is_due(), a > period)
         }
@@ -77,11 +77,12 @@ pub fn dataset_status(
         group: d.group.to_string(),
         frequency: d.frequency.to_string(),
         priority: d.priority(),
-        next_due_at: crate::sync::schedule::due(
+        next_due_at: dobsob_engine::sync::schedule::due(
             d.frequency,
-            last.as_deref().and_then(crate::sync::schedule::parse_time),
+            last.as_deref()
+                .and_then(dobsob_engine::sync::schedule::parse_time),
             now,
-            crate::sync::schedule::DEFAULT_GRACE_SECS,
+            dobsob_engine::sync::schedule::DEFAULT_GRACE_SECS,
         )
         .next_due_at()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -192,7 +193,7 @@ pub fn run(
 
 /// What the published snapshot is: its storage version (which DuckDB releases open it) and who may read it.
 fn snapshot_line(path: &std::path::Path) -> String {
-    use crate::warehouse::{storage, StorageVersion};
+    use dobsob_engine::warehouse::{storage, StorageVersion};
     if !path.exists() {
         return format!("warehouse: {} (not published yet)", path.display());
     }
@@ -208,7 +209,9 @@ fn snapshot_line(path: &std::path::Path) -> String {
                     .into(),
             };
             let who = match f.share_group.as_deref() {
-                None | Some(crate::warehouse::share::PRIVATE) => "private to you".to_string(),
+                None | Some(dobsob_engine::warehouse::share::PRIVATE) => {
+                    "private to you".to_string()
+                }
                 Some(g) => format!("readable by the group {g}"),
             };
             format!("warehouse: {}, {version}, {who}", path.display())

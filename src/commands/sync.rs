@@ -3,11 +3,13 @@
 
 use crate::cli::{SyncArgs, SyncOnly};
 use crate::error::{Error, ExitStatus};
-use crate::orchestrator::{default_requests_per_second, Config, Orchestrator, Plan, RunReport};
 use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
-use crate::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
-use crate::warehouse::MemoryLimit;
+use dobsob_engine::orchestrator::{
+    default_requests_per_second, Config, Orchestrator, Plan, RunReport,
+};
+use dobsob_engine::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
+use dobsob_engine::warehouse::MemoryLimit;
 
 /// The orchestrator's configuration for these flags.
 pub fn config(settings: &Settings, args: &SyncArgs, only: &SyncOnly, mode: Mode) -> Config {
@@ -128,7 +130,8 @@ pub async fn run(
     // The source is recorded once it has filled something: a portal that could not be reached, or a
     // catalog whose every dataset failed, does not become the data directory's source. A new portal is
     // recorded once every dataset was reloaded from it; until then the next run reloads them all again.
-    let loaded = |d: &crate::sync::DatasetReport| matches!(d.outcome, Outcome::Ok | Outcome::Drift);
+    let loaded =
+        |d: &dobsob_engine::sync::DatasetReport| matches!(d.outcome, Outcome::Ok | Outcome::Drift);
     let record = if switched {
         report.datasets.iter().all(loaded)
     } else {
@@ -211,7 +214,8 @@ fn print_summary(printer: Printer, report: &RunReport) {
                 },
                 format!("{:.1}s", d.seconds),
                 d.error
-                    .clone()
+                    .as_ref()
+                    .map(|e| e.message.clone())
                     .or_else(|| d.progress.reason.clone())
                     .unwrap_or_default(),
             ]
@@ -228,7 +232,7 @@ fn print_summary(printer: Printer, report: &RunReport) {
     let read_twice = report.datasets.iter().any(|d| {
         let p = &d.progress;
         match p.mode {
-            Some(crate::sync::SyncMode::Full) => {
+            Some(dobsob_engine::sync::SyncMode::Full) => {
                 p.rows.is_some_and(|r| p.rows_fetched > r.max(0) as u64)
             }
             _ => p.rows_fetched > p.rows_inserted,
@@ -241,14 +245,14 @@ fn print_summary(printer: Printer, report: &RunReport) {
              re-read after an interruption), which replace themselves. ROWS is what each table holds.",
         );
     }
-    printer.data(&crate::notify::one_line(report));
+    printer.data(&dobsob_engine::report::webhook::one_line(report));
 }
 
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
-    /// The flags' defaults and the library's are one set (`crate::defaults`): a plain `dobsob sync` runs
+    /// The flags' defaults and the library's are one set (`dobsob_engine::defaults`): a plain `dobsob sync` runs
     /// with exactly `Config::new`'s settings.
     #[test]
     fn a_plain_sync_runs_with_the_librarys_defaults() {
@@ -269,10 +273,15 @@ mod tests {
         let settings =
             crate::settings::Settings::from_args(&cli.global, crate::settings::SourceUse::Strict)
                 .unwrap();
-        let ours = super::config(&settings, &cmd.run, &cmd.only, crate::sync::Mode::Sync);
-        let lib = crate::orchestrator::Config::new(data, settings.portal.clone());
+        let ours = super::config(
+            &settings,
+            &cmd.run,
+            &cmd.only,
+            dobsob_engine::sync::Mode::Sync,
+        );
+        let lib = dobsob_engine::orchestrator::Config::new(data, settings.portal.clone());
         // Debug shows every field of each part; the token and anything else left unset is None in both.
-        let show = |c: &crate::orchestrator::Config| {
+        let show = |c: &dobsob_engine::orchestrator::Config| {
             format!(
                 "{} {:?} {:?} {:?} {} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
                 c.page_size,

@@ -1,79 +1,14 @@
-//! `dobsob verify`: compare each dataset in the warehouse with the source, changing nothing. Counts and the
-//! newest `:updated_at` always; with `--deep`, the source's whole `(:id, :updated_at, :version)` set against
-//! the table's, naming missing, extra and stale rows. It is how a user checks, on the real portal, that the
-//! warehouse equals the source.
-//!
-//! It checks the published snapshot, `warehouse.duckdb`, what analysts see (after a run it equals the working
-//! database), attached read-only to an in-memory DuckDB where the source's ids are collected: nothing is
-//! written to the data directory, and it works while a sync runs (it then checks the last snapshot).
+//! `dobsob verify`: compare each dataset in the warehouse with the source, changing nothing, and print a
+//! verdict per dataset. The comparison is the engine's (`dobsob_engine::verify`).
 
-use std::path::Path;
 use std::time::Duration;
 
-use duckdb::{params, Connection};
+use dobsob_engine::verify::{Failure, Verifier};
 
-use crate::catalog::Dataset;
 use crate::cli::VerifyArgs;
 use crate::error::{Error, ExitStatus};
 use crate::printer::Printer;
 use crate::settings::Settings;
-use crate::soda::soql::parse_timestamp_ms;
-use crate::soda::{PageQuery, RetryPolicy, SodaClient};
-use crate::warehouse::{quote_ident, quote_literal};
-
-/// Examples shown per kind of difference.
-const EXAMPLES: usize = 5;
-
-/// What one dataset's comparison found.
-#[derive(Debug, Default)]
-pub struct Verdict {
-    pub source_rows: u64,
-    pub local_rows: i64,
-    pub source_newest_ms: Option<i64>,
-    pub local_newest_ms: Option<i64>,
-    /// Deep only: (count, examples).
-    pub missing: Option<(i64, Vec<String>)>,
-    pub extra: Option<(i64, Vec<String>)>,
-    pub stale: Option<(i64, Vec<String>)>,
-}
-
-impl Verdict {
-    /// The differences, in words; empty when in step.
-    pub fn differences(&self) -> Vec<String> {
-        let mut d = Vec::new();
-        if self.source_rows as i64 != self.local_rows {
-            d.push(format!(
-                "rows: source {}, warehouse {}",
-                self.source_rows, self.local_rows
-            ));
-        }
-        if self.source_newest_ms != self.local_newest_ms {
-            let f = |ms: Option<i64>| {
-                ms.and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-                    .unwrap_or_else(|| "none".into())
-            };
-            d.push(format!(
-                "newest :updated_at: source {}, warehouse {}",
-                f(self.source_newest_ms),
-                f(self.local_newest_ms)
-            ));
-        }
-        for (what, v) in [
-            ("missing from the warehouse", &self.missing),
-            ("in the warehouse but gone from the source", &self.extra),
-            (
-                "stale (another :version or :updated_at than the source)",
-                &self.stale,
-            ),
-        ] {
-            if let Some((n, ex)) = v.as_ref().filter(|(n, _)| *n > 0) {
-                d.push(format!("{n} rows {what}, e.g. {}", ex.join(", ")));
-            }
-        }
-        d
-    }
-}
 
 pub async fn run(
     settings: &Settings,
@@ -82,27 +17,16 @@ pub async fn run(
 ) -> Result<ExitStatus, Error> {
     settings.require_data_dir()?;
     let datasets = settings.select(&args.selection)?;
-    let path = settings.warehouse_path();
-    if !path.exists() {
-        return Err(Error::Config(format!(
-            "no warehouse at {} yet: run `dobsob sync` first",
-            path.display()
-        )));
-    }
-    let client = SodaClient::new(
+    let verifier = Verifier::open(
+        &settings.warehouse_path(),
         &settings.portal,
         settings.token.clone(),
-        RetryPolicy::default(),
         Duration::from_secs(args.timeout),
-    )
-    .map_err(Error::Config)?;
-    let conn = attach_read_only(&path)?;
-    let tmp = tempfile::tempdir()
-        .map_err(|e| Error::Runtime(format!("cannot create a temporary directory: {e}")))?;
+    )?;
     let mut differ = 0;
     let mut rows = Vec::new();
     for ds in &datasets {
-        let result = verify_one(&conn, &client, ds, args, tmp.path()).await;
+        let result = verifier.dataset(ds, args.deep, args.page_size).await;
         let (state, detail) = match result {
             Ok(v) => {
                 let d = v.differences();
@@ -123,7 +47,7 @@ pub async fn run(
             }
             // The other datasets would wait out the same retries to say the same thing.
             Err(Failure::Unreachable(e)) => {
-                return Err(Error::Runtime(format!(
+                return Err(Error::Unreachable(format!(
                     "cannot reach the portal {}: {e}. Check the network, or point --portal (or \
                      DOBSOB_PORTAL) at the portal that filled the warehouse",
                     settings.portal
@@ -145,184 +69,4 @@ pub async fn run(
     } else {
         ExitStatus::Ok
     })
-}
-
-fn attach_read_only(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open_in_memory()
-        .map_err(|e| Error::Runtime(format!("cannot start DuckDB: {e}")))?;
-    conn.execute_batch(&format!(
-        "ATTACH {} AS wh (READ_ONLY)",
-        quote_literal(&path.display().to_string())
-    ))
-    .map_err(|e| {
-        Error::Runtime(format!(
-            "cannot open the warehouse {} read-only: {e} (is a sync holding it?)",
-            path.display()
-        ))
-    })?;
-    Ok(conn)
-}
-
-fn sql_err(what: &str) -> impl Fn(duckdb::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
-/// Why a dataset could not be compared.
-enum Failure {
-    /// The portal cannot be reached at all.
-    Unreachable(String),
-    Other(String),
-}
-
-impl From<String> for Failure {
-    fn from(s: String) -> Self {
-        Failure::Other(s)
-    }
-}
-
-impl From<crate::soda::SodaError> for Failure {
-    fn from(e: crate::soda::SodaError) -> Self {
-        if e.is_unreachable() {
-            Failure::Unreachable(e.to_string())
-        } else {
-            Failure::Other(e.to_string())
-        }
-    }
-}
-
-async fn verify_one(
-    conn: &Connection,
-    client: &SodaClient,
-    ds: &Dataset,
-    args: &VerifyArgs,
-    tmp: &Path,
-) -> Result<Verdict, Failure> {
-    let id = ds.id.as_str();
-    let table = format!("wh.main.{}", quote_ident(ds.key.as_str()));
-    let exists: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' AND schema_name = 'main' AND table_name = ?",
-            params![ds.key.as_str()],
-            |r| r.get(0),
-        )
-        .map_err(sql_err("looking up the table"))?;
-    if exists == 0 {
-        return Err(Failure::Other("not in the warehouse (never synced)".into()));
-    }
-    let mut v = Verdict {
-        source_rows: client.count(id, None).await?,
-        ..Verdict::default()
-    };
-    let newest = client.query_json(id, &PageQuery::newest()).await?;
-    v.source_newest_ms = newest
-        .first()
-        .and_then(|r| r.get(":updated_at")?.as_str().and_then(parse_timestamp_ms));
-    (v.local_rows, v.local_newest_ms) = conn
-        .query_row(
-            &format!(
-                "SELECT count(*), epoch_ms(max(CAST(socrata_updated_at AS TIMESTAMP))) FROM {table}"
-            ),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(sql_err("counting the table"))?;
-    if args.deep {
-        deep(conn, client, ds, &table, args.page_size, tmp, &mut v).await?;
-    }
-    Ok(v)
-}
-
-/// Lists the source's `(:id, :updated_at, :version)` into an in-memory table and compares it with the
-/// warehouse's.
-async fn deep(
-    conn: &Connection,
-    client: &SodaClient,
-    ds: &Dataset,
-    table: &str,
-    limit: u64,
-    tmp: &Path,
-    v: &mut Verdict,
-) -> Result<(), String> {
-    conn.execute_batch(
-        "CREATE OR REPLACE TABLE src (id VARCHAR, updated_ms BIGINT, version VARCHAR)",
-    )
-    .map_err(sql_err("creating the id table"))?;
-    let path = tmp.join(format!("{}.verify.csv", ds.key));
-    let mut cursor: Option<String> = None;
-    let mut listed = 0u64;
-    loop {
-        let mut q = PageQuery::id_page(cursor.as_deref(), limit);
-        q.select = ":id,:updated_at,:version".into();
-        client
-            .download_csv(ds.id.as_str(), &q, &path)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut rdr = csv::Reader::from_path(&path).map_err(|e| e.to_string())?;
-        let header = rdr.headers().map_err(|e| e.to_string())?.clone();
-        if header.len() != 3
-            || &header[0] != ":id"
-            || &header[1] != ":updated_at"
-            || &header[2] != ":version"
-        {
-            return Err(format!(
-                "the id listing has header {header:?}, not :id,:updated_at,:version"
-            ));
-        }
-        let mut app = conn.appender("src").map_err(sql_err("appending ids"))?;
-        let (mut n, mut last) = (0u64, None);
-        for rec in rdr.records() {
-            let rec = rec.map_err(|e| format!("the id listing: {e}"))?;
-            let ms = parse_timestamp_ms(&rec[1])
-                .ok_or_else(|| format!("the id listing has :updated_at {:?}", &rec[1]))?;
-            let version = (!rec[2].is_empty()).then(|| rec[2].to_string());
-            app.append_row(params![&rec[0], ms, version])
-                .map_err(sql_err("appending ids"))?;
-            n += 1;
-            last = Some(rec[0].to_string());
-        }
-        app.flush().map_err(sql_err("appending ids"))?;
-        listed += n;
-        if n == 0 || last.is_none() || last == cursor {
-            break;
-        }
-        cursor = last;
-    }
-    let _ = std::fs::remove_file(&path);
-    let count = |sql: &str| -> Result<(i64, Vec<String>), String> {
-        let n: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get(0))
-            .map_err(sql_err("comparing"))?;
-        let mut stmt = conn
-            .prepare(&format!("{sql} ORDER BY 1 LIMIT {EXAMPLES}"))
-            .map_err(sql_err("comparing"))?;
-        let ex = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(sql_err("comparing"))?
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(sql_err("comparing"))?;
-        Ok((n, ex))
-    };
-    v.missing = Some(count(&format!(
-        "SELECT id FROM src WHERE id NOT IN (SELECT socrata_id FROM {table})"
-    ))?);
-    v.extra = Some(count(&format!(
-        "SELECT socrata_id FROM {table} WHERE socrata_id NOT IN (SELECT id FROM src)"
-    ))?);
-    v.stale = Some(count(&format!(
-        "SELECT s.id FROM src s JOIN {table} t ON t.socrata_id = s.id \
-         WHERE epoch_ms(CAST(t.socrata_updated_at AS TIMESTAMP)) <> s.updated_ms \
-            OR t.socrata_version IS DISTINCT FROM s.version"
-    ))?);
-    let dup: i64 = conn
-        .query_row("SELECT count(*) - count(DISTINCT id) FROM src", [], |r| {
-            r.get(0)
-        })
-        .map_err(sql_err("comparing"))?;
-    if dup > 0 || listed != v.source_rows {
-        return Err(format!(
-            "the source's id listing is inconsistent ({listed} ids, {dup} repeated, count {}): try again",
-            v.source_rows
-        ));
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dobsob::emulator::{Emulator, Fault, FaultKind, State};
+use socrata_emulator::{Emulator, Fault, FaultKind, State};
 
 pub const DOB_VIOLATIONS: &str = "3h2n-5cm9";
 pub const ECB_VIOLATIONS: &str = "6bgk-3dad";
@@ -23,6 +23,20 @@ pub const FIXTURES: [(&str, &str); 5] = [
     ("dob_complaints", DOB_COMPLAINTS),
     ("every_type", EVERY_TYPE),
 ];
+
+/// The standalone emulator's binary (crates/socrata-emulator), built by the same `cargo test`: a binary of
+/// another package of the workspace has no `CARGO_BIN_EXE_` variable here, so it is found beside `dobsob`'s.
+pub fn emulator_bin() -> PathBuf {
+    let dobsob = PathBuf::from(env!("CARGO_BIN_EXE_dobsob"));
+    let path = dobsob.with_file_name(format!("socrata-emulator{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with plain `cargo test` at the repository's root (the workspace's \
+         default members build it), or `cargo build -p socrata-emulator` first",
+        path.display()
+    );
+    path
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -47,12 +61,12 @@ impl TestEnv {
         self.dir.path().join("data")
     }
 
-    /// Serves a generated dataset `id` of `rows` rows (`dobsob::emulator::synthetic`) and writes a catalog
+    /// Serves a generated dataset `id` of `rows` rows (`socrata_emulator::synthetic`) and writes a catalog
     /// of it alone, keyed `key`; returns the catalog's path, for `DOBSOB_CATALOG`.
     pub fn generated_catalog(&self, key: &str, id: &str, rows: u64) -> PathBuf {
         self.emu
             .state()
-            .add_dataset(dobsob::emulator::synthetic(id, rows));
+            .add_dataset(socrata_emulator::synthetic(id, rows));
         let catalog = self.dir.path().join(format!("{key}.toml"));
         std::fs::write(
             &catalog,

@@ -1,117 +1,26 @@
 //! `dobsob sql`: one read-only query on the published snapshot (`<data-dir>/warehouse.duckdb`), printed as a
 //! table, CSV, JSON or Markdown. `--tables` and `--describe` are two such queries of dobsob's own.
 //!
-//! It drives DuckDB through its C API (`duckdb::ffi`), as `warehouse/raw.rs` does, for what the `duckdb`
-//! crate (1.20000.1) does not offer:
-//! - A streamed result. `Statement::query` runs `duckdb_execute_prepared`, which materializes the whole
-//!   result before the first row is read: a million-row export would sit in memory. Here the statement runs
-//!   with `duckdb_execute_prepared_streaming` and the result is read a chunk (2,048 rows) at a time
-//!   (`duckdb_fetch_chunk`), so memory does not grow with the result. (The crate's `stream_arrow` streams
-//!   too, but through Arrow's types and Arrow's way of printing values, not DuckDB's.)
-//! - A check before anything runs. `Connection::prepare` executes every statement of a text but the last
-//!   before it returns: `SELECT 1; DROP TABLE t` would drop first. Here the text is split by DuckDB's own
-//!   parser (`duckdb_extract_statements`), exactly one statement is allowed, it is prepared, and its type
-//!   (`duckdb_prepared_statement_type`) must be SELECT (also what DuckDB makes of WITH, FROM, VALUES,
-//!   DESCRIBE, SHOW, SUMMARIZE and the PRAGMAs that only list, such as `PRAGMA table_info('t')`) or EXPLAIN.
-//! - Cancelling from another thread (`duckdb_interrupt`): Ctrl-C triggers the `Shutdown` (main.rs), a watcher
-//!   thread here interrupts the connection, DuckDB stops the query, and the command exits 130.
-//!
-//! The type check gives a clear refusal; the guarantee is the open itself: `access_mode = READ_ONLY` (no
-//! write reaches the file, whatever runs) and `enable_external_access = false` (no COPY TO, no ATTACH or
-//! reading of other files, no extensions). DuckDB spills to a private directory of its own, removed at the
-//! end.
-//!
-//! Values are DuckDB's own text: a SELECT runs as `SELECT CAST(c0 AS VARCHAR), ... FROM query('<its text>')
-//! AS q(c0, ...)`, so every type (decimals, intervals, blobs, lists, structs, ...) prints exactly as DuckDB
-//! prints it and only VARCHAR vectors are read here; the column types of the statement itself decide how JSON
-//! shows a value. `query()` takes one plain SELECT, so an EXPLAIN, or a PRAGMA that DuckDB rewrote into a
-//! SELECT, runs as it is: those return text, integers and booleans, which are read from their vectors
-//! directly ([`Decode`]).
+//! The engine runs the query (`dobsob_engine::query`: read-only, one statement, streamed, cancellable);
+//! this module reads the flags and writes the rows as they come.
 
 use std::borrow::Cow;
-use std::ffi::{c_char, c_void, CStr, CString};
 use std::io::{self, IsTerminal, Read, Write};
-use std::path::Path;
-use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use duckdb::ffi;
+use dobsob_engine::query::{spill_dir, with_interrupts, Kind, Request, Row, Sink, Snapshot, Stop};
+use dobsob_engine::sync::Shutdown;
 
 use crate::cli::{SqlArgs, SqlFormat};
 use crate::error::{Error, ExitStatus};
 use crate::printer::Printer;
 use crate::settings::Settings;
-use crate::sync::Shutdown;
-use crate::warehouse::{quote_ident, quote_literal};
 
 mod print;
-mod snapshot;
 
 use print::*;
-use snapshot::*;
 
 /// Rows the table format reads before it fixes its column widths (and so the most it holds).
 const TABLE_SIZING_ROWS: usize = 1000;
-
-/// How often the watcher thread looks for a Ctrl-C.
-const WATCH_INTERVAL: Duration = Duration::from_millis(20);
-
-/// The tables `--tables` lists: every table of `main` (the datasets'), not a full load's work table.
-const TABLE_NAMES: &str = "SELECT table_name FROM duckdb_tables() \
-     WHERE database_name = current_database() AND schema_name = 'main' \
-     AND NOT starts_with(table_name, '_dobsob_') ORDER BY table_name";
-
-/// `--describe`: a table's (or view's) columns; `$1` is `table` (in `main`) or `schema.table`.
-const COLUMNS: &str =
-    "SELECT column_name AS \"column\", data_type AS \"type\", comment AS \"description\" \
-     FROM duckdb_columns() WHERE database_name = current_database() \
-     AND ((schema_name = 'main' AND table_name = $1) OR schema_name || '.' || table_name = $1) \
-     ORDER BY schema_name, column_index";
-
-/// `--tables` when there are none: the same columns, no rows.
-const NO_TABLES: &str =
-    "SELECT CAST(NULL AS VARCHAR) AS \"table\", CAST(NULL AS BIGINT) AS \"rows\", \
-     CAST(NULL AS VARCHAR) AS \"name\", CAST(NULL AS VARCHAR) AS last_synced, \
-     CAST(NULL AS VARCHAR) AS \"description\" WHERE false";
-
-/// First keywords of statements that are not queries: they name what was refused when DuckDB could not even
-/// prepare the statement (a COPY to a file it may not open, say). The statement's type decides otherwise.
-const NOT_QUERIES: &[&str] = &[
-    "ABORT",
-    "ALTER",
-    "ANALYZE",
-    "ATTACH",
-    "BEGIN",
-    "CALL",
-    "CHECKPOINT",
-    "COMMENT",
-    "COMMIT",
-    "COPY",
-    "CREATE",
-    "DEALLOCATE",
-    "DELETE",
-    "DETACH",
-    "DROP",
-    "END",
-    "EXECUTE",
-    "EXPORT",
-    "FORCE",
-    "IMPORT",
-    "INSERT",
-    "INSTALL",
-    "LOAD",
-    "MERGE",
-    "PREPARE",
-    "RESET",
-    "ROLLBACK",
-    "SET",
-    "START",
-    "TRUNCATE",
-    "UPDATE",
-    "USE",
-    "VACUUM",
-];
 
 pub fn run(
     settings: &Settings,
@@ -119,7 +28,7 @@ pub fn run(
     printer: Printer,
     shutdown: Shutdown,
 ) -> Result<ExitStatus, Error> {
-    let request = Request::from_args(args)?;
+    let request = request(args)?;
     let format = args.format.unwrap_or(if io::stdout().is_terminal() {
         SqlFormat::Table
     } else {
@@ -134,7 +43,7 @@ pub fn run(
     }
     let spill = spill_dir(&settings.tmp_dir())?;
     let snapshot = Snapshot::open(&path, spill.path())
-        .map_err(|e| Error::Runtime(format!("cannot open {} read-only: {e}", path.display())))?;
+        .map_err(|e| Error::Query(format!("cannot open {} read-only: {e}", path.display())))?;
     let style = Style {
         format,
         max_width: args.max_width,
@@ -144,18 +53,14 @@ pub fn run(
         snapshot.interruptible(),
         &shutdown,
         || -> Result<(), Error> {
-            let query = match &request {
-                Request::Sql(sql) => snapshot.user_query(sql)?,
-                Request::Tables => snapshot.tables_query(&shutdown)?,
-                Request::Describe(table) => snapshot.describe_query(table, &shutdown)?,
-            };
+            let query = snapshot.query(&request, &shutdown)?;
             let names = query.columns.iter().map(|c| c.name.clone()).collect();
-            let kinds = query.columns.iter().map(|c| Kind::of(c.ty)).collect();
+            let kinds = query.columns.iter().map(|c| c.kind()).collect();
             // Straight to stdout, not through the `Printer`: that takes whole strings, and a result is
             // written as it streams.
             let out = io::BufWriter::new(io::stdout().lock());
             let mut sink = make_sink(&style, names, kinds, query.explain, out);
-            let streamed = pump(&query.statement, sink.as_mut(), &shutdown);
+            let streamed = query.stream(sink.as_mut(), &shutdown);
             match streamed {
                 Ok(_) => Ok(()),
                 // `dobsob sql ... | head`: the reader has what it wanted.
@@ -169,38 +74,30 @@ pub fn run(
     drop(spill);
     match outcome {
         // Interrupted while DuckDB prepared a statement, say: DuckDB's "Interrupted!" is no failure.
-        Err(Error::Runtime(_)) if shutdown.is_triggered() => {
+        Err(Error::Query(_)) if shutdown.is_triggered() => {
             Err(Error::Interrupted("the query was cancelled".into()))
         }
         outcome => outcome.map(|()| ExitStatus::Ok),
     }
 }
 
-/// What to run: the user's text, or one of dobsob's own listings.
-enum Request {
-    Sql(String),
-    Tables,
-    Describe(String),
-}
-
-impl Request {
-    /// The request the flags make; the text from the argument, `--file` or standard input (clap lets only one
-    /// of them through).
-    fn from_args(args: &SqlArgs) -> Result<Request, Error> {
-        if args.tables {
-            return Ok(Request::Tables);
-        }
-        if let Some(table) = &args.describe {
-            return Ok(Request::Describe(table.clone()));
-        }
-        let from_stdin = || -> Result<String, Error> {
-            let mut text = String::new();
-            io::stdin().read_to_string(&mut text).map_err(|e| {
-                Error::Config(format!("cannot read the query from standard input: {e}"))
-            })?;
-            Ok(text)
-        };
-        let text = match (&args.query, &args.file) {
+/// The request the flags make; the text from the argument, `--file` or standard input (clap lets only one
+/// of them through).
+fn request(args: &SqlArgs) -> Result<Request, Error> {
+    if args.tables {
+        return Ok(Request::Tables);
+    }
+    if let Some(table) = &args.describe {
+        return Ok(Request::Describe(table.clone()));
+    }
+    let from_stdin = || -> Result<String, Error> {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text).map_err(|e| {
+            Error::Config(format!("cannot read the query from standard input: {e}"))
+        })?;
+        Ok(text)
+    };
+    let text = match (&args.query, &args.file) {
             (Some(q), _) if q != "-" => q.clone(),
             (_, Some(f)) if f.as_os_str() != "-" => std::fs::read_to_string(f).map_err(|e| {
                 Error::Config(format!("cannot read --file {}: {e}", f.display()))
@@ -214,23 +111,7 @@ impl Request {
             }
             _ => from_stdin()?,
         };
-        Ok(Request::Sql(text))
-    }
-}
-
-/// A private directory for DuckDB's spill files. Under `<data-dir>/tmp` when it can be used (not the
-/// directory itself: the sync's DuckDB spills there, and DuckDB names its spill files the same in every
-/// process), else under the system's temporary directory (an analyst of the share group cannot write the
-/// private tmp/).
-fn spill_dir(tmp: &Path) -> Result<tempfile::TempDir, Error> {
-    std::fs::canonicalize(tmp)
-        .and_then(|base| tempfile::Builder::new().prefix("sql-").tempdir_in(base))
-        .or_else(|_| tempfile::Builder::new().prefix("dobsob-sql-").tempdir())
-        .map_err(|e| {
-            Error::Runtime(format!(
-                "cannot create a directory for DuckDB's spill files: {e}"
-            ))
-        })
+    Ok(Request::Sql(text))
 }
 
 /// How a result is printed.
@@ -239,25 +120,6 @@ struct Style {
     max_width: usize,
     /// The table's "N rows" line (not with --quiet).
     footer: bool,
-}
-
-/// Why a result stopped before its end.
-enum Stop {
-    /// DuckDB's error (an interrupted query's, too).
-    Query(String),
-    Interrupted,
-    Output(io::Error),
-}
-
-impl Stop {
-    fn into_error(self, shutdown: &Shutdown) -> Error {
-        match self {
-            _ if shutdown.is_triggered() => Error::Interrupted("the query was cancelled".into()),
-            Stop::Interrupted => Error::Interrupted("the query was cancelled".into()),
-            Stop::Query(message) => Error::Runtime(message),
-            Stop::Output(e) => Error::Runtime(format!("cannot write the result: {e}")),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -465,19 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn the_first_keyword_is_found_past_comments() {
-        assert_eq!(first_keyword("  insert into t values (1)"), "INSERT");
-        assert_eq!(
-            first_keyword("-- why\n/* what */ (COPY t TO 'x.csv')"),
-            "COPY"
-        );
-        assert_eq!(first_keyword("SELECT 1"), "SELECT");
-        assert_eq!(first_keyword("-- only a comment"), "");
-        assert!(refused_by_keyword("attach 'x.db'").is_some());
-        assert!(refused_by_keyword("SELEC 1").is_none());
-    }
-
-    #[test]
     fn duplicate_names_get_suffixes() {
         let names: Vec<String> = ["a", "a", "b", "a_1"]
             .iter()
@@ -513,14 +362,5 @@ mod tests {
         ] {
             assert!(sql(conflicting).is_err(), "{conflicting:?}");
         }
-    }
-
-    #[test]
-    fn a_select_becomes_a_query_of_text_by_position() {
-        assert_eq!(
-            as_text("SELECT 'it''s' AS a, 2 AS a;", 2),
-            "SELECT CAST(c0 AS VARCHAR), CAST(c1 AS VARCHAR) FROM query('SELECT ''it''''s'' AS a, 2 AS a;') \
-             AS q(c0, c1)"
-        );
     }
 }

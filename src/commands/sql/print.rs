@@ -2,31 +2,6 @@
 
 use super::*;
 
-/// One result row as text, borrowed for a call; `None` is NULL.
-pub(super) struct Row<'a> {
-    pub(super) texts: &'a [String],
-    pub(super) nulls: &'a [bool],
-}
-
-impl Row<'_> {
-    pub(super) fn get(&self, i: usize) -> Option<&str> {
-        (!self.nulls[i]).then(|| self.texts[i].as_str())
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.texts.len()
-    }
-}
-
-/// Where rows go, in order: a format's writer, or a list for dobsob's own small queries.
-pub(super) trait Sink {
-    /// Once the query runs, before the first row.
-    fn start(&mut self) -> io::Result<()>;
-    fn row(&mut self, row: &Row<'_>) -> io::Result<()>;
-    /// After the last of `rows` rows.
-    fn finish(&mut self, rows: u64) -> io::Result<()>;
-}
-
 /// The sink of a format, writing to `out`.
 pub(super) fn make_sink<'w, W: Write + 'w>(
     style: &Style,
@@ -55,29 +30,6 @@ pub(super) fn make_sink<'w, W: Write + 'w>(
             style.format == SqlFormat::Json,
         )),
         SqlFormat::Markdown => Box::new(Markdown { out, names, right }),
-    }
-}
-
-/// The rows of dobsob's own small queries, kept.
-#[derive(Default)]
-pub(super) struct Collect(pub(super) Vec<Vec<Option<String>>>);
-
-impl Sink for Collect {
-    fn start(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn row(&mut self, row: &Row<'_>) -> io::Result<()> {
-        self.0.push(
-            (0..row.len())
-                .map(|i| row.get(i).map(str::to_string))
-                .collect(),
-        );
-        Ok(())
-    }
-
-    fn finish(&mut self, _rows: u64) -> io::Result<()> {
-        Ok(())
     }
 }
 

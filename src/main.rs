@@ -13,13 +13,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dobsob_engine::sync::{Mode, Shutdown};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use crate::error::{exit_status, Error, ExitStatus};
 use crate::printer::Printer;
 use crate::settings::{Settings, SourceUse};
-use tracing_subscriber::prelude::*;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // Everything dobsob creates (warehouse, ledger, pages, reports, logs) is the user's data: private.

@@ -10,10 +10,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use dobsob_engine::catalog::Priority;
 use dobsob_engine::sync::{DatasetReport, Observer, Outcome, Progress};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The display in use, if any, for [`Stderr`] to write around.
 static ACTIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);

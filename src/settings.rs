@@ -4,15 +4,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use url::Url;
-
-use crate::cli::{GlobalArgs, Selection, SyncArgs};
-use crate::error::Error;
 use dobsob_engine::catalog::{validate_portal, Catalog, Dataset, Group};
 use dobsob_engine::files::create_private_dir;
 use dobsob_engine::layout::DataDir;
 use dobsob_engine::soda::{AppToken, RetryPolicy};
 use dobsob_engine::source::Source;
+use url::Url;
+
+use crate::cli::{GlobalArgs, Selection, SyncArgs};
+use crate::error::Error;
 
 pub const DEFAULT_PORTAL: &str = "https://data.cityofnewyork.us";
 

@@ -2,13 +2,13 @@
 //! filled the data directory, else the built-in one), as a table, JSON, or (`--toml`) the catalog file
 //! itself, to start a custom catalog from.
 
+use dobsob_engine::catalog::CatalogSource;
 use serde::Serialize;
 
 use crate::cli::CatalogArgs;
 use crate::error::{Error, ExitStatus};
 use crate::printer::Printer;
 use crate::settings::Settings;
-use dobsob_engine::catalog::CatalogSource;
 
 #[derive(Serialize)]
 struct Entry<'a> {

@@ -1,11 +1,12 @@
 //! `dobsob report [RUN_ID | --last] [--json]`: a past run from the ledger, for a person or a script. Reads
 //! the ledger without changing it, so it works while a sync runs.
 
+use dobsob_engine::ledger::Ledger;
+
 use crate::cli::ReportArgs;
 use crate::error::{Error, ExitStatus};
 use crate::printer::Printer;
 use crate::settings::Settings;
-use dobsob_engine::ledger::Ledger;
 
 pub fn run(settings: &Settings, args: &ReportArgs, printer: Printer) -> Result<ExitStatus, Error> {
     settings.require_data_dir()?;

@@ -1,13 +1,13 @@
 //! `dobsob status`: how fresh each catalog dataset is, from the ledger alone (so it works while a sync holds
 //! the warehouse).
 
+use dobsob_engine::catalog::{Dataset, Frequency};
+use dobsob_engine::ledger::{DatasetRecord, LastOutcome, Ledger, WatermarkRecord};
 use serde::Serialize;
 
 use crate::error::{Error, ExitStatus};
 use crate::printer::{age, table, Printer};
 use crate::settings::Settings;
-use dobsob_engine::catalog::{Dataset, Frequency};
-use dobsob_engine::ledger::{DatasetRecord, Ledger, WatermarkRecord};
 
 #[derive(Debug, Serialize)]
 pub struct DatasetStatus {
@@ -30,8 +30,8 @@ pub struct DatasetStatus {
     pub stale: bool,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
-    /// ok | drift | failed | interrupted | abandoned (killed): how the last attempt ended.
-    pub last_outcome: Option<String>,
+    /// How the last attempt ended (ok, drift, failed, interrupted, abandoned: killed).
+    pub last_outcome: Option<LastOutcome>,
     /// The source's row count at the last sync (differs from `rows` when the outcome is drift).
     pub source_rows: Option<i64>,
     /// Values kept verbatim in dobsob.uncastable because they are not of their column's type.
@@ -94,7 +94,7 @@ pub fn dataset_status(
         stale,
         last_error: rec.and_then(|r| r.last_error.clone()),
         consecutive_failures: rec.map(|r| r.consecutive_failures).unwrap_or(0),
-        last_outcome: rec.and_then(|r| r.last_outcome.clone()),
+        last_outcome: rec.and_then(|r| r.last_outcome),
         source_rows: rec.and_then(|r| r.source_count),
         uncastable: rec.and_then(|r| r.uncastable),
     }
@@ -153,7 +153,7 @@ pub fn run(
                 s.key.clone(),
                 s.priority.to_string(),
                 rows,
-                s.last_outcome.clone().unwrap_or_else(|| "-".into()),
+                s.last_outcome.map_or_else(|| "-".into(), |o| o.to_string()),
                 s.uncastable
                     .filter(|n| *n > 0)
                     .map(|n| n.to_string())
@@ -224,8 +224,8 @@ fn snapshot_line(path: &std::path::Path) -> String {
 fn check(statuses: &[DatasetStatus], printer: Printer) -> ExitStatus {
     let mut problems = Vec::new();
     for s in statuses {
-        let failing = matches!(s.last_outcome.as_deref(), Some("failed" | "drift"));
-        if let Some(how @ ("interrupted" | "abandoned")) = s.last_outcome.as_deref() {
+        let failing = s.last_outcome.is_some_and(LastOutcome::is_failing);
+        if let Some(how) = s.last_outcome.filter(|o| o.was_stopped()) {
             problems.push(format!(
                 "INTERRUPTED {}: the last attempt was {how}; its committed pages are kept (`dobsob sync \
                  --retry-failed` resumes it now, a scheduled sync when it is due)",

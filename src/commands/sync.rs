@@ -1,15 +1,16 @@
 //! `dobsob sync` and `dobsob rebuild`: turn the flags into an orchestrator [`Config`] and a [`Plan`], run it
 //! (with the live display on a terminal), print the summary and the report's path.
 
-use crate::cli::{SyncArgs, SyncOnly};
-use crate::error::{Error, ExitStatus};
-use crate::printer::Printer;
-use crate::settings::{retry_policy, Settings};
 use dobsob_engine::orchestrator::{
     default_requests_per_second, Config, Orchestrator, Plan, RunReport,
 };
 use dobsob_engine::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
 use dobsob_engine::warehouse::MemoryLimit;
+
+use crate::cli::{SyncArgs, SyncOnly};
+use crate::error::{Error, ExitStatus};
+use crate::printer::Printer;
+use crate::settings::{retry_policy, Settings};
 
 /// The orchestrator's configuration for these flags.
 pub fn config(settings: &Settings, args: &SyncArgs, only: &SyncOnly, mode: Mode) -> Config {

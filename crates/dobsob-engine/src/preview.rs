@@ -142,8 +142,7 @@ pub async fn preview(
         states.resize(datasets.len(), None);
     }
     drop(look);
-    let client =
-        SodaClient::new(portal, token, options.retry, options.timeout).map_err(Error::Config)?;
+    let client = SodaClient::new(portal, token, options.retry, options.timeout)?;
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
     for (ds, state) in datasets.iter().zip(&states) {

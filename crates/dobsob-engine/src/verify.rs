@@ -96,8 +96,7 @@ impl Verifier {
                 warehouse.display()
             )));
         }
-        let client = SodaClient::new(portal, token, RetryPolicy::default(), timeout)
-            .map_err(Error::Config)?;
+        let client = SodaClient::new(portal, token, RetryPolicy::default(), timeout)?;
         let conn = attach_read_only(warehouse)?;
         let tmp = tempfile::tempdir()
             .map_err(|e| Error::Io(format!("cannot create a temporary directory: {e}")))?;

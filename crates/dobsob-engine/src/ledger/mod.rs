@@ -58,6 +58,60 @@ fn sqlite_hint(e: &rusqlite::Error) -> &'static str {
 pub type RunId = i64;
 pub type AttemptId = i64;
 
+/// How a dataset's last attempt ended, as the ledger's `datasets.last_outcome` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LastOutcome {
+    Ok,
+    /// Synced, but the table still differed from the source.
+    Drift,
+    Failed,
+    /// Stopped by Ctrl-C or SIGTERM at a page boundary.
+    Interrupted,
+    /// Its process was killed; the next run marked it.
+    Abandoned,
+}
+
+impl LastOutcome {
+    /// The ledger's text of it (unknown text reads as no outcome).
+    pub fn parse(s: &str) -> Option<LastOutcome> {
+        Some(match s {
+            "ok" => LastOutcome::Ok,
+            "drift" => LastOutcome::Drift,
+            "failed" => LastOutcome::Failed,
+            "interrupted" => LastOutcome::Interrupted,
+            "abandoned" => LastOutcome::Abandoned,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastOutcome::Ok => "ok",
+            LastOutcome::Drift => "drift",
+            LastOutcome::Failed => "failed",
+            LastOutcome::Interrupted => "interrupted",
+            LastOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// Failed or drifted: someone should look.
+    pub fn is_failing(self) -> bool {
+        matches!(self, LastOutcome::Failed | LastOutcome::Drift)
+    }
+
+    /// Stopped before its end (interrupted or killed): the next run resumes it.
+    pub fn was_stopped(self) -> bool {
+        matches!(self, LastOutcome::Interrupted | LastOutcome::Abandoned)
+    }
+}
+
+impl std::fmt::Display for LastOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the ledger knows of one dataset.
 #[derive(Debug, Clone, Default)]
 pub struct DatasetRecord {
@@ -71,8 +125,8 @@ pub struct DatasetRecord {
     pub last_attempt_at: Option<String>,
     pub last_error: Option<String>,
     pub consecutive_failures: i64,
-    /// ok | drift | failed | interrupted | abandoned (its process was killed).
-    pub last_outcome: Option<String>,
+    /// How the last attempt ended.
+    pub last_outcome: Option<LastOutcome>,
     pub source_count: Option<i64>,
     pub uncastable: Option<i64>,
 }
@@ -516,7 +570,10 @@ impl Ledger {
                         last_attempt_at: r.get(8)?,
                         last_error: r.get(9)?,
                         consecutive_failures: r.get(10)?,
-                        last_outcome: r.get(11)?,
+                        last_outcome: r
+                            .get::<_, Option<String>>(11)?
+                            .as_deref()
+                            .and_then(LastOutcome::parse),
                         source_count: r.get(12)?,
                         uncastable: r.get(13)?,
                     })

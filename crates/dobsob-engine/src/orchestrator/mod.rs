@@ -80,25 +80,11 @@ impl Orchestrator {
     /// failure is in the report.
     pub async fn run(&self, plan: &Plan, shutdown: Shutdown) -> Result<RunReport, Error> {
         let c = &self.config;
-        crate::files::create_private_dir(&c.data_dir).map_err(|e| {
-            Error::Config(format!(
-                "cannot create data directory {}: {e}",
-                c.data_dir.display()
-            ))
-        })?;
+        create_dirs(c)?;
         let layout = c.layout();
-        for d in [layout.tmp(), layout.work_dir()]
-            .into_iter()
-            .chain(c.report_dir.clone())
-        {
-            crate::files::create_private_dir(&d).map_err(|e| {
-                Error::Config(format!("cannot create directory {}: {e}", d.display()))
-            })?;
-        }
         // Held until this function returns: one run per data directory.
         let _lock = crate::lock::RunLock::acquire(&c.data_dir)?;
-        let client = SodaClient::new(&c.portal, c.token.clone(), c.retry, c.timeout)
-            .map_err(Error::Config)?
+        let client = SodaClient::new(&c.portal, c.token.clone(), c.retry, c.timeout)?
             .with_budget(Budget::new(c.max_requests_per_second, c.request_burst));
         let mut ledger = Ledger::open(&layout.ledger())?;
         let abandoned = ledger.mark_abandoned()?;
@@ -162,30 +148,13 @@ impl Orchestrator {
             client,
             ledger,
         };
-        let deadline = c.max_duration.map(|limit| {
-            let s = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                tracing::warn!(
-                    "the run's deadline (--max-duration) passed: nothing new starts, running datasets stop at \
-                     a page boundary"
-                );
-                s.trigger_deadline();
-            })
-        });
+        let deadline = c
+            .max_duration
+            .map(|limit| spawn_deadline(limit, shutdown.clone()));
         // During a long run, what has committed is published every --publish-interval.
-        let periodic = c.publish_interval.map(|every| {
-            let p = publisher.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = p.publish_if_changed().await {
-                        tracing::warn!("publishing during the run failed (the run goes on): {e}");
-                    }
-                }
-            })
-        });
+        let periodic = c
+            .publish_interval
+            .map(|every| publisher.clone().spawn_periodic(every));
         let ran = engine.run(run_id, &plan.jobs, c.mode).await;
         if let Some(d) = deadline {
             d.abort();
@@ -210,25 +179,8 @@ impl Orchestrator {
                 message: e.to_string(),
             }),
         );
-        let not_ok = datasets
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::Drift))
-            .count();
-        let outcome = if shutdown.by_deadline() || run_error.is_some() || not_ok > 0 {
-            Outcome::Failed
-        } else if shutdown.is_triggered() {
-            Outcome::Interrupted
-        } else {
-            Outcome::Ok
-        };
-        let ok = datasets
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Skipped))
-            .count();
-        let interrupted = datasets
-            .iter()
-            .filter(|r| r.outcome == Outcome::Interrupted)
-            .count();
+        let tally = Tally::of(&datasets);
+        let outcome = tally.run_outcome(&shutdown, run_error.is_some());
         let writer_timings = publisher
             .handle
             .call(|w| Ok(w.timings))
@@ -249,8 +201,8 @@ impl Orchestrator {
             } else {
                 outcome.as_str()
             },
-            ok as i64,
-            (datasets.len() - ok - interrupted) as i64,
+            tally.ok as i64,
+            tally.not_ok as i64,
         );
         drop(publisher);
         // Let the writer thread finish its queue and checkpoint before the report says the run is over.
@@ -290,16 +242,85 @@ impl Orchestrator {
                 message: e.to_string(),
             });
         }
-        if let Some(dir) = &c.report_dir {
-            report.path = Some(report.write(dir)?);
-            if let Some(keep) = c.report_retention {
-                prune_reports(dir, keep);
-            }
-        }
-        if let Some(url) = &c.notify_webhook {
-            crate::report::webhook::post(url, &report).await;
-        }
+        deliver(&mut report, c).await?;
         Ok(report)
+    }
+}
+
+/// The data directory and the run's directories in it, private.
+fn create_dirs(c: &Config) -> Result<(), Error> {
+    crate::files::create_private_dir(&c.data_dir).map_err(|e| {
+        Error::Config(format!(
+            "cannot create data directory {}: {e}",
+            c.data_dir.display()
+        ))
+    })?;
+    let layout = c.layout();
+    for d in [layout.tmp(), layout.work_dir()]
+        .into_iter()
+        .chain(c.report_dir.clone())
+    {
+        crate::files::create_private_dir(&d)
+            .map_err(|e| Error::Config(format!("cannot create directory {}: {e}", d.display())))?;
+    }
+    Ok(())
+}
+
+/// Stops the run `limit` from now (`--max-duration`): nothing new starts, running datasets stop at a page
+/// boundary.
+fn spawn_deadline(limit: Duration, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(limit).await;
+        tracing::warn!(
+            "the run's deadline (--max-duration) passed: nothing new starts, running datasets stop at a page \
+             boundary"
+        );
+        shutdown.trigger_deadline();
+    })
+}
+
+/// The report file (and the pruning of old ones) and the webhook, as the configuration asks.
+async fn deliver(report: &mut RunReport, c: &Config) -> Result<(), Error> {
+    if let Some(dir) = &c.report_dir {
+        report.path = Some(report.write(dir)?);
+        if let Some(keep) = c.report_retention {
+            prune_reports(dir, keep);
+        }
+    }
+    if let Some(url) = &c.notify_webhook {
+        crate::report::webhook::post(url, report).await;
+    }
+    Ok(())
+}
+
+/// The datasets of a run, counted as the ledger's run row counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    /// Synced or skipped.
+    ok: usize,
+    /// Failed or drifted.
+    not_ok: usize,
+}
+
+impl Tally {
+    fn of(datasets: &[DatasetReport]) -> Tally {
+        let count = |f: fn(Outcome) -> bool| datasets.iter().filter(|d| f(d.outcome)).count();
+        Tally {
+            ok: count(|o| matches!(o, Outcome::Ok | Outcome::Skipped)),
+            not_ok: count(|o| matches!(o, Outcome::Failed | Outcome::Drift)),
+        }
+    }
+
+    /// How the run ended: failed if a dataset failed or drifted, the run itself failed, or its deadline
+    /// cut it; else interrupted if a signal stopped it; else ok.
+    fn run_outcome(self, shutdown: &Shutdown, run_failed: bool) -> Outcome {
+        if shutdown.by_deadline() || run_failed || self.not_ok > 0 {
+            Outcome::Failed
+        } else if shutdown.is_triggered() {
+            Outcome::Interrupted
+        } else {
+            Outcome::Ok
+        }
     }
 }
 
@@ -309,4 +330,45 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(outcome: Outcome) -> DatasetReport {
+        DatasetReport {
+            key: "k".into(),
+            id: "abcd-1234".into(),
+            name: "k".into(),
+            priority: crate::catalog::Priority::High,
+            outcome,
+            progress: Default::default(),
+            seconds: 0.0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_run_fails_with_any_failed_or_drifted_dataset_and_is_interrupted_only_by_a_signal() {
+        let all = [
+            ended(Outcome::Ok),
+            ended(Outcome::Skipped),
+            ended(Outcome::Drift),
+            ended(Outcome::Interrupted),
+        ];
+        let tally = Tally::of(&all);
+        assert_eq!(tally, Tally { ok: 2, not_ok: 1 });
+        let calm = Shutdown::default();
+        assert_eq!(tally.run_outcome(&calm, false), Outcome::Failed);
+        let fine = Tally::of(&all[..2]);
+        assert_eq!(fine.run_outcome(&calm, false), Outcome::Ok);
+        assert_eq!(fine.run_outcome(&calm, true), Outcome::Failed);
+        let signal = Shutdown::default();
+        signal.trigger();
+        assert_eq!(fine.run_outcome(&signal, false), Outcome::Interrupted);
+        let deadline = Shutdown::default();
+        deadline.trigger_deadline();
+        assert_eq!(fine.run_outcome(&deadline, false), Outcome::Failed);
+    }
 }

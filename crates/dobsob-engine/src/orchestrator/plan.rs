@@ -32,12 +32,8 @@ impl Plan {
         let ledger = Ledger::open(&path)?;
         for j in std::mem::take(&mut self.jobs) {
             let r = ledger.dataset(j.dataset.key.as_str())?;
-            if r.is_some_and(|r| {
-                matches!(
-                    r.last_outcome.as_deref(),
-                    Some("failed" | "drift" | "interrupted" | "abandoned")
-                )
-            }) {
+            let last = r.and_then(|r| r.last_outcome);
+            if last.is_some_and(|o| o.is_failing() || o.was_stopped()) {
                 self.jobs.push(j);
             }
         }

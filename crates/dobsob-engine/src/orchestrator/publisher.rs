@@ -20,6 +20,20 @@ impl Publisher {
         self.publish_unless(true).await
     }
 
+    /// Publishes what committed every `every`, until the task is aborted (`--publish-interval`); a failure
+    /// is a warning, the run goes on.
+    pub(super) fn spawn_periodic(self, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.publish_if_changed().await {
+                    tracing::warn!("publishing during the run failed (the run goes on): {e}");
+                }
+            }
+        })
+    }
+
     pub(super) async fn publish(&self) -> Result<Published, Error> {
         Ok(self
             .publish_unless(false)

@@ -1,8 +1,12 @@
-//! A finished run's report: the [`RunReport`] the orchestrator returns, the JSON file it writes in the
-//! original orchestration guide's shape (plus dobsob's own fields), and the pruning of old report files. The
-//! webhook's summary is built from it in [`webhook`].
+//! A run's report, all of it: each dataset's part ([`DatasetReport`]: outcome, error, progress; `dataset.rs`),
+//! the finished [`RunReport`] the orchestrator returns, the JSON file it writes in the original orchestration
+//! guide's shape (plus dobsob's own fields), the pruning of old report files, and the webhook's line and
+//! payload ([`webhook`]).
 
+mod dataset;
 pub mod webhook;
+
+pub use dataset::{DatasetError, DatasetReport, FailureKind, Outcome, Progress, SyncMode, Timings};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -11,7 +15,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind};
-use crate::sync::{DatasetReport, Limits, Outcome, RunMetrics};
+use crate::sync::{Limits, RunMetrics};
 use crate::warehouse::{Published, WriterTimings};
 
 /// Why a run failed as a whole (its datasets' failures are theirs): the engine error's kind, and the

@@ -231,11 +231,13 @@ impl SodaClient {
         token: Option<AppToken>,
         retry: RetryPolicy,
         read_timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::Error> {
         let mut headers = HeaderMap::new();
         if let Some(AppToken(t)) = token {
             let mut v = HeaderValue::from_str(&t).map_err(|_| {
-                "the app token contains characters not allowed in an HTTP header".to_string()
+                crate::Error::Config(
+                    "the app token contains characters not allowed in an HTTP header".into(),
+                )
             })?;
             v.set_sensitive(true);
             headers.insert("X-App-Token", v);
@@ -247,7 +249,7 @@ impl SodaClient {
             // Large NYC queries take minutes before the first byte; the timeout applies per read.
             .read_timeout(read_timeout)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| crate::Error::Config(format!("cannot build the HTTP client: {e}")))?;
         let mut base = portal.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));

@@ -231,7 +231,7 @@ impl Warehouse {
                     s.source_count,
                     success.map(utc),
                     s.last_attempt_at.as_deref().and_then(parse_time).map(utc),
-                    s.last_outcome,
+                    s.last_outcome.map(|o| o.as_str()),
                     s.last_error,
                     s.consecutive_failures,
                     s.watermark.as_ref().map(|w| &w.updated_at),

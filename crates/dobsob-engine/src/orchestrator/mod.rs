@@ -101,7 +101,7 @@ impl Orchestrator {
         warehouse.set_sharing(c.sharing.clone(), &c.data_dir)?;
         // A converted warehouse is published at once: the analysts' file is the one they can open.
         let converted = warehouse.converted().is_some();
-        let (handle, writer) = WarehouseHandle::spawn(warehouse);
+        let (handle, writer) = WarehouseHandle::spawn(Box::new(warehouse));
         let publisher = Publisher {
             handle: handle.clone(),
             ledger_path: layout.ledger(),
@@ -183,7 +183,7 @@ impl Orchestrator {
         let outcome = tally.run_outcome(&shutdown, run_error.is_some());
         let writer_timings = publisher
             .handle
-            .call(|w| Ok(w.timings))
+            .call(|w| Ok(w.timings()))
             .await
             .unwrap_or_default();
         // Whatever the outcome, what committed is published; a run whose publish failed has failed.

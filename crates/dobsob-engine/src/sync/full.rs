@@ -85,11 +85,7 @@ impl DatasetSync {
         // The rows still to come: the source's count less what a resumed load already holds.
         let source = self.interruptible(self.client.count(id, None)).await?;
         let k = key.clone();
-        let loaded = self
-            .run
-            .warehouse
-            .call(move |w| w.count(&crate::warehouse::load_table(&k)))
-            .await?;
+        let loaded = self.run.warehouse.call(move |w| w.load_count(&k)).await?;
         let expected = source.saturating_sub(loaded as u64);
         // A full pass pages by :id alone; the cursor's :updated_at is not used.
         let cursor = match cursor {

@@ -498,7 +498,7 @@ fn submit_merge(
             Pass::Full => {
                 let ids: Vec<String> = files.iter().map(|f| f.last.id.clone()).collect();
                 wh.load_pages(&k, &s, &pages, &ids)?;
-                (None, wh.count(&crate::warehouse::load_table(&k))?)
+                (None, wh.load_count(&k)?)
             }
             Pass::Incremental => {
                 let mut replaced = 0;

@@ -9,7 +9,8 @@
 //! ([`WarehouseHandle`]).
 //!
 //! The surface the sync calls (through the writer, `WarehouseHandle::call`), by operation, and nothing
-//! else; a second warehouse target implements these:
+//! else, is the trait [`Target`] (`target.rs`), which [`Warehouse`] implements; a second warehouse target
+//! implements it too:
 //! - state: [`Warehouse::state`], [`Warehouse::count`], [`Warehouse::uncastable_count`] (`state.rs`);
 //! - full loads: [`Warehouse::begin_full`], [`Warehouse::load_pages`], [`Warehouse::load_stats`],
 //!   [`Warehouse::finish_full`], [`Warehouse::abort_full`] (`full_load.rs`);
@@ -32,6 +33,7 @@ pub mod share;
 mod staging;
 mod state;
 pub mod storage;
+mod target;
 mod upsert;
 mod writer;
 
@@ -46,6 +48,7 @@ use schema::decimal_shape;
 pub use schema::{quote_ident, quote_literal, ColumnKind, NumberType, TableSchema};
 pub use share::Sharing;
 pub use storage::{Converted, StorageVersion};
+pub use target::Target;
 pub use writer::{Pending, WarehouseHandle};
 
 pub use full_load::*;

@@ -1,4 +1,4 @@
-//! The single writer thread that owns the DuckDB connection.
+//! The single writer thread that owns the warehouse target (the DuckDB connection).
 //!
 //! A DuckDB `Connection` is `Send` but not `Sync`, and long DuckDB calls must not block the async runtime's
 //! workers, so the connection lives on one thread and async code sends it work: a closure and a channel for
@@ -6,9 +6,9 @@
 
 use std::sync::mpsc;
 
-use super::{Warehouse, WarehouseError};
+use super::{Target, WarehouseError};
 
-type Job = Box<dyn FnOnce(&mut Warehouse) + Send>;
+type Job = Box<dyn FnOnce(&mut dyn Target) + Send>;
 
 /// A handle to the writer thread. Dropping every handle ends the thread (after the work already sent).
 #[derive(Clone)]
@@ -18,15 +18,15 @@ pub struct WarehouseHandle {
 
 impl WarehouseHandle {
     /// Starts the writer thread with `wh`.
-    pub fn spawn(mut wh: Warehouse) -> (WarehouseHandle, std::thread::JoinHandle<()>) {
+    pub fn spawn(mut wh: Box<dyn Target>) -> (WarehouseHandle, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("duckdb-writer".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job(&mut wh);
+                    job(wh.as_mut());
                 }
-                if let Err(e) = wh.checkpoint() {
+                if let Err(e) = wh.close() {
                     tracing::warn!("{e}");
                 }
             })
@@ -38,7 +38,7 @@ impl WarehouseHandle {
     pub async fn call<T, F>(&self, f: F) -> Result<T, WarehouseError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Warehouse) -> Result<T, WarehouseError> + Send + 'static,
+        F: FnOnce(&mut dyn Target) -> Result<T, WarehouseError> + Send + 'static,
     {
         self.submit(f).await
     }
@@ -48,7 +48,7 @@ impl WarehouseHandle {
     pub fn submit<T, F>(&self, f: F) -> Pending<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Warehouse) -> Result<T, WarehouseError> + Send + 'static,
+        F: FnOnce(&mut dyn Target) -> Result<T, WarehouseError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self.tx.send(Box::new(move |wh| {

@@ -8,8 +8,8 @@ mod support;
 
 use dobsob_engine::catalog::{Catalog, CatalogSource};
 use dobsob_engine::internals::inspect_rows;
-use dobsob_engine::internals::{decimal_shape, NumberType};
 use dobsob_engine::internals::{parse_timestamp_ms, quote};
+use dobsob_engine::warehouse::schema::{decimal_shape, NumberType};
 use dobsob_engine::warehouse::TableSchema;
 use proptest::prelude::*;
 use socrata_emulator::soql::{parse_where, Expr, Val};
@@ -254,7 +254,7 @@ proptest! {
             // dobsob's own reader of page files, the column named c0.
             let read = |t: &str| format!(
                 "SELECT row_number() OVER () AS n, c0 AS c FROM {}",
-                dobsob_engine::internals::read_csv_sql(&[path.as_path()], &[t])
+                dobsob_engine::warehouse::read_csv_sql(&[path.as_path()], &[t])
             );
             let sql = format!(
                 "SELECT count(*), count(*) FILTER (WHERE typed.v IS DISTINCT FROM careful.v) \

@@ -34,13 +34,12 @@ pub use orchestrator::{Config, Job, Orchestrator, Plan};
 pub use report::RunReport;
 pub use sync::Observer;
 
-/// What the benchmark and the property tests reach inside for: the page checks, the SoQL text helpers and
-/// the warehouse's writer, driven without a run. Not part of the facade: it changes with the engine.
+/// What the benchmark and the property tests reach inside for that the engine keeps crate-private: the page
+/// checks, the full load's page and batch sizes, the SoQL text helpers. Not part of the facade: it changes
+/// with the engine. (The warehouse's writer-level types are public in [`warehouse`] already.)
 #[doc(hidden)]
 pub mod internals {
     pub use crate::soda::soql::{chrono_timestamp_ms, parse_timestamp_ms, quote};
     pub use crate::sync::page::{certainly_castable, inspect_rows, PageInfo};
     pub use crate::sync::pass::{full_batch_ready, full_page_size};
-    pub use crate::warehouse::schema::{decimal_shape, NumberType};
-    pub use crate::warehouse::{read_csv_sql, PageFile, Warehouse};
 }

@@ -759,3 +759,56 @@ fn report_shows_a_past_run_from_the_ledger() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("no run 9"), "{}", stderr(&out));
 }
+
+/// A library user decides by kind, not by text: a dataset the portal does not have (404) was refused and a
+/// retry will not mend it; one whose metadata kept failing with 503 through the retries is worth running
+/// again; a synced one has no error.
+#[test]
+fn a_failed_datasets_error_is_typed_for_a_library_user() {
+    use dobsob_engine::sync::{FailureKind, Outcome, Shutdown};
+    use dobsob_engine::{Config, Job, Orchestrator, Plan};
+
+    let env = TestEnv::new();
+    env.emu.state().faults.push(
+        Fault::on(
+            &format!("/api/views/{DOB_COMPLAINTS}"),
+            FaultKind::Status {
+                status: 503,
+                errorcode_shape: false,
+                retry_after: None,
+            },
+        )
+        .times(100),
+    );
+    let plan = Plan::new(vec![
+        Job::custom("fine", DOB_VIOLATIONS).unwrap(),
+        Job::custom("gone", "zzzz-9999").unwrap(),
+        Job::custom("flaky", DOB_COMPLAINTS).unwrap(),
+    ]);
+    let mut config = Config::new(env.data_dir(), url::Url::parse(&env.emu.url()).unwrap());
+    config.limits.throttle = std::time::Duration::ZERO;
+    config.max_requests_per_second = 1000.0;
+    config.retry.base_delay = std::time::Duration::from_millis(5);
+    config.report_dir = None;
+    let report = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Orchestrator::new(config).run(&plan, Shutdown::default()))
+        .expect("the run happens");
+    let ended = |key: &str| report.datasets.iter().find(|d| d.key == key).unwrap();
+    assert_eq!(ended("fine").outcome, Outcome::Ok);
+    assert!(ended("fine").error.is_none());
+    for (key, kind, retryable) in [
+        ("gone", FailureKind::Refused, false),
+        ("flaky", FailureKind::Portal, true),
+    ] {
+        let d = ended(key);
+        assert_eq!(d.outcome, Outcome::Failed, "{key}");
+        let e = d.error.as_ref().expect("a failed dataset says why");
+        assert_eq!(
+            (e.kind, e.kind.is_retryable()),
+            (kind, retryable),
+            "{key}: {e}"
+        );
+        assert!(e.message.starts_with(&format!("{key}: ")), "{e}");
+    }
+}

@@ -52,8 +52,10 @@ impl Serialize for DatasetError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// The portal refused or failed after the retries.
+    /// The portal kept failing (5xx, 429, cut answers) through the retries.
     Portal,
+    /// The portal refused the request (404 no such dataset, 403, a bad query): running again will not help.
+    Refused,
     /// The portal could not be reached at all.
     Unreachable,
     Warehouse,

@@ -91,7 +91,8 @@ impl SyncError {
     pub fn kind(&self) -> FailureKind {
         match self {
             SyncError::Soda(e) if e.is_unreachable() => FailureKind::Unreachable,
-            SyncError::Soda(_) => FailureKind::Portal,
+            SyncError::Soda(e) if e.is_retryable() => FailureKind::Portal,
+            SyncError::Soda(_) => FailureKind::Refused,
             SyncError::Warehouse(_) => FailureKind::Warehouse,
             SyncError::Ledger(_) => FailureKind::Ledger,
             SyncError::Schema(_) => FailureKind::Schema,

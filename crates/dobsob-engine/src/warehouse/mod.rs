@@ -26,6 +26,7 @@ mod describe;
 mod full_load;
 mod ids;
 mod memory;
+pub mod postgres;
 mod publish;
 mod raw;
 pub mod schema;

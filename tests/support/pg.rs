@@ -1,0 +1,148 @@
+//! A private PostgreSQL server for one test binary: `initdb` into a temporary directory, a free port, a
+//! unix socket in that directory only (no TCP), stopped when dropped. As root (initdb refuses to run as
+//! root) the server runs as the machine's `postgres` user. `None`, said loudly, when no server binary is
+//! found: `.ci/run` installs PostgreSQL where it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+/// Where the server binaries are: Debian's layout first, then the PATH.
+fn server_bin() -> Option<PathBuf> {
+    for v in ["17", "16", "15", "14", "13"] {
+        let p = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if p.join("initdb").exists() && p.join("pg_ctl").exists() {
+            return Some(p);
+        }
+    }
+    let out = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!path.is_empty()).then(|| Path::new(&path).parent().unwrap().to_path_buf())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = server_bin() else {
+            eprintln!(
+                "\n*** SKIPPED: no PostgreSQL server binaries (initdb, pg_ctl) on this machine: install \
+                 postgresql (.ci/run does) to run the PostgreSQL tests ***\n"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the server's directory to postgres");
+        }
+        let server = PgServer {
+            dir,
+            port: free_port(),
+            bin,
+            as_postgres,
+        };
+        let data = server.dir.path().join("pg");
+        let out = server
+            .run("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "dobsob", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses='' -c fsync=off",
+            server.port,
+            server.dir.path().display()
+        );
+        let out = server
+            .run("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &opts, "-w", "-l"])
+            .arg(server.dir.path().join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(server)
+    }
+
+    fn run(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    /// The socket's directory.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `--warehouse` URL for database `db` (created first), as user dobsob over the unix socket.
+    pub fn url(&self, db: &str) -> String {
+        let out = self
+            .run("createdb")
+            .args(["-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "dobsob", db])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "postgres://dobsob@/{db}?host={}&port={}",
+            self.socket_dir().display(),
+            self.port
+        )
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = self
+            .run("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("pg"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}

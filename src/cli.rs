@@ -121,6 +121,35 @@ pub enum Command {
     /// List the datasets of the catalog in force: key, Socrata id, group, frequency, priority, size; with
     /// --toml, print the catalog as a file to start your own from.
     Catalog(CatalogArgs),
+    /// Administer a PostgreSQL warehouse (--warehouse postgres://...): grant-read gives a role read access.
+    #[command(subcommand)]
+    Postgres(PostgresCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostgresCommand {
+    /// Let ROLE read the datasets, the dobsob_datasets view and dobsob's state, now and for every table
+    /// dobsob creates later (GRANT SELECT, ALTER DEFAULT PRIVILEGES). ROLE must exist; it gets no write
+    /// access. --print shows the SQL instead, for a DBA to run.
+    GrantRead(GrantReadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantReadArgs {
+    /// The role (user or group) that may read.
+    #[arg(value_name = "ROLE")]
+    pub role: String,
+    /// The PostgreSQL warehouse (see `dobsob sync --help`).
+    #[arg(
+        long,
+        env = "DOBSOB_WAREHOUSE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub warehouse: String,
+    /// Print the SQL instead of running it.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +372,23 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Warehouse", env = "DOBSOB_SHARE_GROUP", value_name = "GROUP", value_parser = share_group)]
     pub share_group: Option<dobsob_engine::warehouse::Sharing>,
 
+    /// Keep a PostgreSQL database in step instead of the DuckDB file: postgres://USER@HOST[:PORT]/DB, with
+    /// ?schema=NAME for the datasets' tables (default public; dobsob's own are in schema dobsob),
+    /// ?host=/socket/dir for a unix socket, ?sslrootcert=FILE for a private CA. A remote server needs TLS
+    /// with certificate verification (sslmode=verify-full, the default); sslmode=disable only for a socket
+    /// or loopback. The password comes from the URL, PGPASSWORD or ~/.pgpass (PGPASSFILE) and is never
+    /// printed. Several workers may point at one database: each dataset is synced by one at a time.
+    /// docs/postgres.md.
+    // Parsed by the command, not by clap: clap's error would print the value, password included.
+    #[arg(
+        long,
+        help_heading = "Warehouse",
+        env = "DOBSOB_WAREHOUSE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub warehouse: Option<String>,
+
     /// Directory for the run report (orchestration_report_YYYYMMDD_HHMMSS.json). Default: <data-dir>/reports.
     #[arg(long, help_heading = "Reports and notifications", value_name = "DIR")]
     pub report_path: Option<PathBuf>,
@@ -500,6 +546,16 @@ pub struct StatusArgs {
     /// OK line otherwise.
     #[arg(long, help_heading = "Output", conflicts_with = "json")]
     pub check: bool,
+
+    /// A PostgreSQL warehouse (see `dobsob sync --help`): show what every worker syncing into it recorded
+    /// there, the newer of that and this data directory's ledger per dataset.
+    #[arg(
+        long,
+        env = "DOBSOB_WAREHOUSE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub warehouse: Option<String>,
 }
 
 const SQL_AFTER_HELP: &str = "\

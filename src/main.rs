@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitStatus, Error> {
     let uses = match cli.command {
-        Command::Sql(_) | Command::Report(_) => SourceUse::Ignore,
+        Command::Sql(_) | Command::Report(_) | Command::Postgres(_) => SourceUse::Ignore,
         Command::Catalog(_) => SourceUse::Show,
         _ => SourceUse::Strict,
     };
@@ -62,7 +62,8 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         | Command::Cron(_)
         | Command::Report(_)
         | Command::Sql(_)
-        | Command::Catalog(_) => false,
+        | Command::Catalog(_)
+        | Command::Postgres(_) => false,
         Command::Sync(a) => !a.run.dry_run && !a.only.generate_cron,
         Command::Rebuild(a) => !a.dry_run,
     };
@@ -95,6 +96,9 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
             Command::Report(a) => commands::report::run(&settings, a, printer),
             Command::Verify(a) => commands::verify::run(&settings, a, printer).await,
             Command::Sql(a) => commands::sql::run(&settings, a, printer, shutdown),
+            Command::Postgres(cli::PostgresCommand::GrantRead(a)) => {
+                commands::postgres::grant_read(a, printer)
+            }
         }
     })
 }

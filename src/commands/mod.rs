@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod cron;
 pub mod plan;
+pub mod postgres;
 pub mod report;
 pub mod sql;
 pub mod status;

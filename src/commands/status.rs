@@ -3,6 +3,7 @@
 
 use dobsob_engine::catalog::{Dataset, Frequency};
 use dobsob_engine::ledger::{DatasetRecord, LastOutcome, Ledger, WatermarkRecord};
+use dobsob_engine::warehouse::postgres::{off_runtime, ConnInfo, PgWarehouse};
 use serde::Serialize;
 
 use crate::error::{Error, ExitStatus};
@@ -115,12 +116,26 @@ pub fn run(
     } else {
         None
     };
+    // A shared PostgreSQL warehouse: every worker's facts, where newer than this worker's ledger.
+    let shared = match &args.warehouse {
+        Some(url) => {
+            let info = ConnInfo::from_env(url).map_err(Error::Config)?;
+            off_runtime(|| PgWarehouse::open(&info)?.shared_records())?
+        }
+        None => Vec::new(),
+    };
     let now = chrono::Utc::now();
     let mut statuses = Vec::new();
     for d in selected {
-        let rec = match &ledger {
+        let local = match &ledger {
             Some(l) => l.dataset(d.key.as_str())?,
             None => None,
+        };
+        let theirs = shared.iter().find(|r| r.key == d.key.as_str()).cloned();
+        let rec = match (local, theirs) {
+            (Some(l), Some(t)) if t.last_attempt_at > l.last_attempt_at => Some(t),
+            (Some(l), _) => Some(l),
+            (None, t) => t,
         };
         statuses.push(dataset_status(d, rec.as_ref(), now));
     }

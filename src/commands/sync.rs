@@ -5,6 +5,7 @@ use dobsob_engine::orchestrator::{
     default_requests_per_second, Config, Orchestrator, Plan, RunReport,
 };
 use dobsob_engine::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
+use dobsob_engine::warehouse::postgres::ConnInfo;
 use dobsob_engine::warehouse::MemoryLimit;
 
 use crate::cli::{SyncArgs, SyncOnly};
@@ -13,7 +14,12 @@ use crate::printer::Printer;
 use crate::settings::{retry_policy, Settings};
 
 /// The orchestrator's configuration for these flags.
-pub fn config(settings: &Settings, args: &SyncArgs, only: &SyncOnly, mode: Mode) -> Config {
+pub fn config(
+    settings: &Settings,
+    args: &SyncArgs,
+    only: &SyncOnly,
+    mode: Mode,
+) -> Result<Config, Error> {
     let mut c = Config::new(settings.data_dir.clone(), settings.portal.clone());
     c.token = settings.token.clone();
     c.command = if mode == Mode::Rebuild {
@@ -44,6 +50,12 @@ pub fn config(settings: &Settings, args: &SyncArgs, only: &SyncOnly, mode: Mode)
         .map_or_else(Default::default, MemoryLimit::Fixed);
     c.storage_version = args.storage_version.clone();
     c.sharing = args.share_group.clone();
+    c.warehouse = args
+        .warehouse
+        .as_deref()
+        .map(ConnInfo::from_env)
+        .transpose()
+        .map_err(Error::Config)?;
     c.options = RunOptions {
         schedule_grace: only.schedule_check.then_some(only.grace as i64),
         force: only.force,
@@ -67,7 +79,7 @@ pub fn config(settings: &Settings, args: &SyncArgs, only: &SyncOnly, mode: Mode)
     ));
     c.notify_webhook = args.notify_webhook.clone();
     c.publish_interval = (!args.publish_interval.is_zero()).then_some(args.publish_interval);
-    c
+    Ok(c)
 }
 
 pub async fn run(
@@ -81,7 +93,7 @@ pub async fn run(
     if mode == Mode::Rebuild && args.selection.is_empty() && !args.dry_run {
         confirm_rebuild_all(settings)?;
     }
-    let mut config = config(settings, args, only, mode);
+    let mut config = config(settings, args, only, mode)?;
     let mut plan = Plan::from_datasets(settings.select(&args.selection)?);
     if only.retry_failed {
         plan = plan.retry_failed(&settings.data_dir)?;
@@ -279,7 +291,8 @@ mod tests {
             &cmd.run,
             &cmd.only,
             dobsob_engine::sync::Mode::Sync,
-        );
+        )
+        .unwrap();
         let lib = dobsob_engine::orchestrator::Config::new(data, settings.portal.clone());
         // Debug shows every field of each part; the token and anything else left unset is None in both.
         let show = |c: &dobsob_engine::orchestrator::Config| {

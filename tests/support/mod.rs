@@ -47,6 +47,8 @@ pub fn repo() -> PathBuf {
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub emu: Emulator,
+    /// A PostgreSQL warehouse every command of this env is pointed at (`DOBSOB_WAREHOUSE`), if set.
+    pub warehouse_url: std::cell::RefCell<Option<String>>,
 }
 
 impl TestEnv {
@@ -56,6 +58,7 @@ impl TestEnv {
         TestEnv {
             dir: tempfile::tempdir().expect("temp dir"),
             emu: Emulator::start(state, 0).expect("emulator starts"),
+            warehouse_url: Default::default(),
         }
     }
 
@@ -89,7 +92,11 @@ impl TestEnv {
             .env("DOBSOB_DATA_DIR", self.data_dir())
             .env("DOBSOB_CATALOG", repo().join("fixtures/catalog.toml"))
             .env("DOBSOB_PORTAL", self.emu.url())
+            .env_remove("DOBSOB_WAREHOUSE")
             .args(args);
+        if let Some(url) = self.warehouse_url.borrow().as_deref() {
+            c.env("DOBSOB_WAREHOUSE", url);
+        }
         c
     }
 
@@ -324,17 +331,7 @@ impl TestEnv {
     /// Asserts that table `key` holds exactly the emulator's rows of dataset `id`: same ids, every cell equal
     /// (typed columns compared by value; uncastable cells found verbatim in dobsob.uncastable).
     pub fn assert_equal_to_source(&self, key: &str, id: &str) {
-        let source = {
-            let st = self.emu.state();
-            let ds = &st.datasets[id];
-            let cols: Vec<(String, String)> = ds
-                .columns
-                .iter()
-                .map(|c| (c.field_name.clone(), c.data_type_name.clone()))
-                .collect();
-            (cols, ds.snapshot())
-        };
-        let (cols, rows) = source;
+        let (cols, _) = self.source_of(id);
         let conn = self.warehouse();
         // Instants are TIMESTAMPTZ: read back as UTC wall time (this DuckDB build has no ICU).
         let mut select = vec![
@@ -375,6 +372,32 @@ impl TestEnv {
         while let Some(r) = rs.next().unwrap() {
             uncastable.insert((r.get(0).unwrap(), r.get(1).unwrap()), r.get(2).unwrap());
         }
+        self.compare_with_source(key, id, &local, &uncastable);
+    }
+
+    /// The source's columns (field name, type) and rows of `id`.
+    pub fn source_of(&self, id: &str) -> (Vec<(String, String)>, Vec<socrata_emulator::SourceRow>) {
+        let st = self.emu.state();
+        let ds = &st.datasets[id];
+        let cols: Vec<(String, String)> = ds
+            .columns
+            .iter()
+            .map(|c| (c.field_name.clone(), c.data_type_name.clone()))
+            .collect();
+        (cols, ds.snapshot())
+    }
+
+    /// Compares a warehouse table read as text (`local`: by id, the system columns then the source's
+    /// columns in order; instants as `YYYY-MM-DDTHH:MM:SS.mmmZ`, dates without `Z`) and its kept
+    /// uncastable values with the source, value for value.
+    pub fn compare_with_source(
+        &self,
+        key: &str,
+        id: &str,
+        local: &BTreeMap<String, Vec<Option<String>>>,
+        uncastable: &BTreeMap<(String, String), String>,
+    ) {
+        let (cols, rows) = self.source_of(id);
         let source_ids: Vec<&String> = rows.iter().map(|r| &r.id).collect();
         let mut local_ids: Vec<&String> = local.keys().collect();
         let mut sorted_source = source_ids.clone();

@@ -146,3 +146,68 @@ impl Drop for PgServer {
             .output();
     }
 }
+
+/// A connection to `url` as dobsob makes it (UTC, no statement timeout).
+pub fn client(url: &str) -> postgres::Client {
+    let info = dobsob_engine::warehouse::postgres::ConnInfo::parse(url, None, None).unwrap();
+    dobsob_engine::warehouse::postgres::connect::connect(&info).unwrap()
+}
+
+impl super::TestEnv {
+    /// The PostgreSQL table `schema.key` equals the source `id`, value for value (the same comparison as
+    /// [`super::TestEnv::assert_equal_to_source`] for DuckDB), its uncastable values included.
+    pub fn assert_pg_equal_to_source(&self, url: &str, schema: &str, key: &str, id: &str) {
+        let mut c = client(url);
+        let (cols, _) = self.source_of(id);
+        let q = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
+        let instant = |col: &str| {
+            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+        };
+        let mut select = vec![
+            "socrata_id".to_string(),
+            instant("socrata_created_at"),
+            instant("socrata_updated_at"),
+            "socrata_version".to_string(),
+        ];
+        for (name, t) in &cols {
+            select.push(match t.as_str() {
+                "date" => format!(
+                    "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS')",
+                    q(name)
+                ),
+                "calendar_date" => {
+                    format!("to_char({}, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS')", q(name))
+                }
+                _ => format!("{}::text", q(name)),
+            });
+        }
+        let sql = format!("SELECT {} FROM {}.{}", select.join(", "), q(schema), q(key));
+        let mut local = std::collections::BTreeMap::new();
+        for r in c.query(&sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")) {
+            let vals: Vec<Option<String>> = (0..select.len()).map(|i| r.get(i)).collect();
+            let id = vals[0].clone().expect("socrata_id is never null");
+            assert!(
+                local.insert(id.clone(), vals).is_none(),
+                "{key}: duplicate row {id}"
+            );
+        }
+        let mut uncastable = std::collections::BTreeMap::new();
+        for r in c
+            .query(
+                "SELECT socrata_id, column_name, raw_value FROM dobsob.uncastable WHERE table_name = $1",
+                &[&key],
+            )
+            .unwrap()
+        {
+            uncastable.insert((r.get(0), r.get(1)), r.get(2));
+        }
+        self.compare_with_source(key, id, &local, &uncastable);
+    }
+
+    /// Every fixture dataset in PostgreSQL equals its source.
+    pub fn assert_all_pg_equal_to_source(&self, url: &str, schema: &str) {
+        for (key, id) in super::FIXTURES {
+            self.assert_pg_equal_to_source(url, schema, key, id);
+        }
+    }
+}

@@ -42,6 +42,8 @@ pub struct Config {
     pub notify_webhook: Option<Url>,
     /// During a run, publish what committed at most this often (None: only at the end).
     pub publish_interval: Option<Duration>,
+    /// A PostgreSQL warehouse (`--warehouse postgres://...`) instead of the DuckDB file in `data_dir`.
+    pub warehouse: Option<crate::warehouse::postgres::ConnInfo>,
 }
 
 /// Requests that may go out back to back after a pause (`--request-burst`).
@@ -93,6 +95,7 @@ impl Config {
             report_retention: Some(Duration::from_secs(d::REPORT_RETENTION_DAYS * 86_400)),
             notify_webhook: None,
             publish_interval: Some(Duration::from_secs(d::PUBLISH_INTERVAL_SECS)),
+            warehouse: None,
         }
     }
 

@@ -48,7 +48,8 @@ pub use crate::sync::{
     DatasetReport, DeleteGuard, Job, Limits, Mode, Observer, Outcome, RunMetrics, RunOptions,
     Shutdown,
 };
-use crate::warehouse::{Published, Warehouse, WarehouseHandle};
+use crate::warehouse::postgres::{off_runtime, PgWarehouse};
+use crate::warehouse::{Published, Target, Warehouse, WarehouseHandle};
 
 pub struct Orchestrator {
     config: Config,
@@ -94,22 +95,33 @@ impl Orchestrator {
             );
         }
         let tmp_dir = layout.tmp();
-        let (working, published) = (layout.working(), layout.published());
-        adopt_old_layout(&working, &published)?;
-        let mut warehouse =
-            Warehouse::open(&working, &tmp_dir, c.memory, c.storage_version.as_ref())?;
-        warehouse.set_sharing(c.sharing.clone(), &c.data_dir)?;
-        // A converted warehouse is published at once: the analysts' file is the one they can open.
-        let converted = warehouse.converted().is_some();
-        let (handle, writer) = WarehouseHandle::spawn(Box::new(warehouse));
+        let published = layout.published();
+        let (target, first_publish) = match &c.warehouse {
+            // A PostgreSQL warehouse: analysts read the live tables; nothing to copy.
+            Some(info) => (
+                Box::new(off_runtime(|| PgWarehouse::open(info))?) as Box<dyn Target>,
+                false,
+            ),
+            None => {
+                let working = layout.working();
+                adopt_old_layout(&working, &published)?;
+                let mut warehouse =
+                    Warehouse::open(&working, &tmp_dir, c.memory, c.storage_version.as_ref())?;
+                warehouse.set_sharing(c.sharing.clone(), &c.data_dir)?;
+                // Analysts get a file from the first run on (and at once after adopting an old layout); a
+                // converted warehouse is published at once: the analysts' file is the one they can open.
+                let first = !published.exists() || warehouse.converted().is_some();
+                (Box::new(warehouse) as Box<dyn Target>, first)
+            }
+        };
+        let (handle, writer) = WarehouseHandle::spawn(target);
         let publisher = Publisher {
             handle: handle.clone(),
             ledger_path: layout.ledger(),
             target: published.clone(),
             last: Arc::default(),
         };
-        // Analysts get a file from the first run on (and at once after adopting an old layout).
-        let first = if !published.exists() || converted {
+        let first = if first_publish {
             publisher.publish().await.map(|_| ())
         } else {
             Ok(())

@@ -121,10 +121,14 @@ impl DatasetSync {
             )));
         }
         let (k, s) = (key.clone(), schema.clone());
-        self.run
+        let notes = self
+            .run
             .warehouse
             .call(move |w| w.finish_full(&k, &s))
             .await?;
+        for note in notes {
+            progress.warn(&key, note);
+        }
         tracing::info!(dataset = %key, rows = loaded, "full load swapped in");
         Ok(start)
     }

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::catalog::{Dataset, DatasetKey, Frequency, Group, Priority, SocrataId};
 use crate::ledger::{AttemptId, Ledger, LedgerError, RunId};
+use crate::warehouse::{Claim, WarehouseError};
 
 /// How many datasets run at once.
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +231,20 @@ impl Engine {
         })
     }
 
+    /// Claims `key` in the warehouse (see [`crate::warehouse::Target::claim`]).
+    async fn claim(&self, key: &str) -> Result<Claim, WarehouseError> {
+        let k = key.to_string();
+        self.shared.warehouse.call(move |w| w.claim(&k)).await
+    }
+
+    /// Gives up the claim on a dataset that does not run after all.
+    async fn release(&self, key: &str) {
+        let k = key.to_string();
+        if let Err(e) = self.shared.warehouse.call(move |w| w.release(&k)).await {
+            tracing::warn!(dataset = key, "releasing the dataset: {e}");
+        }
+    }
+
     /// The size that decides whether a dataset is large (see [`size_estimate_mb`]).
     fn size_mb(&self, ds: &Dataset) -> Result<u32, LedgerError> {
         let loaded = self.ledger.last_full_load_bytes(ds.key.as_str())?;
@@ -296,6 +311,46 @@ impl Engine {
                     skip(i, &mut reports, job, why);
                     continue;
                 }
+                // A shared warehouse: one worker syncs a dataset at a time, claimed once it has a slot (a
+                // claim held while waiting would keep the other workers from sharing the work); the others
+                // skip it, saying who has it.
+                let key = ds.key.to_string();
+                match self.claim(&key).await {
+                    Ok(Claim::Granted) => {}
+                    Ok(Claim::Held { by, since }) => {
+                        let reason = format!("being synced by {by} since {since}");
+                        tracing::info!(dataset = %ds.key, "skipped: {reason}");
+                        self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
+                        skip(i, &mut reports, job, reason);
+                        continue;
+                    }
+                    // The job's own warehouse calls fail the same way, and say so in its report.
+                    Err(e) => tracing::warn!(dataset = %ds.key, "cannot claim the dataset: {e}"),
+                }
+                // Every worker's last success, read under the claim: another worker may have synced the
+                // dataset since this one's ledger last saw it.
+                if let (Some(grace), false) = (self.shared.options.schedule_grace, job.force) {
+                    let k = key.clone();
+                    let shared = self
+                        .shared
+                        .warehouse
+                        .call(move |w| w.shared_last_success(&k))
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(dataset = %ds.key, "reading the shared state: {e}");
+                            None
+                        })
+                        .and_then(|t| schedule::parse_time(&t));
+                    let due = schedule::due(ds.frequency, shared, chrono::Utc::now(), grace);
+                    if shared.is_some() && !due.is_due() {
+                        self.release(&key).await;
+                        let reason = format!("{} (synced by another worker)", due.reason());
+                        tracing::info!(dataset = %ds.key, "skipped: {reason}");
+                        self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
+                        skip(i, &mut reports, job, reason);
+                        continue;
+                    }
+                }
                 metrics.large_jobs += usize::from(is_large);
                 // Recorded here, not in the job, so that attempts are in start (priority) order.
                 tracing::info!(
@@ -319,8 +374,27 @@ impl Engine {
                 let (job2, flag, counter) = (job.clone(), unreachable.clone(), in_flight.clone());
                 counter.enter();
                 self.shared.observer.started(ds.key.as_str(), job.priority);
+                let warehouse = self.shared.warehouse.clone();
                 tasks.spawn(async move {
                     let r = engine.run_one(attempt, &job2, mode, &flag).await;
+                    // Other workers see the success at once, then may claim the dataset.
+                    let k = job2.dataset.key.to_string();
+                    let ok = r.outcome == Outcome::Ok;
+                    let at = chrono::Utc::now().to_rfc3339();
+                    let ended = warehouse
+                        .call(move |w| {
+                            let recorded = if ok {
+                                w.record_success(&k, &at)
+                            } else {
+                                Ok(())
+                            };
+                            let released = w.release(&k);
+                            recorded.and(released)
+                        })
+                        .await;
+                    if let Err(e) = ended {
+                        tracing::warn!(dataset = %job2.dataset.key, "releasing the dataset: {e}");
+                    }
                     counter.leave();
                     drop((slot, large_slot));
                     (i, r)

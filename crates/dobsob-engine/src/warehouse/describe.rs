@@ -43,7 +43,7 @@ fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// The comments dobsob's own columns get.
-const SYSTEM_COMMENTS: [(&str, &str); 4] = [
+pub(super) const SYSTEM_COMMENTS: [(&str, &str); 4] = [
     (
         "socrata_id",
         "The row's Socrata :id (stable for the row's life; the key dobsob upserts and deletes by)",
@@ -63,7 +63,7 @@ const SYSTEM_COMMENTS: [(&str, &str); 4] = [
 ];
 
 /// "Name: description", or the name alone; never longer than 2,000 characters.
-fn comment(name: &str, description: Option<&str>) -> String {
+pub(super) fn comment(name: &str, description: Option<&str>) -> String {
     let d = description.map(str::trim).filter(|d| !d.is_empty());
     let text = match (name.trim(), d) {
         ("", Some(d)) => d.to_string(),
@@ -74,7 +74,7 @@ fn comment(name: &str, description: Option<&str>) -> String {
 }
 
 /// The table's comment: what it is and where it comes from.
-fn table_comment(d: &Description) -> String {
+pub(super) fn table_comment(d: &Description) -> String {
     let name = if d.portal_name.is_empty() {
         &d.name
     } else {

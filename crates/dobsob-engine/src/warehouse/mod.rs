@@ -49,7 +49,7 @@ use schema::decimal_shape;
 pub use schema::{quote_ident, quote_literal, ColumnKind, NumberType, TableSchema};
 pub use share::Sharing;
 pub use storage::{Converted, StorageVersion};
-pub use target::Target;
+pub use target::{Claim, Target};
 pub use writer::{Pending, WarehouseHandle};
 
 pub use full_load::*;
@@ -95,6 +95,14 @@ pub enum WarehouseError {
     },
     #[error("the warehouse writer thread has stopped")]
     WriterGone,
+    /// A PostgreSQL warehouse refused a statement: the server's message, and its SQLSTATE code (a lock
+    /// timeout, `55P03`, is retried by the swap).
+    #[error("warehouse: {context}: {message}")]
+    Postgres {
+        context: String,
+        message: String,
+        code: Option<String>,
+    },
 }
 
 /// What to do about a warehouse that will not open: another holder, or a file that is not a warehouse.

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub use super::postgres::Claim;
 use super::*;
 use crate::ledger::DatasetRecord;
 
@@ -16,13 +17,13 @@ pub trait Target: Send {
     // The committed state.
 
     /// The dataset's sync state as committed with its rows (`None`: never loaded).
-    fn state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError>;
+    fn state(&mut self, key: &str) -> Result<Option<SyncState>, WarehouseError>;
     /// Rows in the dataset's table.
     fn count(&mut self, key: &str) -> Result<i64, WarehouseError>;
     /// Rows in the dataset's full load so far (not yet swapped in).
     fn load_count(&mut self, key: &str) -> Result<i64, WarehouseError>;
     /// Values of the dataset's table kept verbatim because they did not fit their column's type.
-    fn uncastable_count(&self, key: &str) -> Result<i64, WarehouseError>;
+    fn uncastable_count(&mut self, key: &str) -> Result<i64, WarehouseError>;
 
     // Full loads.
 
@@ -45,9 +46,14 @@ pub trait Target: Send {
         cursor_ids: &[String],
     ) -> Result<(), WarehouseError>;
     /// The load table's rows and distinct ids.
-    fn load_stats(&self, key: &str) -> Result<(i64, i64), WarehouseError>;
-    /// Swaps the whole load in for the live table, in one transaction.
-    fn finish_full(&mut self, key: &str, schema: &TableSchema) -> Result<(), WarehouseError>;
+    fn load_stats(&mut self, key: &str) -> Result<(i64, i64), WarehouseError>;
+    /// Swaps the whole load in for the live table, in one transaction; returns what the dataset's report
+    /// should say of it (e.g. that the swap waited for readers).
+    fn finish_full(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+    ) -> Result<Vec<String>, WarehouseError>;
     /// Drops a load that failed its checks; the live table stays.
     fn abort_full(&mut self, key: &str) -> Result<(), WarehouseError>;
 
@@ -69,10 +75,10 @@ pub trait Target: Send {
     /// Adds a page of the listing (a CSV of ids on disk).
     fn append_ids(&mut self, key: &str, path: &Path) -> Result<(), WarehouseError>;
     /// The listing against the table.
-    fn diff_ids(&self, key: &str) -> Result<IdSetDiff, WarehouseError>;
+    fn diff_ids(&mut self, key: &str) -> Result<IdSetDiff, WarehouseError>;
     /// Listed ids the table lacks: how many, and some of them.
-    fn missing_count(&self, key: &str) -> Result<i64, WarehouseError>;
-    fn missing_ids(&self, key: &str, limit: usize) -> Result<Vec<String>, WarehouseError>;
+    fn missing_count(&mut self, key: &str) -> Result<i64, WarehouseError>;
+    fn missing_ids(&mut self, key: &str, limit: usize) -> Result<Vec<String>, WarehouseError>;
     /// Deletes the table's rows the listing lacks; returns how many.
     fn delete_missing(&mut self, key: &str) -> Result<i64, WarehouseError>;
     /// Takes ids out of the listing (rows fetched since, or gone).
@@ -89,6 +95,25 @@ pub trait Target: Send {
     /// Makes what committed visible to analysts at `target` (the DuckDB file: a snapshot copied there).
     fn publish(&mut self, target: &Path) -> Result<Published, WarehouseError>;
 
+    // Several workers (a shared warehouse); a warehouse only one process writes grants every claim.
+
+    /// Claims `key` for this process until [`Target::release`]: another worker holding it is a
+    /// [`Claim::Held`], and the dataset is skipped.
+    fn claim(&mut self, _key: &str) -> Result<Claim, WarehouseError> {
+        Ok(Claim::Granted)
+    }
+    fn release(&mut self, _key: &str) -> Result<(), WarehouseError> {
+        Ok(())
+    }
+    /// The dataset's last success as every worker recorded it (RFC 3339), for `--schedule-check`.
+    fn shared_last_success(&mut self, _key: &str) -> Result<Option<String>, WarehouseError> {
+        Ok(None)
+    }
+    /// Records a success of `key` at `at` (RFC 3339) where other workers see it at once.
+    fn record_success(&mut self, _key: &str, _at: &str) -> Result<(), WarehouseError> {
+        Ok(())
+    }
+
     // The run.
 
     /// Busy seconds of the writer's steps so far.
@@ -98,7 +123,7 @@ pub trait Target: Send {
 }
 
 impl Target for Warehouse {
-    fn state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
+    fn state(&mut self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
         Warehouse::state(self, key)
     }
     fn count(&mut self, key: &str) -> Result<i64, WarehouseError> {
@@ -107,7 +132,7 @@ impl Target for Warehouse {
     fn load_count(&mut self, key: &str) -> Result<i64, WarehouseError> {
         Warehouse::count(self, &load_table(key))
     }
-    fn uncastable_count(&self, key: &str) -> Result<i64, WarehouseError> {
+    fn uncastable_count(&mut self, key: &str) -> Result<i64, WarehouseError> {
         Warehouse::uncastable_count(self, key)
     }
     fn begin_full(
@@ -128,11 +153,15 @@ impl Target for Warehouse {
     ) -> Result<(), WarehouseError> {
         Warehouse::load_pages(self, key, schema, pages, cursor_ids)
     }
-    fn load_stats(&self, key: &str) -> Result<(i64, i64), WarehouseError> {
+    fn load_stats(&mut self, key: &str) -> Result<(i64, i64), WarehouseError> {
         Warehouse::load_stats(self, key)
     }
-    fn finish_full(&mut self, key: &str, schema: &TableSchema) -> Result<(), WarehouseError> {
-        Warehouse::finish_full(self, key, schema)
+    fn finish_full(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+    ) -> Result<Vec<String>, WarehouseError> {
+        Warehouse::finish_full(self, key, schema).map(|()| Vec::new())
     }
     fn abort_full(&mut self, key: &str) -> Result<(), WarehouseError> {
         Warehouse::abort_full(self, key)
@@ -152,13 +181,13 @@ impl Target for Warehouse {
     fn append_ids(&mut self, key: &str, path: &Path) -> Result<(), WarehouseError> {
         Warehouse::append_ids(self, key, path)
     }
-    fn diff_ids(&self, key: &str) -> Result<IdSetDiff, WarehouseError> {
+    fn diff_ids(&mut self, key: &str) -> Result<IdSetDiff, WarehouseError> {
         Warehouse::diff_ids(self, key)
     }
-    fn missing_count(&self, key: &str) -> Result<i64, WarehouseError> {
+    fn missing_count(&mut self, key: &str) -> Result<i64, WarehouseError> {
         Warehouse::missing_count(self, key)
     }
-    fn missing_ids(&self, key: &str, limit: usize) -> Result<Vec<String>, WarehouseError> {
+    fn missing_ids(&mut self, key: &str, limit: usize) -> Result<Vec<String>, WarehouseError> {
         Warehouse::missing_ids(self, key, limit)
     }
     fn delete_missing(&mut self, key: &str) -> Result<i64, WarehouseError> {

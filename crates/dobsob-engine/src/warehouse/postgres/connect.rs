@@ -11,19 +11,17 @@ pub const STATE_SCHEMA: &str = "dobsob";
 /// Connects to `info` as the writer does: `application_name` dobsob, a statement timeout off (loads are
 /// long), UTC for every timestamp the session reads or writes.
 pub fn connect(info: &ConnInfo) -> Result<postgres::Client, WarehouseError> {
-    if info.ssl == SslMode::VerifyFull {
-        return Err(WarehouseError::State(format!(
-            "{info}: a remote PostgreSQL server needs TLS with certificate verification, which this build of \
-             dobsob does not have yet; connect through a unix socket or the loopback address"
-        )));
-    }
     let mut config = postgres::Config::new();
     config
         .user(&info.user)
         .dbname(&info.dbname)
         .port(info.port)
         .application_name("dobsob")
-        .options("-c TimeZone=UTC -c statement_timeout=0");
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .options(
+            "-c TimeZone=UTC -c statement_timeout=0 -c standard_conforming_strings=on \
+             -c idle_in_transaction_session_timeout=0",
+        );
     if info.host.starts_with('/') {
         config.host_path(&info.host);
     } else {
@@ -32,10 +30,62 @@ pub fn connect(info: &ConnInfo) -> Result<postgres::Client, WarehouseError> {
     if let Some(p) = info.password() {
         config.password(p);
     }
-    config.connect(postgres::NoTls).map_err(|e| {
-        // The driver's message never holds the password; the address is ours, without it.
-        WarehouseError::State(format!("cannot connect to {info}: {e}"))
-    })
+    // The driver's message never holds the password; the address is ours, without it.
+    let failed = |e: postgres::Error| super::pg_error(format!("cannot connect to {info}"), &e);
+    match info.ssl {
+        SslMode::Disable => config.connect(postgres::NoTls).map_err(failed),
+        SslMode::VerifyFull => {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            let tls = tls_connector(info)?;
+            config.connect(tls).map_err(failed)
+        }
+    }
+}
+
+/// TLS that checks the server's certificate against the trusted roots (`sslrootcert`, else the system's and
+/// the Mozilla roots) and its name against the host: libpq's `verify-full`.
+fn tls_connector(
+    info: &ConnInfo,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, WarehouseError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &info.sslrootcert {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                WarehouseError::State(format!(
+                    "{info}: reading sslrootcert {}: {e}",
+                    path.display()
+                ))
+            })?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| {
+                    WarehouseError::State(format!("{info}: sslrootcert {}: {e}", path.display()))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    WarehouseError::State(format!("{info}: sslrootcert {}: {e}", path.display()))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(WarehouseError::State(format!(
+                    "{info}: sslrootcert {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| WarehouseError::State(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The server's version number (`server_version_num`, e.g. 150018), after checking it is one dobsob

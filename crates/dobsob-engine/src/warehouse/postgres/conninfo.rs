@@ -24,6 +24,11 @@ pub struct ConnInfo {
     pub port: u16,
     pub dbname: String,
     pub ssl: SslMode,
+    /// The schema of the datasets' tables (`?schema=`, default `public`); dobsob's own are in `dobsob`.
+    pub schema: String,
+    /// The CA certificates a remote server's certificate is checked against (`?sslrootcert=`, a PEM file;
+    /// default: the system's trusted roots and the Mozilla roots).
+    pub sslrootcert: Option<std::path::PathBuf>,
     password: Option<String>,
 }
 
@@ -54,6 +59,8 @@ impl ConnInfo {
         let mut port = parsed.port().unwrap_or(5432);
         let mut user = percent_decode(parsed.username());
         let mut ssl = None;
+        let mut schema = "public".to_string();
+        let mut sslrootcert = None;
         for (k, v) in parsed.query_pairs() {
             match k.as_ref() {
                 // libpq's way to name a unix socket's directory (and other hosts) in a URL.
@@ -82,9 +89,24 @@ impl ConnInfo {
                         }
                     })
                 }
+                "schema" => {
+                    if v.is_empty() || v.len() > 63 || v.chars().any(char::is_control) {
+                        return Err(format!(
+                            "--warehouse {shown}: schema={v:?} is not a usable schema name (1 to 63 bytes)"
+                        ));
+                    }
+                    if v == "dobsob" {
+                        return Err(format!(
+                            "--warehouse {shown}: schema=dobsob is dobsob's own; choose another for the data"
+                        ));
+                    }
+                    schema = v.to_string();
+                }
+                "sslrootcert" => sslrootcert = Some(std::path::PathBuf::from(v.to_string())),
                 other => {
                     return Err(format!(
-                        "--warehouse {shown}: unknown parameter {other:?} (host, port, user, sslmode)"
+                        "--warehouse {shown}: unknown parameter {other:?} (host, port, user, sslmode, \
+                         sslrootcert, schema)"
                     ))
                 }
             }
@@ -131,8 +153,20 @@ impl ConnInfo {
             port,
             dbname,
             ssl,
+            schema,
+            sslrootcert,
             password,
         })
+    }
+
+    /// Parses `url` with the password, when the URL has none, from `PGPASSWORD` or the password file
+    /// (`PGPASSFILE`, else `~/.pgpass`), as libpq finds it.
+    pub fn from_env(url: &str) -> Result<ConnInfo, String> {
+        let env_password = std::env::var("PGPASSWORD").ok();
+        let pgpass = std::env::var_os("PGPASSFILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pgpass")));
+        ConnInfo::parse(url, env_password.as_deref(), pgpass.as_deref())
     }
 
     /// The password, for the driver only.

@@ -64,6 +64,16 @@ fn the_postgres_warehouse_equals_the_source_through_changes_deletions_a_new_colu
     let (env, url) = pg_env(&server, "sync");
     env.run_ok(&["sync", "--page-size", "7"]);
     env.assert_all_pg_equal_to_source(&url, "nyc");
+    // The dry run plans from PostgreSQL's committed states: nothing to load in full.
+    let plan = stdout(&env.run_ok(&["sync", "--dry-run"]));
+    assert!(
+        plan.contains("planned from the PostgreSQL warehouse") && !plan.contains("full load ("),
+        "{plan}"
+    );
+    // `sql` and `verify` read the DuckDB snapshot only: refused clearly, not answered from nothing.
+    let out = env.run(&["sql", "SELECT 1"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("psql"), "{}", stderr(&out));
     // No DuckDB file: the data is in PostgreSQL; the ledger stays local.
     assert!(
         !files_under(&env.data_dir())
@@ -192,6 +202,45 @@ fn a_capped_limit_a_portal_ignoring_where_and_a_kill_9_leave_postgres_equal_to_t
     env.emu.state().quirks.ignore_where = None;
     env.run_ok(&["sync", "--datasets", "dob_violations", "--page-size", "10"]);
     env.assert_pg_equal_to_source(&url, "nyc", "dob_violations", DOB_VIOLATIONS);
+
+    // A publisher's full replace (every row re-stamped under new ids, one gone): reloaded and swapped in.
+    let (env, url) = pg_env(&server, "replaced");
+    env.run_ok(&["sync", "--datasets", "dob_complaints"]);
+    env.emu.state().edit(DOB_COMPLAINTS, |e| {
+        e.replace_all();
+        let first = e.dataset().ids()[0].clone();
+        e.delete(&first);
+    });
+    let out = env.run_ok(&["sync", "--datasets", "dob_complaints", "--page-size", "7"]);
+    assert!(stdout(&out).contains(" full "), "{}", stdout(&out));
+    env.assert_pg_equal_to_source(&url, "nyc", "dob_complaints", DOB_COMPLAINTS);
+
+    // Late rows: inside the overlap, inside the late window (with a deletion so the counts agree), and
+    // beyond it (found by the full id check).
+    let (env, url) = pg_env(&server, "late");
+    env.run_ok(&["sync", "--datasets", "hpd_violations"]);
+    let late = |id: &str| {
+        let mut r = serde_json::Map::new();
+        r.insert("violationid".into(), json!(id));
+        r
+    };
+    env.emu
+        .state()
+        .edit(HPD_VIOLATIONS, |e| e.insert(late("90000001")));
+    env.run_ok(&["sync", "--datasets", "hpd_violations"]);
+    let ids = env.emu.state().datasets[HPD_VIOLATIONS].ids();
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        e.insert_late(late("90000002"), 60_000);
+        e.insert_late(late("90000003"), 2 * 3600 * 1000);
+        e.delete(&ids[7]);
+    });
+    env.run_ok(&["sync", "--datasets", "hpd_violations"]);
+    env.assert_pg_equal_to_source(&url, "nyc", "hpd_violations", HPD_VIOLATIONS);
+    env.emu.state().edit(HPD_VIOLATIONS, |e| {
+        e.insert_late(late("90000004"), 3 * 86_400 * 1000);
+    });
+    env.run_ok(&["sync", "--datasets", "hpd_violations"]);
+    env.assert_pg_equal_to_source(&url, "nyc", "hpd_violations", HPD_VIOLATIONS);
 
     // kill -9 mid full load, rows changed meanwhile: the next sync resumes and equals the source.
     let (env, url) = pg_env(&server, "killed");
@@ -420,6 +469,25 @@ fn two_workers_share_six_datasets_each_synced_once_and_a_killed_workers_dataset_
     assert!(held > 0, "the workers never overlapped: {ra} {rb}");
     env.assert_all_pg_equal_to_source(&url, "nyc");
     env.assert_pg_equal_to_source(&url, "nyc", "generated", "gen6-rows");
+    // `status --warehouse` on either worker shows every dataset synced, whichever worker synced it.
+    for dir in [&a, &b] {
+        let out = env
+            .cmd(&["status", "--json"])
+            .env("DOBSOB_DATA_DIR", dir)
+            .env("DOBSOB_CATALOG", &catalog)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let statuses: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(statuses.len(), 6);
+        for s in &statuses {
+            assert!(
+                s["last_success_at"].is_string() && s["rows"].is_i64(),
+                "{}: {s}",
+                dir.display()
+            );
+        }
+    }
 
     // A worker killed mid-dataset: its claim ends with its connection, and the other worker completes it.
     let id = HPD_VIOLATIONS;
@@ -544,4 +612,44 @@ fn the_postgres_casts_take_exactly_the_portals_values_and_never_raise() {
             .get(0);
         assert_eq!(got.as_deref(), *want, "{kind:?} {value:?}");
     }
+}
+
+/// A server reached over TCP is verified: TLS with its certificate checked against the trusted roots and
+/// its name against the host (sslmode=verify-full); a certificate from another CA, or for another name, is
+/// refused before anything is sent. A sync over TLS equals the source.
+#[test]
+fn tls_verifies_the_servers_certificate_and_name() {
+    let Some(server) = PgServer::start_tls() else {
+        return;
+    };
+    server.url("tls");
+    let url = |host: &str, ca: &std::path::Path| {
+        format!(
+            "postgres://dobsob@{host}:{}/tls?sslmode=verify-full&sslrootcert={}",
+            server.port,
+            ca.display()
+        )
+    };
+    let good = url("localhost", &server.ca_pem());
+    let mut c = client(&good);
+    let ssl: bool = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the session is encrypted");
+    for (bad, why) in [
+        (url("localhost", &server.other_ca_pem()), "another CA"),
+        (url("127.0.0.1", &server.ca_pem()), "another name"),
+    ] {
+        let info = ConnInfo::parse(&bad, None, None).unwrap();
+        let e = connect(&info).err().expect(why).to_string();
+        assert!(e.to_lowercase().contains("certificate"), "{why}: {e}");
+    }
+    let env = TestEnv::new();
+    *env.warehouse_url.borrow_mut() = Some(good.clone());
+    env.run_ok(&["sync", "--datasets", "every_type"]);
+    env.assert_pg_equal_to_source(&good, "public", "every_type", EVERY_TYPE);
 }

@@ -5,6 +5,7 @@
 use dobsob_engine::catalog::Dataset;
 use dobsob_engine::preview::{preview, PreviewOptions, StatesFrom};
 use dobsob_engine::sync::Mode;
+use dobsob_engine::warehouse::postgres::ConnInfo;
 
 use crate::cli::{SyncArgs, SyncOnly};
 use crate::error::{Error, ExitStatus};
@@ -27,6 +28,12 @@ pub async fn print(
         large_mb: args.large_mb,
         retry: retry_policy(args),
         timeout: std::time::Duration::from_secs(args.timeout),
+        warehouse: args
+            .warehouse
+            .as_deref()
+            .map(ConnInfo::from_env)
+            .transpose()
+            .map_err(Error::Config)?,
     };
     let plan = preview(
         &settings.data_dir,
@@ -44,6 +51,9 @@ pub async fn print(
         printer.line(
             "a sync is running on this data directory: planned from the last published snapshot",
         );
+    }
+    if plan.states_from == StatesFrom::Postgres {
+        printer.line("planned from the PostgreSQL warehouse's committed states (every worker's)");
     }
     let unanswered = plan.unanswered();
     let rows: Vec<Vec<String>> = plan

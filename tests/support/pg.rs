@@ -39,6 +39,16 @@ fn free_port() -> u16 {
 
 impl PgServer {
     pub fn start() -> Option<PgServer> {
+        Self::start_with(false)
+    }
+
+    /// A server that also listens on 127.0.0.1 with TLS: its certificate, for the name `localhost`, is
+    /// signed by a CA of its own (`ca_pem()`); `other_ca_pem()` is a CA that signed nothing of it.
+    pub fn start_tls() -> Option<PgServer> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<PgServer> {
         let Some(bin) = server_bin() else {
             eprintln!(
                 "\n*** SKIPPED: no PostgreSQL server binaries (initdb, pg_ctl) on this machine: install \
@@ -48,21 +58,13 @@ impl PgServer {
         };
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = unsafe { libc::geteuid() } == 0;
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of the server's directory to postgres");
-        }
         let server = PgServer {
             dir,
             port: free_port(),
             bin,
             as_postgres,
         };
+        server.chown();
         let data = server.dir.path().join("pg");
         let out = server
             .run("initdb")
@@ -76,11 +78,20 @@ impl PgServer {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses='' -c fsync=off",
+        let mut opts = format!(
+            "-p {} -k {} -c fsync=off",
             server.port,
             server.dir.path().display()
         );
+        if tls {
+            server.make_certificates();
+            let d = server.dir.path().display();
+            opts.push_str(&format!(
+                " -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key"
+            ));
+        } else {
+            opts.push_str(" -c listen_addresses=''");
+        }
         let out = server
             .run("pg_ctl")
             .arg("-D")
@@ -92,10 +103,100 @@ impl PgServer {
             .unwrap();
         assert!(
             out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(server.dir.path().join("log")).unwrap_or_default()
         );
         Some(server)
+    }
+
+    /// The server's directory to the postgres user (when the tests run as root).
+    fn chown(&self) {
+        if self.as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(self.dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the server's directory to postgres");
+        }
+    }
+
+    /// A CA, a server certificate for `localhost` signed by it, and a second CA, with openssl.
+    fn make_certificates(&self) {
+        let d = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=dobsob test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        std::fs::write(d.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        self.chown();
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn other_ca_pem(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
     }
 
     fn run(&self, tool: &str) -> Command {

@@ -31,6 +31,8 @@ pub struct PreviewOptions {
     pub large_mb: u32,
     pub retry: RetryPolicy,
     pub timeout: Duration,
+    /// A PostgreSQL warehouse (`--warehouse`): the states, and every worker's last success, come from it.
+    pub warehouse: Option<crate::warehouse::postgres::ConnInfo>,
 }
 
 /// Where the preview's states came from.
@@ -40,6 +42,8 @@ pub enum StatesFrom {
     Working,
     /// The last published snapshot: a sync is running (or nothing was ever loaded).
     Published { run_in_progress: bool },
+    /// A PostgreSQL warehouse: its committed states, as every worker left them.
+    Postgres,
 }
 
 /// What a sync would do with one dataset.
@@ -133,7 +137,23 @@ pub async fn preview(
         ),
     };
     let mut states: Vec<Option<SyncState>> = Vec::new();
-    if path.exists() {
+    // Every worker's last success per dataset (a PostgreSQL warehouse only).
+    let mut shared: Vec<Option<String>> = vec![None; datasets.len()];
+    let mut states_from = states_from;
+    if let Some(info) = &options.warehouse {
+        states_from = StatesFrom::Postgres;
+        let keys: Vec<String> = datasets.iter().map(|d| d.key.to_string()).collect();
+        let read = crate::warehouse::postgres::off_runtime(|| {
+            let mut wh = crate::warehouse::postgres::PgWarehouse::open(info)?;
+            keys.iter()
+                .map(|k| Ok((wh.state(k)?, wh.shared_last_success(k)?)))
+                .collect::<Result<Vec<_>, crate::warehouse::WarehouseError>>()
+        })?;
+        for (i, (state, last)) in read.into_iter().enumerate() {
+            states.push(state);
+            shared[i] = last;
+        }
+    } else if path.exists() {
         let reader = StateReader::open(&path)?;
         for ds in datasets {
             states.push(reader.state(ds.key.as_str())?);
@@ -145,7 +165,7 @@ pub async fn preview(
     let client = SodaClient::new(portal, token, options.retry, options.timeout)?;
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
-    for (ds, state) in datasets.iter().zip(&states) {
+    for ((ds, state), theirs) in datasets.iter().zip(&states).zip(&shared) {
         let rec = match &ledger {
             Some(l) => l.dataset(ds.key.as_str())?,
             None => None,
@@ -153,7 +173,8 @@ pub async fn preview(
         let last = rec
             .as_ref()
             .and_then(|r| r.last_success_at.as_deref())
-            .and_then(schedule::parse_time);
+            .and_then(schedule::parse_time)
+            .max(theirs.as_deref().and_then(schedule::parse_time));
         let due = options
             .schedule_grace
             .map(|grace| schedule::due(ds.frequency, last, now, grace));

@@ -43,7 +43,7 @@ fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// The comments dobsob's own columns get.
-pub(super) const SYSTEM_COMMENTS: [(&str, &str); 4] = [
+const SYSTEM_COMMENTS: [(&str, &str); 4] = [
     (
         "socrata_id",
         "The row's Socrata :id (stable for the row's life; the key dobsob upserts and deletes by)",
@@ -63,7 +63,7 @@ pub(super) const SYSTEM_COMMENTS: [(&str, &str); 4] = [
 ];
 
 /// "Name: description", or the name alone; never longer than 2,000 characters.
-pub(super) fn comment(name: &str, description: Option<&str>) -> String {
+fn comment(name: &str, description: Option<&str>) -> String {
     let d = description.map(str::trim).filter(|d| !d.is_empty());
     let text = match (name.trim(), d) {
         ("", Some(d)) => d.to_string(),
@@ -71,6 +71,28 @@ pub(super) fn comment(name: &str, description: Option<&str>) -> String {
         (n, _) => n.to_string(),
     };
     text.chars().take(2000).collect()
+}
+
+/// The comment `column` of the dataset's table gets: dobsob's own columns', the portal's name and
+/// description, or what a derived coordinate is (for both warehouse targets).
+pub(super) fn column_comment(d: &Description, column: &str) -> Option<String> {
+    if let Some((_, c)) = SYSTEM_COMMENTS.iter().find(|(n, _)| *n == column) {
+        return Some(c.to_string());
+    }
+    if let Some(c) = d.columns.iter().find(|c| c.field_name == column) {
+        return Some(comment(&c.name, c.description.as_deref()));
+    }
+    // A coordinate dobsob derives from a point or location column.
+    ["_longitude", "_latitude"].iter().find_map(|suffix| {
+        let base = column.strip_suffix(suffix)?;
+        d.columns.iter().find(|c| c.field_name == base).map(|c| {
+            format!(
+                "{} of {} (derived by dobsob from the point's text)",
+                &suffix[1..],
+                c.field_name
+            )
+        })
+    })
 }
 
 /// The table's comment: what it is and where it comes from.
@@ -143,25 +165,9 @@ impl Warehouse {
             drop(stmt);
             let mut sql = String::new();
             for (column, current) in &existing {
-                let wanted = if let Some((_, c)) = SYSTEM_COMMENTS.iter().find(|(n, _)| n == column)
+                if let Some(w) =
+                    column_comment(d, column).filter(|w| current.as_deref() != Some(w.as_str()))
                 {
-                    Some(c.to_string())
-                } else if let Some(c) = d.columns.iter().find(|c| &c.field_name == column) {
-                    Some(comment(&c.name, c.description.as_deref()))
-                } else {
-                    // A coordinate dobsob derives from a point or location column.
-                    ["_longitude", "_latitude"].iter().find_map(|suffix| {
-                        let base = column.strip_suffix(suffix)?;
-                        d.columns.iter().find(|c| c.field_name == base).map(|c| {
-                            format!(
-                                "{} of {} (derived by dobsob from the point's text)",
-                                &suffix[1..],
-                                c.field_name
-                            )
-                        })
-                    })
-                };
-                if let Some(w) = wanted.filter(|w| current.as_deref() != Some(w.as_str())) {
                     sql.push_str(&format!(
                         "COMMENT ON COLUMN main.{t}.{} IS {};\n",
                         quote_ident(column),
@@ -207,24 +213,11 @@ impl Warehouse {
                 ))
                 .ctx(|| "rewriting dobsob.datasets_state".into())?;
             for s in states {
-                let success = s.last_success_at.as_deref().and_then(parse_time);
-                let frequency = frequencies
-                    .iter()
-                    .find(|(k, _)| *k == s.key)
-                    .and_then(|(_, f)| f.as_deref())
-                    .and_then(crate::catalog::Frequency::parse);
-                let due = frequency.and_then(|f| {
-                    crate::sync::schedule::due(
-                        f,
-                        success,
-                        chrono::Utc::now(),
-                        crate::sync::schedule::DEFAULT_GRACE_SECS,
-                    )
-                    .next_due_at()
-                });
-                let stale = success
-                    .zip(frequency)
-                    .and_then(|(t, f)| chrono::Duration::from_std(f.period()).ok().map(|p| t + p));
+                let DueAndStale {
+                    success,
+                    due,
+                    stale,
+                } = due_and_stale(s, &frequencies);
                 stmt.execute(params![
                     s.key,
                     s.row_count,
@@ -246,6 +239,44 @@ impl Warehouse {
             }
         }
         tx.commit().ctx(|| "COMMIT".into())
+    }
+}
+
+/// A dataset's last success, when `sync --schedule-check` syncs it again (with the default grace, as
+/// `status` says) and when its copy goes stale (the last success plus its frequency's period), from its
+/// ledger record and the frequencies [`Warehouse::describe`] recorded (`(key, frequency)`).
+pub(super) struct DueAndStale {
+    pub success: Option<chrono::DateTime<chrono::Utc>>,
+    pub due: Option<chrono::DateTime<chrono::Utc>>,
+    pub stale: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub(super) fn due_and_stale(
+    s: &DatasetRecord,
+    frequencies: &[(String, Option<String>)],
+) -> DueAndStale {
+    let success = s.last_success_at.as_deref().and_then(parse_time);
+    let frequency = frequencies
+        .iter()
+        .find(|(k, _)| *k == s.key)
+        .and_then(|(_, f)| f.as_deref())
+        .and_then(crate::catalog::Frequency::parse);
+    let due = frequency.and_then(|f| {
+        crate::sync::schedule::due(
+            f,
+            success,
+            chrono::Utc::now(),
+            crate::sync::schedule::DEFAULT_GRACE_SECS,
+        )
+        .next_due_at()
+    });
+    let stale = success
+        .zip(frequency)
+        .and_then(|(t, f)| chrono::Duration::from_std(f.period()).ok().map(|p| t + p));
+    DueAndStale {
+        success,
+        due,
+        stale,
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 pub use conninfo::ConnInfo;
 use postgres::Transaction;
 
-use super::describe::{comment, table_comment, Description, SYSTEM_COMMENTS};
+use super::describe::{column_comment, due_and_stale, table_comment, Description, DueAndStale};
 use super::{
     load_table, quote_ident, quote_literal, IdSetDiff, PageFile, Phase, SyncState, TableSchema,
     WarehouseError, WriterTimings,
@@ -814,24 +814,7 @@ impl PgWarehouse {
                 .map(|r| r.get(0))
                 .collect();
             for column in &columns {
-                let wanted = if let Some((_, c)) = SYSTEM_COMMENTS.iter().find(|(n, _)| n == column)
-                {
-                    Some(c.to_string())
-                } else if let Some(c) = d.columns.iter().find(|c| &c.field_name == column) {
-                    Some(comment(&c.name, c.description.as_deref()))
-                } else {
-                    ["_longitude", "_latitude"].iter().find_map(|suffix| {
-                        let base = column.strip_suffix(suffix)?;
-                        d.columns.iter().find(|c| c.field_name == base).map(|c| {
-                            format!(
-                                "{} of {} (derived by dobsob from the point's text)",
-                                &suffix[1..],
-                                c.field_name
-                            )
-                        })
-                    })
-                };
-                if let Some(w) = wanted {
+                if let Some(w) = column_comment(d, column) {
                     sql.push_str(&format!(
                         "COMMENT ON COLUMN {t}.{} IS {};\n",
                         quote_ident(column),
@@ -877,27 +860,11 @@ impl PgWarehouse {
             .pg(|| "rewriting dobsob.datasets_state".into())?;
         let utc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339();
         for s in states {
-            let success = s
-                .last_success_at
-                .as_deref()
-                .and_then(crate::sync::schedule::parse_time);
-            let frequency = frequencies
-                .iter()
-                .find(|(k, _)| *k == s.key)
-                .and_then(|(_, f)| f.as_deref())
-                .and_then(crate::catalog::Frequency::parse);
-            let due = frequency.and_then(|f| {
-                crate::sync::schedule::due(
-                    f,
-                    success,
-                    chrono::Utc::now(),
-                    crate::sync::schedule::DEFAULT_GRACE_SECS,
-                )
-                .next_due_at()
-            });
-            let stale = success
-                .zip(frequency)
-                .and_then(|(t, f)| chrono::Duration::from_std(f.period()).ok().map(|p| t + p));
+            let DueAndStale {
+                success,
+                due,
+                stale,
+            } = due_and_stale(s, &frequencies);
             tx.execute(
                 &stmt,
                 &[

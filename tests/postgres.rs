@@ -155,6 +155,20 @@ fn the_postgres_warehouse_equals_the_source_through_changes_deletions_a_new_colu
             "{want:?} in {types:?}"
         );
     }
+    // Points and locations have their coordinates beside them, read from the text.
+    let (lon, lat, missing): (f64, f64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT the_geom_longitude FROM nyc.every_type WHERE the_geom = 'POINT (-73.890519 40.528451)'),
+                        (SELECT location_latitude FROM nyc.every_type WHERE location LIKE '%(40.528451, -73.890519)'),
+                        (SELECT count(*) FROM nyc.every_type WHERE (the_geom IS NOT NULL AND the_geom_latitude IS NULL)
+                            OR (location LIKE '%)' AND location_longitude IS NULL))",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((lon, lat, missing), (-73.890519, 40.528451, 0));
     // Every table has its primary key on the row id; no load table is left over.
     let keys: i64 = c
         .query_one(
@@ -581,6 +595,23 @@ fn the_postgres_casts_take_exactly_the_portals_values_and_never_raise() {
             Some("2105-01-01 00:00:00"),
         ),
         (ColumnKind::Timestamp, "2023-02-29T00:00:00.000", None),
+        (
+            ColumnKind::Timestamp,
+            "2024-01-31T00:00:00.000",
+            Some("2024-01-31 00:00:00"),
+        ),
+        (
+            ColumnKind::Timestamp,
+            "2024-04-30T23:59:59.999",
+            Some("2024-04-30 23:59:59.999"),
+        ),
+        (ColumnKind::Timestamp, "2024-04-31T00:00:00.000", None),
+        (ColumnKind::Timestamp, "2024-02-30T00:00:00.000", None),
+        (
+            ColumnKind::Timestamp,
+            "2024-01-01T24:00:00.000",
+            Some("2024-01-02 00:00:00"),
+        ),
         (ColumnKind::Timestamp, "2024-13-01T00:00:00.000", None),
         (ColumnKind::Timestamp, "0000-01-01T00:00:00.000", None),
         (ColumnKind::Timestamp, "now", None),
@@ -652,4 +683,95 @@ fn tls_verifies_the_servers_certificate_and_name() {
     *env.warehouse_url.borrow_mut() = Some(good.clone());
     env.run_ok(&["sync", "--datasets", "every_type"]);
     env.assert_pg_equal_to_source(&good, "public", "every_type", EVERY_TYPE);
+}
+
+/// A page the page check wrongly called certain to cast still loads whole: PostgreSQL's own cast raises,
+/// the savepoint rolls back, and the page goes the careful way, the bad cell kept as uncastable and every
+/// other value typed; the load's cursor advances with it.
+#[test]
+fn a_page_wrongly_called_castable_loads_the_careful_way_and_loses_nothing() {
+    use dobsob_engine::soda::ViewColumn;
+    use dobsob_engine::warehouse::postgres::PgWarehouse;
+    use dobsob_engine::warehouse::{PageFile, TableSchema, Target};
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let url = server.url("careful");
+    let info = ConnInfo::parse(&url, None, None).unwrap();
+    let mut wh = PgWarehouse::open(&info).unwrap();
+    let schema =
+        TableSchema::from_view(&[ViewColumn::new("n", "number"), ViewColumn::new("t", "text")])
+            .unwrap();
+    wh.begin_full("k", &schema, "fp", None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let header: Vec<String> = [":id", ":created_at", ":updated_at", "n", "t"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let ts = "\"2024-01-01T00:00:00.000Z\"";
+    let write = |name: &str, rows: &[(&str, &str)]| {
+        let path = dir.path().join(name);
+        let mut body = "\":id\",\":created_at\",\":updated_at\",\"n\",\"t\"\n".to_string();
+        for (id, n) in rows {
+            body.push_str(&format!("\"{id}\",{ts},{ts},\"{n}\",\"x, \"\"y\"\"\"\n"));
+        }
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    let a = write("a.csv", &[("r1", "1.5"), ("r2", "-073.8600")]);
+    let b = write("b.csv", &[("r3", "12abc"), ("r4", "7")]);
+    let page = |path| PageFile {
+        path,
+        header: &header,
+        number_shapes: &[],
+        exponent_numbers: &[],
+        castable: true,
+    };
+    Target::load_pages(
+        &mut wh,
+        "k",
+        &schema,
+        &[page(&a), page(&b)],
+        &["r2".into(), "r4".into()],
+    )
+    .unwrap();
+    let mut c = client(&url);
+    let rows: Vec<(String, Option<String>, String)> = c
+        .query(
+            "SELECT socrata_id, n::text, t FROM public._dobsob_load_k ORDER BY socrata_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let t = "x, \"y\"".to_string();
+    let n = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows,
+        [
+            ("r1".into(), n("1.5"), t.clone()),
+            ("r2".into(), n("-73.8600"), t.clone()),
+            ("r3".into(), None, t.clone()),
+            ("r4".into(), n("7"), t.clone()),
+        ]
+    );
+    let kept: Vec<(String, String)> = c
+        .query(
+            "SELECT socrata_id, raw_value FROM dobsob.uncastable WHERE table_name = '_dobsob_load_k'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(kept, [("r3".to_string(), "12abc".to_string())]);
+    let cursor: String = c
+        .query_one(
+            "SELECT cursor_id FROM dobsob.sync_state WHERE dataset = 'k'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(cursor, "r4");
 }

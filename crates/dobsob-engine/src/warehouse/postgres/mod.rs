@@ -1045,6 +1045,9 @@ struct TableNames<'a> {
 }
 
 impl TableNames<'_> {
+    /// Inserts the staged page into `table` typed, in `tx`. A page the page check found certain to cast is
+    /// inserted with PostgreSQL's own casts under a savepoint; should one raise after all, the savepoint is
+    /// rolled back and the page goes the careful way: casts that never raise, and its uncastable cells kept.
     fn insert_staged(
         &self,
         tx: &mut Transaction<'_>,
@@ -1054,7 +1057,27 @@ impl TableNames<'_> {
         timings: &mut WriterTimings,
     ) -> Result<(), WarehouseError> {
         let started = Instant::now();
-        let sql = cast::insert_sql(&qualified(self.schema, table), schema, page.header)?;
+        let target = qualified(self.schema, table);
+        if page.castable {
+            let sql = cast::insert_sql(&target, schema, page.header, true)?;
+            let mut sp = tx.savepoint("straight").pg(|| "SAVEPOINT".into())?;
+            match sp.batch_execute(&sql) {
+                Ok(()) => {
+                    sp.commit().pg(|| "RELEASE SAVEPOINT".into())?;
+                    timings.insert_s += started.elapsed().as_secs_f64();
+                    return Ok(());
+                }
+                Err(e) => {
+                    sp.rollback().pg(|| "ROLLBACK TO SAVEPOINT".into())?;
+                    tracing::debug!(
+                        table,
+                        "a page certain to cast raised ({}); loading it the careful way",
+                        pg_error(String::new(), &e)
+                    );
+                }
+            }
+        }
+        let sql = cast::insert_sql(&target, schema, page.header, false)?;
         tx.batch_execute(&sql)
             .pg(|| format!("inserting into {table}"))?;
         let inserted = Instant::now();

@@ -93,7 +93,13 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         };
         watch_signals(shutdown.clone(), notice);
         match &cli.command {
-            Command::Sync(a) if a.only.generate_cron => cron(&settings, "02:30", false, printer),
+            Command::Sync(a) if a.only.generate_cron => cron(
+                &settings,
+                "02:30",
+                false,
+                a.run.warehouse.is_some(),
+                printer,
+            ),
             Command::Sync(a) => {
                 commands::sync::run(&settings, &a.run, &a.only, Mode::Sync, printer, shutdown).await
             }
@@ -103,7 +109,13 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
             }
             Command::Catalog(a) => commands::catalog::run(&settings, a, printer),
             Command::Status(a) => commands::status::run(&settings, a, printer),
-            Command::Cron(a) => cron(&settings, &a.at, a.systemd, printer),
+            Command::Cron(a) => cron(
+                &settings,
+                &a.at,
+                a.systemd,
+                std::env::var_os("DOBSOB_WAREHOUSE").is_some_and(|v| !v.is_empty()),
+                printer,
+            ),
             Command::Report(a) => commands::report::run(&settings, a, printer),
             Command::Verify(a) => commands::verify::run(&settings, a, printer).await,
             Command::Sql(a) => commands::sql::run(&settings, a, printer, shutdown),
@@ -119,16 +131,18 @@ fn cron(
     settings: &Settings,
     at: &str,
     systemd: bool,
+    postgres: bool,
     printer: Printer,
 ) -> Result<ExitStatus, Error> {
     // The catalog and portal in force, recorded ones included, so that the nightly job fills the data
     // directory from the source that filled it.
-    let spec = commands::cron::CronSpec::from_settings(
+    let mut spec = commands::cron::CronSpec::from_settings(
         settings,
         settings.source.catalog.as_deref(),
         Some(settings.portal.as_str().trim_end_matches('/')),
         at,
     )?;
+    spec.postgres = postgres;
     commands::cron::run(&spec, systemd, printer)
 }
 

@@ -358,7 +358,9 @@ fn a_read_only_role_reads_every_dataset_now_and_later_and_cannot_write() {
     // --print shows the SQL and changes nothing.
     let printed = env.run_ok(&["postgres", "grant-read", "analyst", "--print"]);
     assert!(
-        stdout(&printed).contains("GRANT SELECT ON ALL TABLES IN SCHEMA \"nyc\" TO \"analyst\""),
+        stdout(&printed).contains("GRANT SELECT ON ALL TABLES IN SCHEMA \"nyc\" TO \"analyst\"")
+            && stdout(&printed)
+                .contains("ALTER DEFAULT PRIVILEGES FOR ROLE \"dobsob\" IN SCHEMA \"nyc\""),
         "{}",
         stdout(&printed)
     );
@@ -562,6 +564,13 @@ fn the_postgres_casts_take_exactly_the_portals_values_and_never_raise() {
     // Opening creates dobsob's cast functions.
     let info = ConnInfo::parse(&url, None, None).unwrap();
     dobsob_engine::warehouse::postgres::PgWarehouse::open(&info).unwrap();
+    // One schema of datasets per database: dobsob's state is keyed by dataset alone.
+    let other = ConnInfo::parse(&format!("{url}&schema=chi"), None, None).unwrap();
+    let e = dobsob_engine::warehouse::postgres::PgWarehouse::open(&other)
+        .err()
+        .expect("a second schema is refused")
+        .to_string();
+    assert!(e.contains("\"public\", not \"chi\""), "{e}");
     let mut c = client(&url);
     let cases: &[(ColumnKind, &str, Option<&str>)] = &[
         (ColumnKind::Number, "1.50", Some("1.50")),

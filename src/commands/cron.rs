@@ -21,6 +21,9 @@ pub struct CronSpec {
     /// The account the systemd services run as (the one printing them): the data directory is private to
     /// it.
     pub user: Option<String>,
+    /// The warehouse is PostgreSQL (`--warehouse` or `DOBSOB_WAREHOUSE`): the job needs `DOBSOB_WAREHOUSE`
+    /// in its environment (the URL is not written into the lines: it could hold the password).
+    pub postgres: bool,
 }
 
 impl CronSpec {
@@ -43,6 +46,7 @@ impl CronSpec {
             portal: portal.map(str::to_string),
             at: parse_at(at)?,
             user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+            postgres: false,
         })
     }
 
@@ -73,10 +77,17 @@ impl CronSpec {
         format!(
             "# dobsob: nightly sync of the datasets that are due, weekly forced sync of the primary ones.\n\
              # Set SOCRATA_APP_TOKEN in the crontab's environment (a line SOCRATA_APP_TOKEN=... above these).\n\
+             {pg}\
              # Exit 75 means the previous run is still going; 1 means some datasets failed (see the log).\n\
              {m} {h} * * * {base} sync --schedule-check -q >> {log} 2>&1\n\
              {m} {wh} * * 0 {base} sync --force --primary -q >> {log} 2>&1\n",
-            wh = (h + 2) % 24
+            wh = (h + 2) % 24,
+            pg = if self.postgres {
+                "# The warehouse is PostgreSQL: set DOBSOB_WAREHOUSE=postgres://... (its URL, the password in \
+                 ~/.pgpass) above these too,\n# or the jobs would sync into a DuckDB file in the data directory.\n"
+            } else {
+                ""
+            }
         )
     }
 
@@ -205,7 +216,26 @@ mod tests {
             portal: Some("http://127.0.0.1:8080".into()),
             at: (2, 30),
             user: Some("analyst".into()),
+            postgres: false,
         }
+    }
+
+    /// With a PostgreSQL warehouse the lines say the job needs DOBSOB_WAREHOUSE, and never carry a URL.
+    #[test]
+    fn a_postgres_warehouse_is_named_in_the_crontab_without_its_url() {
+        let plain = spec().crontab();
+        assert!(!plain.contains("DOBSOB_WAREHOUSE"), "{plain}");
+        let c = CronSpec {
+            postgres: true,
+            ..spec()
+        }
+        .crontab();
+        assert!(c.contains("set DOBSOB_WAREHOUSE=postgres://..."), "{c}");
+        assert_eq!(
+            c.lines().filter(|l| !l.starts_with('#')).count(),
+            2,
+            "the two jobs: {c}"
+        );
     }
 
     #[test]

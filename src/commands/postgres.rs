@@ -9,7 +9,7 @@ use crate::printer::Printer;
 pub fn grant_read(a: &GrantReadArgs, printer: Printer) -> Result<ExitStatus, Error> {
     let info = ConnInfo::from_env(&a.warehouse).map_err(Error::Config)?;
     if a.print {
-        printer.data(&grant_read_sql(&info.schema, &a.role));
+        printer.data(&grant_read_sql(&info.schema, &a.role, &info.user));
         return Ok(ExitStatus::Ok);
     }
     // Opening creates dobsob's schemas if they are not there yet, so the grants cover them.

@@ -324,8 +324,14 @@ impl Engine {
                         skip(i, &mut reports, job, reason);
                         continue;
                     }
-                    // The job's own warehouse calls fail the same way, and say so in its report.
-                    Err(e) => tracing::warn!(dataset = %ds.key, "cannot claim the dataset: {e}"),
+                    // Never synced unclaimed: another worker may hold it.
+                    Err(e) => {
+                        let reason = format!("cannot claim the dataset in the warehouse: {e}");
+                        tracing::warn!(dataset = %ds.key, "skipped: {reason}");
+                        self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
+                        skip(i, &mut reports, job, reason);
+                        continue;
+                    }
                 }
                 // Every worker's last success, read under the claim: another worker may have synced the
                 // dataset since this one's ledger last saw it.
@@ -360,6 +366,8 @@ impl Engine {
                     "{} starting",
                     if mode == Mode::Rebuild { "rebuild" } else { "sync" }
                 );
+                // Taken before, and in the format of, the ledger's start: see `Target::record_success`.
+                let attempt_started = crate::ledger::now();
                 let attempt = self.ledger.start_attempt(
                     run,
                     ds.key.as_str(),
@@ -384,7 +392,7 @@ impl Engine {
                     let ended = warehouse
                         .call(move |w| {
                             let recorded = if ok {
-                                w.record_success(&k, &at)
+                                w.record_success(&k, &attempt_started, &at)
                             } else {
                                 Ok(())
                             };

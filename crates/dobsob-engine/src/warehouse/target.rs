@@ -109,8 +109,14 @@ pub trait Target: Send {
     fn shared_last_success(&mut self, _key: &str) -> Result<Option<String>, WarehouseError> {
         Ok(None)
     }
-    /// Records a success of `key` at `at` (RFC 3339) where other workers see it at once.
-    fn record_success(&mut self, _key: &str, _at: &str) -> Result<(), WarehouseError> {
+    /// Records a success of `key`, whose attempt started at `started`, at `at` (RFC 3339) where other
+    /// workers see it at once.
+    fn record_success(
+        &mut self,
+        _key: &str,
+        _started: &str,
+        _at: &str,
+    ) -> Result<(), WarehouseError> {
         Ok(())
     }
 

@@ -72,11 +72,12 @@ pub fn straight_cast_sql(kind: ColumnKind, raw: &str) -> String {
 }
 
 /// A coordinate from a point's or location's text (`POINT (lon lat)`, `... (lat, lon)`), NULL when absent.
-/// The pattern admits only numbers a double holds (an exponent of at most two digits), so the cast is
-/// straight.
+/// The pattern admits only numbers a double holds (at most 30 digits on each side of the point and an
+/// exponent of at most two digits: between 1e-129 and 1e129), so the cast is straight; anything else reads
+/// as no coordinate (the text stays).
 fn coordinate_sql(socrata_type: &str, longitude: bool, raw: &str) -> String {
     const ANY: &str = "[-+0-9.eE]+";
-    const NUM: &str = "[+-]?(?:[0-9]+\\.?[0-9]*|\\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?";
+    const NUM: &str = "[+-]?(?:[0-9]{1,30}\\.?[0-9]{0,30}|\\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,2})?";
     let pattern = match (socrata_type, longitude) {
         ("point", true) => format!("^POINT \\(({NUM}) {ANY}\\)$"),
         ("point", false) => format!("^POINT \\({ANY} ({NUM})\\)$"),
@@ -213,7 +214,7 @@ mod tests {
             "INSERT INTO \"nyc\".\"t\" (socrata_id, socrata_created_at, socrata_updated_at, socrata_version, \
              \"n\"\"; DROP TABLE x; --\", \"gone\", \"p\", \"p_longitude\", \"p_latitude\") SELECT c2, "
         ), "{sql}");
-        assert!(sql.contains(", NULL, c1, substring(c1 from '^POINT \\(([+-]?(?:[0-9]+\\.?[0-9]*|\\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?) [-+0-9.eE]+\\)$')::double precision"), "{sql}");
+        assert!(sql.contains(", NULL, c1, substring(c1 from '^POINT \\(([+-]?(?:[0-9]{1,30}\\.?[0-9]{0,30}|\\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,2})?) [-+0-9.eE]+\\)$')::double precision"), "{sql}");
         assert!(!sql.contains("c3"), "{sql}");
         let kept = uncastable_sql(&schema, &h).unwrap();
         assert_eq!(kept.len(), 1, "only the typed column the page carries");

@@ -143,6 +143,7 @@ impl ConnInfo {
             Some(p) => Some(percent_decode(p)),
             None => env_password.map(str::to_string).or_else(|| {
                 pgpass
+                    .filter(|f| private_file(f))
                     .and_then(|f| std::fs::read_to_string(f).ok())
                     .and_then(|text| pgpass_lookup(&text, &host, port, &dbname, &user))
             }),
@@ -230,22 +231,37 @@ fn with_host_placeholder(url: &str) -> (String, bool) {
     )
 }
 
-/// `url` with any password replaced by `***`, for messages about a URL that did not parse.
+/// `url` with any password replaced by `***`, for messages about a URL that did not parse. The user part
+/// ends at the last `@` (a password may hold an unencoded `/`, `?` or `@`), so nothing of a password is
+/// ever shown, whatever it holds.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, hostport)) => {
+    match rest.rsplit_once('@') {
+        Some((userinfo, hostpart)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
             let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{hostport}{tail}")
+            format!("{scheme}://{user}{hidden}@{hostpart}")
         }
         None => url.to_string(),
+    }
+}
+
+/// Whether the password file is readable by its owner alone; libpq ignores one that is not (and so does
+/// dobsob, with a warning).
+fn private_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!(
+                "the password file {} is readable by others: ignored (chmod 0600 it)",
+                path.display()
+            );
+            false
+        }
+        Ok(_) => true,
+        Err(_) => false,
     }
 }
 
@@ -354,10 +370,36 @@ mod tests {
             "# comment\nother:*:*:*:no\ndb.example.org:5432:nyc:ana:from\\:file\n",
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // Readable by others: ignored, as libpq ignores it.
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = ConnInfo::parse("postgres://ana@db.example.org/nyc", None, Some(&pgpass)).unwrap();
+        assert_eq!(c.password(), None);
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = ConnInfo::parse("postgres://ana@db.example.org/nyc", None, Some(&pgpass)).unwrap();
         assert_eq!(c.password(), Some("from:file"));
         let c = ConnInfo::parse("postgres://bob@db.example.org/nyc", None, Some(&pgpass)).unwrap();
         assert_eq!(c.password(), None);
+    }
+
+    /// A password holding an unencoded `/`, `?` or `@` breaks the URL, and the message about it still
+    /// shows none of it.
+    #[test]
+    fn a_url_that_does_not_parse_is_shown_without_any_of_its_password() {
+        for (url, secret) in [
+            ("postgres://u:pa/ss@h/db", "pa/ss"),
+            ("postgres://u:p?w@h/db", "p?w"),
+            ("postgres://u:a@b@h:99999/db", "a@b"),
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains(secret) && shown.contains("u:***@"),
+                "{shown}"
+            );
+            if let Err(e) = ConnInfo::parse(url, None, None) {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl PgWarehouse {
         let schema = info.schema.clone();
         {
             let mut tx = client.transaction().pg(|| format!("{info}: BEGIN"))?;
+            // Never wait long behind a reader for the setup's locks: fail, saying so.
+            tx.batch_execute("SET LOCAL lock_timeout = '10s'")
+                .pg(|| "setting the setup's lock timeout".into())?;
             tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&SETUP_LOCK])
                 .pg(|| "waiting for another worker's setup".into())?;
             tx.batch_execute(STATE_SQL)
@@ -190,8 +193,38 @@ impl PgWarehouse {
                 quote_ident(&schema)
             ))
             .pg(|| format!("creating schema {schema}"))?;
-            tx.batch_execute(&datasets_view_sql(&schema))
-                .pg(|| "creating the dobsob_datasets view".into())?;
+            // The view only when it is missing: replacing it takes an exclusive lock that would wait for
+            // (and then hold up) every dashboard reading it.
+            let view_exists: bool = tx
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&qualified(&schema, "dobsob_datasets")],
+                )
+                .pg(|| "looking up the dobsob_datasets view".into())?
+                .get(0);
+            if !view_exists {
+                tx.batch_execute(&datasets_view_sql(&schema))
+                    .pg(|| "creating the dobsob_datasets view".into())?;
+            }
+            // One data schema per database: dobsob's state is keyed by dataset, not by schema.
+            let recorded: Option<String> = tx
+                .query_opt("SELECT value FROM dobsob.meta WHERE key = 'schema'", &[])
+                .pg(|| "reading the warehouse's schema".into())?
+                .map(|r| r.get(0));
+            match recorded {
+                Some(r) if r != schema => {
+                    return Err(WarehouseError::State(format!(
+                        "{info}: this database holds dobsob's datasets in schema {r:?}, not {schema:?}: \
+                         one database keeps one schema of datasets (dobsob's state in schema dobsob is \
+                         shared); use ?schema={r} or another database"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute("INSERT INTO dobsob.meta VALUES ('schema', $1)", &[&schema])
+                        .pg(|| "recording the warehouse's schema".into())?;
+                }
+            }
             tx.execute(
                 "INSERT INTO dobsob.meta VALUES ('format', $1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -343,6 +376,18 @@ impl PgWarehouse {
         start: Option<&Watermark>,
     ) -> Result<(), WarehouseError> {
         Self::check_key(key)?;
+        if let Some(long) = schema
+            .columns
+            .iter()
+            .map(|c| &c.name)
+            .chain(schema.derived.iter().map(|d| &d.name))
+            .find(|n| n.len() > MAX_IDENT)
+        {
+            return Err(WarehouseError::State(format!(
+                "{key}: the column {long:?} is longer than PostgreSQL's 63-byte names: it would be cut and \
+                 could collide; the DuckDB warehouse keeps it"
+            )));
+        }
         let load = load_table(key);
         let (l, create) = (
             self.table(&load),
@@ -504,11 +549,8 @@ impl PgWarehouse {
             SWAP_LOCK_TIMEOUT.as_millis()
         ))
         .pg(|| "setting the swap's lock timeout".into())?;
-        tx.batch_execute(&format!(
-            "DROP TABLE IF EXISTS {t}; ALTER TABLE {l} RENAME TO {}; ALTER INDEX {s}.{pkey} RENAME TO {live_pkey}",
-            quote_ident(key)
-        ))
-        .pg(|| format!("swapping {load} in for {key}"))?;
+        // The bookkeeping first, under no lock a reader holds; the drop and rename last, so that the
+        // table's exclusive lock is held only from them to the commit.
         for table in [
             "dobsob.uncastable",
             "dobsob.schema_changes",
@@ -525,36 +567,30 @@ impl PgWarehouse {
             )
             .pg(|| format!("swapping {table}"))?;
         }
-        for (i, c) in schema.columns.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO dobsob.columns VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &key,
-                    &(i as i32 + 1),
-                    &c.name,
-                    &c.socrata_type,
-                    &types::pg_type(c.kind),
-                ],
-            )
-            .pg(|| "recording the column mapping".into())?;
+        let mut names: Vec<String> = Vec::new();
+        let mut kinds: Vec<String> = Vec::new();
+        let mut types: Vec<String> = Vec::new();
+        for c in &schema.columns {
+            names.push(c.name.clone());
+            kinds.push(c.socrata_type.clone());
+            types.push(types::pg_type(c.kind).to_string());
         }
-        for (i, d) in schema.derived.iter().enumerate() {
-            let what = format!(
+        for d in &schema.derived {
+            names.push(d.name.clone());
+            kinds.push(format!(
                 "{} of {}",
                 if d.longitude { "longitude" } else { "latitude" },
                 d.source
-            );
-            tx.execute(
-                "INSERT INTO dobsob.columns VALUES ($1, $2, $3, $4, 'double precision')",
-                &[
-                    &key,
-                    &((schema.columns.len() + i) as i32 + 1),
-                    &d.name,
-                    &what,
-                ],
-            )
-            .pg(|| "recording the column mapping".into())?;
+            ));
+            types.push("double precision".into());
         }
+        tx.execute(
+            "INSERT INTO dobsob.columns
+             SELECT $1, n::int, c.name, c.kind, c.type
+             FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS c(name, kind, type, n)",
+            &[&key, &names, &kinds, &types],
+        )
+        .pg(|| "recording the column mapping".into())?;
         let n = tx
             .execute(
                 "UPDATE dobsob.sync_state SET phase = 'incremental', load_table = NULL, cursor_id = NULL,
@@ -568,6 +604,11 @@ impl PgWarehouse {
                 "{key} has no full load in progress"
             )));
         }
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {t}; ALTER TABLE {l} RENAME TO {}; ALTER INDEX {s}.{pkey} RENAME TO {live_pkey}",
+            quote_ident(key)
+        ))
+        .pg(|| format!("swapping {load} in for {key}"))?;
         Self::commit(tx, &mut self.timings)
     }
 
@@ -909,6 +950,8 @@ impl PgWarehouse {
             .pg(|| format!("claiming {key}"))?
             .get(0);
         if got {
+            // Held from here: remembered at once, so `release` and `close` let it go whatever follows.
+            self.claimed.insert(key.to_string());
             self.client
                 .execute(
                     "INSERT INTO dobsob.claims VALUES ($1, $2, now())
@@ -916,7 +959,6 @@ impl PgWarehouse {
                     &[&key, &self.worker],
                 )
                 .pg(|| format!("claiming {key}"))?;
-            self.claimed.insert(key.to_string());
             return Ok(Claim::Granted);
         }
         let holder = self
@@ -968,16 +1010,24 @@ impl PgWarehouse {
 
     /// Records a success of `key` at once (not only at the run's end), so that a worker that claims the
     /// dataset next sees it done.
-    pub fn record_success(&mut self, key: &str, at: &str) -> Result<(), WarehouseError> {
+    pub fn record_success(
+        &mut self,
+        key: &str,
+        started: &str,
+        at: &str,
+    ) -> Result<(), WarehouseError> {
+        // The attempt's start (taken before the ledger's own, so this worker's later publish, carrying the
+        // ledger's, still writes its rows and watermark), and no older worker's facts overwrite it.
         self.client
             .execute(
-                "INSERT INTO dobsob.datasets_state AS s (key, last_success_at, last_outcome, consecutive_failures,
-                     worker)
-                 VALUES ($1, $2::text::timestamptz, 'ok', 0, $3)
+                "INSERT INTO dobsob.datasets_state AS s (key, last_success_at, last_attempt_at, last_outcome,
+                     consecutive_failures, worker)
+                 VALUES ($1, $3::text::timestamptz, $2::text::timestamptz, 'ok', 0, $4)
                  ON CONFLICT (key) DO UPDATE SET
                      last_success_at = greatest(s.last_success_at, excluded.last_success_at),
+                     last_attempt_at = greatest(s.last_attempt_at, excluded.last_attempt_at),
                      last_outcome = excluded.last_outcome, consecutive_failures = 0, worker = excluded.worker",
-                &[&key, &at, &self.worker],
+                &[&key, &started, &at, &self.worker],
             )
             .pg(|| format!("recording the success of {key}"))?;
         Ok(())
@@ -1108,23 +1158,24 @@ fn datasets_view_sql(schema: &str) -> String {
 }
 
 /// The SQL that grants `role` read access to the datasets, `dobsob_datasets` and dobsob's state, now and
-/// for every table dobsob creates later (default privileges of the role dobsob connects as).
-pub fn grant_read_sql(schema: &str, role: &str) -> String {
-    let (s, r) = (quote_ident(schema), quote_ident(role));
+/// for every table dobsob creates later (default privileges of `owner`, the role dobsob connects as, so
+/// that a DBA may run it as themselves).
+pub fn grant_read_sql(schema: &str, role: &str, owner: &str) -> String {
+    let (s, r, o) = (quote_ident(schema), quote_ident(role), quote_ident(owner));
     format!(
         "GRANT USAGE ON SCHEMA {s} TO {r};\n\
          GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r};\n\
-         ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT ON TABLES TO {r};\n\
+         ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA {s} GRANT SELECT ON TABLES TO {r};\n\
          GRANT USAGE ON SCHEMA dobsob TO {r};\n\
          GRANT SELECT ON ALL TABLES IN SCHEMA dobsob TO {r};\n\
-         ALTER DEFAULT PRIVILEGES IN SCHEMA dobsob GRANT SELECT ON TABLES TO {r};\n"
+         ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA dobsob GRANT SELECT ON TABLES TO {r};\n"
     )
 }
 
 impl PgWarehouse {
     /// Grants `role` read access (see [`grant_read_sql`]), in one transaction.
     pub fn grant_read(&mut self, role: &str) -> Result<(), WarehouseError> {
-        let sql = grant_read_sql(&self.schema, role);
+        let sql = grant_read_sql(&self.schema, role, &self.info.user);
         let mut tx = self.client.transaction().pg(|| "BEGIN".into())?;
         tx.batch_execute(&sql)
             .pg(|| format!("granting {role} read access"))?;

@@ -114,8 +114,8 @@ impl Target for PgWarehouse {
     fn shared_last_success(&mut self, key: &str) -> Result<Option<String>, WarehouseError> {
         PgWarehouse::shared_last_success(self, key)
     }
-    fn record_success(&mut self, key: &str, at: &str) -> Result<(), WarehouseError> {
-        PgWarehouse::record_success(self, key, at)
+    fn record_success(&mut self, key: &str, started: &str, at: &str) -> Result<(), WarehouseError> {
+        PgWarehouse::record_success(self, key, started, at)
     }
     fn timings(&self) -> WriterTimings {
         self.timings

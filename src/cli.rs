@@ -530,6 +530,15 @@ pub struct VerifyArgs {
     /// Seconds to wait for data from the portal before a request counts as failed.
     #[arg(long, help_heading = "Comparison", default_value_t = dobsob_engine::defaults::TIMEOUT_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+
+    /// A PostgreSQL warehouse (see `dobsob sync --help`) to compare instead of the DuckDB snapshot.
+    #[arg(
+        long,
+        env = "DOBSOB_WAREHOUSE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub warehouse: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -51,14 +51,14 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Catalog(_) => SourceUse::Show,
         _ => SourceUse::Strict,
     };
-    // `verify` and `sql` read the DuckDB snapshot: with a PostgreSQL warehouse there is none to read.
-    if matches!(cli.command, Command::Verify(_) | Command::Sql(_))
+    // `sql` reads the DuckDB snapshot: with a PostgreSQL warehouse there is none to read.
+    if matches!(cli.command, Command::Sql(_))
         && std::env::var_os("DOBSOB_WAREHOUSE").is_some_and(|v| !v.is_empty())
     {
         return Err(Error::Config(
-            "DOBSOB_WAREHOUSE names a PostgreSQL warehouse, and `dobsob verify` and `dobsob sql` read only the \
-             DuckDB snapshot so far: query PostgreSQL with psql (docs/postgres.md), or unset DOBSOB_WAREHOUSE \
-             for a DuckDB data directory"
+            "DOBSOB_WAREHOUSE names a PostgreSQL warehouse, and `dobsob sql` reads only the DuckDB snapshot: \
+             query PostgreSQL with psql (docs/postgres.md), or unset DOBSOB_WAREHOUSE for a DuckDB data \
+             directory"
                 .into(),
         ));
     }

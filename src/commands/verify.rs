@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use dobsob_engine::verify::{Failure, Verifier};
+use dobsob_engine::warehouse::postgres::ConnInfo;
 
 use crate::cli::VerifyArgs;
 use crate::error::{Error, ExitStatus};
@@ -17,12 +18,21 @@ pub async fn run(
 ) -> Result<ExitStatus, Error> {
     settings.require_data_dir()?;
     let datasets = settings.select(&args.selection)?;
-    let verifier = Verifier::open(
-        &settings.warehouse_path(),
-        &settings.portal,
-        settings.token.clone(),
-        Duration::from_secs(args.timeout),
-    )?;
+    let timeout = Duration::from_secs(args.timeout);
+    let verifier = match &args.warehouse {
+        Some(url) => Verifier::open_postgres(
+            &ConnInfo::from_env(url).map_err(Error::Config)?,
+            &settings.portal,
+            settings.token.clone(),
+            timeout,
+        )?,
+        None => Verifier::open(
+            &settings.warehouse_path(),
+            &settings.portal,
+            settings.token.clone(),
+            timeout,
+        )?,
+    };
     let mut differ = 0;
     let mut rows = Vec::new();
     for ds in &datasets {

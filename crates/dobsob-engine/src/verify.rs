@@ -5,7 +5,10 @@
 //!
 //! It checks the published snapshot, `warehouse.duckdb`, what analysts see (after a run it equals the working
 //! database), attached read-only to an in-memory DuckDB where the source's ids are collected: nothing is
-//! written to the data directory, and it works while a sync runs (it then checks the last snapshot).
+//! written to the data directory, and it works while a sync runs (it then checks the last snapshot). A
+//! PostgreSQL warehouse ([`Verifier::open_postgres`]) is read on a snapshot of its own: counts in
+//! PostgreSQL, and for `--deep` the table's `(:id, :updated_at, :version)` copied out into the in-memory
+//! DuckDB beside the source's.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use crate::catalog::Dataset;
 use crate::error::Error;
 use crate::soda::soql::parse_timestamp_ms;
 use crate::soda::{AppToken, PageQuery, RetryPolicy, SodaClient};
+use crate::warehouse::postgres::{connect, off_runtime, ConnInfo};
 use crate::warehouse::{quote_ident, quote_literal, WarehouseError};
 
 /// Examples shown per kind of difference.
@@ -79,6 +83,8 @@ pub struct Verifier {
     client: SodaClient,
     /// Where the deep comparison's id listings are downloaded.
     tmp: tempfile::TempDir,
+    /// A PostgreSQL warehouse instead of the snapshot: its connection and the datasets' schema.
+    pg: Option<(tokio::sync::Mutex<postgres::Client>, String)>,
 }
 
 impl Verifier {
@@ -100,7 +106,35 @@ impl Verifier {
         let conn = attach_read_only(warehouse)?;
         let tmp = tempfile::tempdir()
             .map_err(|e| Error::Io(format!("cannot create a temporary directory: {e}")))?;
-        Ok(Verifier { conn, client, tmp })
+        Ok(Verifier {
+            conn,
+            client,
+            tmp,
+            pg: None,
+        })
+    }
+
+    /// Compares a PostgreSQL warehouse (`--warehouse`) with the source, reading only.
+    pub fn open_postgres(
+        info: &ConnInfo,
+        portal: &url::Url,
+        token: Option<AppToken>,
+        timeout: Duration,
+    ) -> Result<Verifier, Error> {
+        let client = SodaClient::new(portal, token, RetryPolicy::default(), timeout)?;
+        let pg = off_runtime(|| connect::connect(info))?;
+        let conn = Connection::open_in_memory().map_err(|source| WarehouseError::Sql {
+            context: "starting an in-memory DuckDB".into(),
+            source,
+        })?;
+        let tmp = tempfile::tempdir()
+            .map_err(|e| Error::Io(format!("cannot create a temporary directory: {e}")))?;
+        Ok(Verifier {
+            conn,
+            client,
+            tmp,
+            pg: Some((tokio::sync::Mutex::new(pg), info.schema.clone())),
+        })
     }
 
     /// Compares `ds`: counts and the newest `:updated_at`; with `deep`, every row's `(:id, :updated_at,
@@ -111,6 +145,10 @@ impl Verifier {
         deep: bool,
         page_size: u64,
     ) -> Result<Verdict, Failure> {
+        if let Some((pg, schema)) = &self.pg {
+            let mut pg = pg.lock().await;
+            return verify_postgres(self, &mut pg, schema, ds, deep, page_size).await;
+        }
         verify_one(
             &self.conn,
             &self.client,
@@ -120,6 +158,17 @@ impl Verifier {
             self.tmp.path(),
         )
         .await
+    }
+}
+
+impl Drop for Verifier {
+    /// The PostgreSQL connection ends off the async runtime (the driver's close blocks on a runtime of its
+    /// own, which tokio forbids inside the command line's).
+    fn drop(&mut self) {
+        if let Some((pg, _)) = self.pg.take() {
+            let pg = pg.into_inner();
+            off_runtime(move || drop(pg));
+        }
     }
 }
 
@@ -208,6 +257,92 @@ async fn verify_one(
         deep(conn, client, ds, &table, page_size, tmp, &mut v).await?;
     }
     Ok(v)
+}
+
+/// [`verify_one`] for a PostgreSQL warehouse: the counts from PostgreSQL; for `deep`, the table's ids,
+/// `:updated_at` and `:version` copied out (streamed to a file, then into the in-memory DuckDB as `local`)
+/// and compared there with the source's, as for DuckDB.
+async fn verify_postgres(
+    v: &Verifier,
+    pg: &mut postgres::Client,
+    schema: &str,
+    ds: &Dataset,
+    deep_check: bool,
+    page_size: u64,
+) -> Result<Verdict, Failure> {
+    let pg_err = |what: &str, e: postgres::Error| -> Failure {
+        crate::warehouse::postgres::pg_error(what.to_string(), &e)
+            .to_string()
+            .into()
+    };
+    let table = format!("{}.{}", quote_ident(schema), quote_ident(ds.key.as_str()));
+    let (exists, local_rows, local_newest_ms) = off_runtime(|| {
+        let exists: bool = pg
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .map_err(|e| pg_err("looking up the table", e))?
+            .get(0);
+        if !exists {
+            return Ok::<_, Failure>((false, 0, None));
+        }
+        let r = pg
+            .query_one(
+                &format!(
+                    "SELECT count(*), floor(extract(epoch FROM max(socrata_updated_at)) * 1000)::bigint FROM {table}"
+                ),
+                &[],
+            )
+            .map_err(|e| pg_err("counting the table", e))?;
+        Ok((true, r.get(0), r.get(1)))
+    })?;
+    if !exists {
+        return Err(Failure::Other("not in the warehouse (never synced)".into()));
+    }
+    let id = ds.id.as_str();
+    let mut verdict = Verdict {
+        source_rows: v.client.count(id, None).await?,
+        local_rows,
+        local_newest_ms,
+        ..Verdict::default()
+    };
+    let newest = v.client.query_json(id, &PageQuery::newest()).await?;
+    verdict.source_newest_ms = newest
+        .first()
+        .and_then(|r| r.get(":updated_at")?.as_str().and_then(parse_timestamp_ms));
+    if deep_check {
+        let path = v.tmp.path().join(format!("{}.local.csv", ds.key));
+        off_runtime(|| {
+            let mut out = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+            let mut reader = pg
+                .copy_out(&format!(
+                    "COPY (SELECT socrata_id, to_char(socrata_updated_at AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD HH24:MI:SS.MS'), socrata_version FROM {table}) TO STDOUT (FORMAT csv)"
+                ))
+                .map_err(|e| pg_err("reading the table's ids", e))?;
+            std::io::copy(&mut reader, &mut out)
+                .map_err(|e| format!("reading the table's ids: {e}"))?;
+            Ok::<_, Failure>(())
+        })?;
+        v.conn
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TABLE local AS SELECT * FROM read_csv({}, header = false, auto_detect = false, \
+                 delim = ',', quote = '\"', escape = '\"', columns = {{'socrata_id': 'VARCHAR', \
+                 'socrata_updated_at': 'TIMESTAMP', 'socrata_version': 'VARCHAR'}})",
+                quote_literal(&path.display().to_string())
+            ))
+            .map_err(sql_err("loading the table's ids"))?;
+        let _ = std::fs::remove_file(&path);
+        deep(
+            &v.conn,
+            &v.client,
+            ds,
+            "local",
+            page_size,
+            v.tmp.path(),
+            &mut verdict,
+        )
+        .await?;
+    }
+    Ok(verdict)
 }
 
 /// Lists the source's `(:id, :updated_at, :version)` into an in-memory table and compares it with the

@@ -132,11 +132,7 @@ pub fn run(
             None => None,
         };
         let theirs = shared.iter().find(|r| r.key == d.key.as_str()).cloned();
-        let rec = match (local, theirs) {
-            (Some(l), Some(t)) if t.last_attempt_at > l.last_attempt_at => Some(t),
-            (Some(l), _) => Some(l),
-            (None, t) => t,
-        };
+        let rec = DatasetRecord::newest(local, theirs);
         statuses.push(dataset_status(d, rec.as_ref(), now));
     }
     if json {

@@ -131,6 +131,21 @@ pub struct DatasetRecord {
     pub uncastable: Option<i64>,
 }
 
+impl DatasetRecord {
+    /// Of this worker's record and another's (a shared warehouse's `dobsob.datasets_state`), the one whose
+    /// last attempt is newer; this worker's on a tie.
+    pub fn newest(
+        local: Option<DatasetRecord>,
+        shared: Option<DatasetRecord>,
+    ) -> Option<DatasetRecord> {
+        match (local, shared) {
+            (Some(l), Some(s)) if s.last_attempt_at > l.last_attempt_at => Some(s),
+            (Some(l), _) => Some(l),
+            (None, s) => s,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WatermarkRecord {
     pub updated_at: String,
@@ -873,6 +888,53 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
+
+    /// The newer attempt wins; this worker's on a tie or when the other has none.
+    #[test]
+    fn the_newest_record_is_the_one_with_the_later_attempt() {
+        let rec = |who: &str, at: Option<&str>| DatasetRecord {
+            key: who.into(),
+            last_attempt_at: at.map(str::to_string),
+            ..Default::default()
+        };
+        let key = |r: Option<DatasetRecord>| r.map(|r| r.key);
+        let (old, new) = (
+            Some("2026-12-06T02:00:00.000Z"),
+            Some("2026-12-07T02:00:00.000Z"),
+        );
+        assert_eq!(
+            key(DatasetRecord::newest(
+                Some(rec("l", old)),
+                Some(rec("s", new))
+            ))
+            .as_deref(),
+            Some("s")
+        );
+        assert_eq!(
+            key(DatasetRecord::newest(
+                Some(rec("l", new)),
+                Some(rec("s", old))
+            ))
+            .as_deref(),
+            Some("l")
+        );
+        assert_eq!(
+            key(DatasetRecord::newest(
+                Some(rec("l", new)),
+                Some(rec("s", new))
+            ))
+            .as_deref(),
+            Some("l")
+        );
+        assert_eq!(
+            key(DatasetRecord::newest(None, Some(rec("s", None)))).as_deref(),
+            Some("s")
+        );
+        assert_eq!(
+            key(DatasetRecord::newest(Some(rec("l", None)), None)).as_deref(),
+            Some("l")
+        );
+    }
     use super::*;
 
     #[test]

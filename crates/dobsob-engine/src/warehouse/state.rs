@@ -52,6 +52,31 @@ pub(super) fn read_state(
     .ctx(|| format!("reading the sync state of {key}"))
 }
 
+/// `state`, unless it says the live table is complete and the table is gone (dropped by hand): there is
+/// nothing to be incremental on, which reads as no state, so the next sync loads the dataset in full (said
+/// once, when `warn`: the sync's read, not the dry run's). Both warehouse targets read their states so.
+pub(super) fn live_state(
+    key: &str,
+    state: Option<SyncState>,
+    table_exists: impl FnOnce() -> Result<bool, WarehouseError>,
+    warn: bool,
+) -> Result<Option<SyncState>, WarehouseError> {
+    if state
+        .as_ref()
+        .is_some_and(|s| s.phase == Phase::Incremental)
+        && !table_exists()?
+    {
+        if warn {
+            tracing::warn!(
+                dataset = key,
+                "table {key} is missing from the warehouse: loading it in full"
+            );
+        }
+        return Ok(None);
+    }
+    Ok(state)
+}
+
 pub(super) fn table_exists(conn: &Connection, table: &str) -> Result<bool, WarehouseError> {
     let n: i64 = conn
         .query_row(
@@ -94,14 +119,7 @@ impl StateReader {
             return Ok(None);
         }
         let state = read_state(&self.conn, key)?;
-        if state
-            .as_ref()
-            .is_some_and(|s| s.phase == Phase::Incremental)
-            && !table_exists(&self.conn, key)?
-        {
-            return Ok(None);
-        }
-        Ok(state)
+        live_state(key, state, || table_exists(&self.conn, key), false)
     }
 }
 
@@ -110,18 +128,7 @@ impl Warehouse {
     /// that reads as no state, so the next sync loads the dataset in full.
     pub fn state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
         let state = self.read_state(key)?;
-        if state
-            .as_ref()
-            .is_some_and(|s| s.phase == Phase::Incremental)
-            && !self.table_exists(key)?
-        {
-            tracing::warn!(
-                dataset = key,
-                "table {key} is missing from the warehouse: loading it in full"
-            );
-            return Ok(None);
-        }
-        Ok(state)
+        live_state(key, state, || self.table_exists(key), true)
     }
 
     pub(super) fn read_state(&self, key: &str) -> Result<Option<SyncState>, WarehouseError> {

@@ -28,6 +28,7 @@ pub use conninfo::ConnInfo;
 use postgres::Transaction;
 
 use super::describe::{column_comment, due_and_stale, table_comment, Description, DueAndStale};
+use super::state::live_state;
 use super::{
     load_table, quote_ident, quote_literal, IdSetDiff, PageFile, Phase, SyncState, TableSchema,
     WarehouseError, WriterTimings,
@@ -150,8 +151,6 @@ pub struct PgWarehouse {
     timings: WriterTimings,
     /// Datasets this worker holds the advisory lock of.
     claimed: HashSet<String>,
-    /// Id listings collected now (temporary tables of this session).
-    listings: HashSet<String>,
 }
 
 impl PgWarehouse {
@@ -240,7 +239,6 @@ impl PgWarehouse {
             worker: worker_name(),
             timings: WriterTimings::default(),
             claimed: HashSet::new(),
-            listings: HashSet::new(),
         })
     }
 
@@ -313,18 +311,7 @@ impl PgWarehouse {
     /// The dataset's sync state; a live table dropped by hand reads as none (loaded in full next).
     pub fn state(&mut self, key: &str) -> Result<Option<SyncState>, WarehouseError> {
         let state = self.read_state(key)?;
-        if state
-            .as_ref()
-            .is_some_and(|s| s.phase == Phase::Incremental)
-            && !self.table_exists(key)?
-        {
-            tracing::warn!(
-                dataset = key,
-                "table {key} is missing from the warehouse: loading it in full"
-            );
-            return Ok(None);
-        }
-        Ok(state)
+        live_state(key, state, || self.table_exists(key), true)
     }
 
     /// Streams `page`'s CSV into the temporary text table `_dobsob_page` (columns `c0..cN` in header
@@ -707,7 +694,6 @@ impl PgWarehouse {
                 &ids["pg_temp.".len()..]
             ))
             .pg(|| "creating the id set".into())?;
-        self.listings.insert(key.to_string());
         Ok(())
     }
 
@@ -809,7 +795,6 @@ impl PgWarehouse {
         self.client
             .batch_execute(&format!("DROP TABLE IF EXISTS {ids}"))
             .pg(|| "dropping the id set".into())?;
-        self.listings.remove(key);
         Ok(())
     }
 
@@ -1081,11 +1066,6 @@ impl PgWarehouse {
                 }
             })
             .collect())
-    }
-
-    /// Where the warehouse is (no password), for messages.
-    pub fn info(&self) -> &ConnInfo {
-        &self.info
     }
 }
 

@@ -511,6 +511,19 @@ fn two_workers_share_six_datasets_each_synced_once_and_a_killed_workers_dataset_
     assert!(held > 0, "the workers never overlapped: {ra} {rb}");
     env.assert_all_pg_equal_to_source(&url, "nyc");
     env.assert_pg_equal_to_source(&url, "nyc", "generated", "gen6-rows");
+    // `status` names the PostgreSQL warehouse (never a DuckDB file, never the password).
+    let out = env
+        .cmd(&["status"])
+        .env("DOBSOB_DATA_DIR", &a)
+        .env("DOBSOB_CATALOG", &catalog)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("warehouse: PostgreSQL postgres://dobsob@/workers?")
+            && !stdout(&out).contains(".duckdb"),
+        "{}",
+        stdout(&out)
+    );
     // `status --warehouse` on either worker shows every dataset synced, whichever worker synced it.
     for dir in [&a, &b] {
         let out = env

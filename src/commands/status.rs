@@ -117,11 +117,14 @@ pub fn run(
         None
     };
     // A shared PostgreSQL warehouse: every worker's facts, where newer than this worker's ledger.
-    let shared = match &args.warehouse {
-        Some(url) => {
-            let info = ConnInfo::from_env(url).map_err(Error::Config)?;
-            off_runtime(|| PgWarehouse::open(&info)?.shared_records())?
-        }
+    let postgres = args
+        .warehouse
+        .as_deref()
+        .map(ConnInfo::from_env)
+        .transpose()
+        .map_err(Error::Config)?;
+    let shared = match &postgres {
+        Some(info) => off_runtime(|| PgWarehouse::open(info)?.shared_records())?,
         None => Vec::new(),
     };
     let now = chrono::Utc::now();
@@ -193,7 +196,14 @@ pub fn run(
         ],
         &rows,
     ));
-    printer.line(&snapshot_line(&settings.warehouse_path()));
+    printer.line(&match &postgres {
+        // The address without its password, and where the datasets are.
+        Some(info) => format!(
+            "warehouse: PostgreSQL {info}, datasets in schema {} (every worker's state)",
+            info.schema
+        ),
+        None => snapshot_line(&settings.warehouse_path()),
+    });
     let source = match &settings.source.catalog {
         Some(p) => format!("catalog {}", p.display()),
         None => "the built-in catalog".into(),

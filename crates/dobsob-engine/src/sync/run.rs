@@ -317,8 +317,8 @@ impl Engine {
                 let key = ds.key.to_string();
                 match self.claim(&key).await {
                     Ok(Claim::Granted) => {}
-                    Ok(Claim::Held { by, since }) => {
-                        let reason = format!("being synced by {by} since {since}");
+                    Ok(held @ Claim::Held { .. }) => {
+                        let reason = held.skip_reason().unwrap_or_default();
                         tracing::info!(dataset = %ds.key, "skipped: {reason}");
                         self.ledger.record_skip(run, ds.key.as_str(), &reason)?;
                         skip(i, &mut reports, job, reason);

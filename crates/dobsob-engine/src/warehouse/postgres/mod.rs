@@ -134,11 +134,26 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Granted,
-    /// Another worker syncs it now: who (`host:pid`) and since when (UTC).
+    /// Another worker syncs it now: who (`host:pid`) and since when (UTC), unless it has only just taken
+    /// the claim and not yet said so.
     Held {
-        by: String,
-        since: String,
+        by_since: Option<(String, String)>,
     },
+}
+
+impl Claim {
+    /// Why a dataset held by another worker is skipped, for the report.
+    pub fn skip_reason(&self) -> Option<String> {
+        match self {
+            Claim::Granted => None,
+            Claim::Held {
+                by_since: Some((by, since)),
+            } => Some(format!("being synced by {by} since {since}")),
+            Claim::Held { by_since: None } => {
+                Some("being synced by another worker, which has only just claimed it".to_string())
+            }
+        }
+    }
 }
 
 /// The PostgreSQL warehouse: one connection, on the writer thread.
@@ -954,15 +969,8 @@ impl PgWarehouse {
                 &[&key],
             )
             .pg(|| format!("reading the claim on {key}"))?;
-        Ok(match holder {
-            Some(r) => Claim::Held {
-                by: r.get(0),
-                since: r.get(1),
-            },
-            None => Claim::Held {
-                by: "another worker".into(),
-                since: "now".into(),
-            },
+        Ok(Claim::Held {
+            by_since: holder.map(|r| (r.get(0), r.get(1))),
         })
     }
 

@@ -60,6 +60,7 @@ pub fn config(
         schedule_grace: only.schedule_check.then_some(only.grace as i64),
         force: only.force,
         incremental_only: only.incremental_only,
+        quality: settings.catalog.quality,
     };
     c.overlap = std::time::Duration::from_secs(args.overlap);
     c.late_window = std::time::Duration::from_secs(args.late_window);

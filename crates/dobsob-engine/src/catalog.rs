@@ -242,6 +242,9 @@ impl Dataset {
 pub struct Catalog {
     pub portal: Option<String>,
     pub datasets: Vec<Dataset>,
+    /// When a dataset's data-quality profile is an anomaly (`[quality]`; defaults in
+    /// [`crate::quality::Thresholds`]).
+    pub quality: crate::quality::Thresholds,
     /// Where it came from, and its text as read (what `dobsob catalog --toml` prints).
     pub source: CatalogSource,
     pub text: String,
@@ -256,6 +259,9 @@ struct RawCatalog {
     columns: BTreeMap<String, String>,
     #[serde(default)]
     dataset: Vec<RawDataset>,
+    /// The data-quality thresholds.
+    #[serde(default)]
+    quality: crate::quality::Thresholds,
 }
 
 #[derive(Deserialize)]
@@ -351,9 +357,16 @@ impl Catalog {
                 message,
             })?;
         }
+        raw.quality
+            .validate()
+            .map_err(|message| CatalogError::Catalog {
+                source_name: source_name.clone(),
+                message,
+            })?;
         Ok(Catalog {
             portal: raw.portal,
             datasets,
+            quality: raw.quality,
             source: source.clone(),
             text: text.to_string(),
         })

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod lock;
 pub mod orchestrator;
 pub mod preview;
+pub mod quality;
 pub mod query;
 pub mod report;
 pub mod soda;

@@ -99,6 +99,42 @@ pub fn peek(data_dir: &Path) -> Peek {
     }
 }
 
+/// Whether a run holds `data_dir` now, seen without taking any lock (a look that took one, even shared,
+/// could make a run starting that instant find the directory busy): on Linux from `/proc/locks`, the
+/// kernel's list of `flock` locks by device and inode; elsewhere (or without /proc) by a [`peek`].
+pub fn is_held(data_dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(data_dir.join("dobsob.lock")) else {
+        return false;
+    };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return matches!(peek(data_dir), Peek::Held);
+    };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let inode = meta.ino();
+    locks.lines().any(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF" (a waiter's line has "->" after the number).
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let Some(i) = f.iter().position(|w| *w == "FLOCK") else {
+            return false;
+        };
+        if f.get(i + 2) != Some(&"WRITE") {
+            return false;
+        }
+        let Some(id) = f.get(i + 4) else {
+            return false;
+        };
+        let mut parts = id.split(':');
+        let (Some(ma), Some(mi), Some(ino)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        u32::from_str_radix(ma, 16).ok() == Some(major)
+            && u32::from_str_radix(mi, 16).ok() == Some(minor)
+            && ino.parse::<u64>().ok() == Some(inode)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,9 +143,16 @@ mod tests {
     fn a_peek_sees_a_holder_and_holds_a_starting_run_off_while_it_looks() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(peek(dir.path()), Peek::Free(None)));
+        assert!(!is_held(dir.path()));
         let run = RunLock::acquire(dir.path()).unwrap();
         assert!(matches!(peek(dir.path()), Peek::Held));
+        assert!(
+            is_held(dir.path()),
+            "{}",
+            std::fs::read_to_string("/proc/locks").unwrap_or_default()
+        );
         drop(run);
+        assert!(!is_held(dir.path()));
         let looking = peek(dir.path());
         assert!(matches!(looking, Peek::Free(Some(_))));
         assert!(

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::quality::{Anomaly, Profile};
 use crate::soda::Watermark;
 
 /// The migrations, in order. `PRAGMA user_version` holds how many have been applied.
@@ -16,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../sql/ledger/0001_init.sql"),
     include_str!("../../../../sql/ledger/0002_outcomes.sql"),
     include_str!("../../../../sql/ledger/0003_skips.sql"),
+    include_str!("../../../../sql/ledger/0004_quality.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +191,44 @@ pub struct AttemptSuccess {
     pub warnings: Vec<String>,
     /// Why the attempt fetched nothing, e.g. "source unchanged since ...".
     pub reason: Option<String>,
+    /// The data-quality profile of the table after the attempt, and its anomalies.
+    pub profile: Option<(Profile, Vec<Anomaly>)>,
+    /// The portal's columns: field name, display name, description.
+    pub columns: Option<Vec<(String, String, Option<String>)>>,
+}
+
+/// One profile of a dataset, as the ledger keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProfileEntry {
+    pub attempt_id: i64,
+    pub run_id: i64,
+    pub at: String,
+    pub rows: i64,
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A column of a dataset as the portal describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ColumnInfo {
+    pub field_name: String,
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// An attempt on a dataset, with its run, for a dataset's history.
+#[derive(Debug, serde::Serialize)]
+pub struct DatasetAttempt {
+    pub run_id: i64,
+    #[serde(flatten)]
+    pub attempt: AttemptView,
+}
+
+/// A warning an attempt recorded.
+#[derive(Debug, serde::Serialize)]
+pub struct WarningRecord {
+    pub run_id: i64,
+    pub at: String,
+    pub message: String,
 }
 
 /// One run as the ledger recorded it.
@@ -263,6 +303,10 @@ pub struct RunLine {
     pub finished_at: Option<String>,
     pub outcome: String,
     pub counts: OutcomeCounts,
+    /// Over the run's attempts: rows downloaded, bytes, requests sent.
+    pub rows_fetched: i64,
+    pub bytes: i64,
+    pub requests: i64,
 }
 
 /// One dataset of a run.
@@ -277,6 +321,7 @@ pub struct AttemptView {
     pub rows_deleted: i64,
     pub bytes: i64,
     pub pages: i64,
+    pub requests: i64,
     pub source_count: Option<i64>,
     pub error: Option<String>,
     pub reason: Option<String>,
@@ -420,7 +465,7 @@ impl Ledger {
         let mut stmt = c
             .prepare(
                 "SELECT dataset_key, mode, outcome, started_at, finished_at, rows_fetched, rows_deleted, bytes,
-                        pages, source_count, error, reason
+                        pages, source_count, error, reason, requests
                  FROM attempts WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
@@ -439,6 +484,7 @@ impl Ledger {
                     source_count: r.get(9)?,
                     error: r.get(10)?,
                     reason: r.get(11)?,
+                    requests: r.get(12)?,
                 })
             })
             .map_err(self.err())?;
@@ -454,7 +500,11 @@ impl Ledger {
         let c = self.c();
         let mut stmt = c
             .prepare(
-                "SELECT id, command, started_at, finished_at, outcome FROM runs ORDER BY id DESC LIMIT ?1",
+                "SELECT r.id, r.command, r.started_at, r.finished_at, r.outcome,
+                        coalesce(sum(a.rows_fetched), 0), coalesce(sum(a.bytes), 0),
+                        coalesce(sum(a.requests), 0)
+                 FROM runs r LEFT JOIN attempts a ON a.run_id = r.id
+                 GROUP BY r.id ORDER BY r.id DESC LIMIT ?1",
             )
             .map_err(self.err())?;
         let mut runs = stmt
@@ -466,6 +516,9 @@ impl Ledger {
                     finished_at: r.get(3)?,
                     outcome: r.get(4)?,
                     counts: OutcomeCounts::default(),
+                    rows_fetched: r.get(5)?,
+                    bytes: r.get(6)?,
+                    requests: r.get(7)?,
                 })
             })
             .map_err(self.err())?
@@ -598,7 +651,155 @@ impl Ledger {
             .map_err(self.err())
     }
 
-    /// Marks runs and attempts still recorded as running as `abandoned` (their process died: the caller holds
+    /// The dataset's newest data-quality profile.
+    pub fn last_profile(&self, key: &str) -> Result<Option<Profile>, LedgerError> {
+        self.latest_profile(key).map(|p| p.map(|(p, _)| p))
+    }
+
+    /// The dataset's newest profile and its anomalies.
+    pub fn latest_profile(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Profile, Vec<Anomaly>)>, LedgerError> {
+        let row: Option<(String, String)> = self
+            .c()
+            .query_row(
+                "SELECT profile, anomalies FROM profiles WHERE dataset_key = ?1
+                 ORDER BY attempt_id DESC LIMIT 1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        // A profile this dobsob cannot read (written by another version) is no profile, not an error.
+        Ok(row.and_then(|(p, a)| {
+            Some((
+                serde_json::from_str(&p).ok()?,
+                serde_json::from_str(&a).unwrap_or_default(),
+            ))
+        }))
+    }
+
+    /// The dataset's newest `limit` profiles, oldest first (for a row-count chart).
+    pub fn profile_history(&self, key: &str, limit: u32) -> Result<Vec<ProfileEntry>, LedgerError> {
+        let c = self.c();
+        let mut stmt = c
+            .prepare(
+                "SELECT p.attempt_id, a.run_id, p.at, p.rows, p.anomalies
+                 FROM profiles p JOIN attempts a ON a.id = p.attempt_id
+                 WHERE p.dataset_key = ?1 ORDER BY p.attempt_id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let mut v = stmt
+            .query_map(params![key, limit], |r| {
+                let anomalies: String = r.get(4)?;
+                Ok(ProfileEntry {
+                    attempt_id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    at: r.get(2)?,
+                    rows: r.get(3)?,
+                    anomalies: serde_json::from_str(&anomalies).unwrap_or_default(),
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// The dataset's columns as the portal described them at its last success, in order.
+    pub fn columns(&self, key: &str) -> Result<Vec<ColumnInfo>, LedgerError> {
+        let c = self.c();
+        let mut stmt = c
+            .prepare(
+                "SELECT field_name, name, description FROM columns WHERE dataset_key = ?1
+                 ORDER BY position",
+            )
+            .map_err(self.err())?;
+        let v = stmt
+            .query_map([key], |r| {
+                Ok(ColumnInfo {
+                    field_name: r.get(0)?,
+                    name: r.get(1)?,
+                    description: r.get(2)?,
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        Ok(v)
+    }
+
+    /// The dataset's newest `limit` attempts (skips included), newest first.
+    pub fn dataset_attempts(
+        &self,
+        key: &str,
+        limit: u32,
+    ) -> Result<Vec<DatasetAttempt>, LedgerError> {
+        let c = self.c();
+        let mut stmt = c
+            .prepare(
+                "SELECT run_id, dataset_key, mode, outcome, started_at, finished_at, rows_fetched,
+                        rows_deleted, bytes, pages, source_count, error, reason, requests
+                 FROM attempts WHERE dataset_key = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let v = stmt
+            .query_map(params![key, limit], |r| {
+                Ok(DatasetAttempt {
+                    run_id: r.get(0)?,
+                    attempt: AttemptView {
+                        dataset: r.get(1)?,
+                        mode: r.get(2)?,
+                        outcome: r.get(3)?,
+                        started_at: r.get(4)?,
+                        finished_at: r.get(5)?,
+                        rows_fetched: r.get(6)?,
+                        rows_deleted: r.get(7)?,
+                        bytes: r.get(8)?,
+                        pages: r.get(9)?,
+                        source_count: r.get(10)?,
+                        error: r.get(11)?,
+                        reason: r.get(12)?,
+                        requests: r.get(13)?,
+                    },
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        Ok(v)
+    }
+
+    /// The dataset's newest `limit` warnings, newest first.
+    pub fn dataset_warnings(
+        &self,
+        key: &str,
+        limit: u32,
+    ) -> Result<Vec<WarningRecord>, LedgerError> {
+        let c = self.c();
+        let mut stmt = c
+            .prepare(
+                "SELECT a.run_id, w.at, w.message FROM warnings w JOIN attempts a ON a.id = w.attempt_id
+                 WHERE w.dataset_key = ?1 ORDER BY w.rowid DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let v = stmt
+            .query_map(params![key, limit], |r| {
+                Ok(WarningRecord {
+                    run_id: r.get(0)?,
+                    at: r.get(1)?,
+                    message: r.get(2)?,
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        Ok(v)
+    }
+
+    /// Marks runs and attempts still recorded as running as `abandoned`    /// Marks runs and attempts still recorded as running as `abandoned` (their process died: the caller holds
     /// the run lock, so nothing else is running). Returns how many runs.
     pub fn mark_abandoned(&mut self) -> Result<usize, LedgerError> {
         let t = now();
@@ -725,6 +926,21 @@ impl Ledger {
         })
     }
 
+    /// The requests an attempt sent to the portal.
+    pub fn set_attempt_requests(
+        &mut self,
+        attempt: AttemptId,
+        requests: i64,
+    ) -> Result<(), LedgerError> {
+        self.c()
+            .execute(
+                "UPDATE attempts SET requests = ?2 WHERE id = ?1",
+                params![attempt, requests],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Bytes of non-row requests (id listings) count toward the attempt too.
     pub fn add_bytes(&mut self, attempt: AttemptId, bytes: i64) -> Result<(), LedgerError> {
         self.c()
@@ -797,6 +1013,30 @@ impl Ledger {
                     "INSERT INTO warnings (attempt_id, dataset_key, message, at) VALUES (?1, ?2, ?3, ?4)",
                     params![attempt, key, w, t],
                 )?;
+            }
+            if let Some((profile, anomalies)) = &s.profile {
+                tx.execute(
+                    "INSERT INTO profiles (attempt_id, dataset_key, at, rows, profile, anomalies)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        attempt,
+                        key,
+                        t,
+                        profile.rows,
+                        serde_json::to_string(profile).expect("a profile serializes"),
+                        serde_json::to_string(anomalies).expect("anomalies serialize")
+                    ],
+                )?;
+            }
+            if let Some(columns) = &s.columns {
+                tx.execute("DELETE FROM columns WHERE dataset_key = ?1", params![key])?;
+                for (i, (field, name, description)) in columns.iter().enumerate() {
+                    tx.execute(
+                        "INSERT INTO columns (dataset_key, position, field_name, name, description)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![key, i as i64, field, name, description],
+                    )?;
+                }
             }
             Ok(())
         })

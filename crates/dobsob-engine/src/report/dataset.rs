@@ -144,6 +144,11 @@ pub struct Progress {
     pub drift: Option<String>,
     /// Things the portal did that dobsob worked around (capped `$limit`, columns the metadata lacks, ...).
     pub warnings: Vec<String>,
+    /// What the data-quality profile after the sync found worth a look (also among `warnings`).
+    pub quality: Vec<crate::quality::Anomaly>,
+    /// The profile itself, recorded in the ledger with the attempt.
+    #[serde(skip)]
+    pub profile: Option<crate::quality::Profile>,
     /// Why nothing was fetched: "source unchanged since T", "not due until T", ...
     pub reason: Option<String>,
     /// Values that did not fit their column's type, kept in `dobsob.uncastable`.

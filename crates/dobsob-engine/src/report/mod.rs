@@ -345,6 +345,8 @@ pub struct JobEntry<'a> {
     pub drift: Option<&'a str>,
     pub uncastable: Option<i64>,
     pub warnings: &'a [String],
+    /// The data-quality profile's anomalies (see docs/dashboard.md).
+    pub quality: &'a [crate::quality::Anomaly],
 }
 
 impl<'a> From<&'a DatasetReport> for JobEntry<'a> {
@@ -372,6 +374,7 @@ impl<'a> From<&'a DatasetReport> for JobEntry<'a> {
             drift: p.drift.as_deref(),
             uncastable: p.uncastable,
             warnings: &p.warnings,
+            quality: &p.quality,
         }
     }
 }

@@ -237,6 +237,7 @@ impl DatasetSync {
         }
         progress.uncastable = Some(uncastable);
         progress.source_rows = Some(rec.source);
+        self.profile(ds, &schema, progress).await;
         // A drifting dataset records no gate value: the next sync looks again, whatever rowsUpdatedAt says.
         let gate =
             gate_value(meta.rows_updated_at, meta.portal_date).filter(|_| rec.drift.is_none());
@@ -315,6 +316,44 @@ impl DatasetSync {
         Ok(decision)
     }
 
+    /// The data-quality profile of the synced table, and what it shows against the last one: anomalies
+    /// become warnings. A profile that cannot be made is a warning too, never a failed sync.
+    async fn profile(&self, ds: &Dataset, schema: &Arc<TableSchema>, progress: &mut Progress) {
+        let thresholds = self.options.quality;
+        if !thresholds.enabled {
+            return;
+        }
+        let (k, s) = (ds.key.to_string(), schema.clone());
+        let profile = match self.run.warehouse.call(move |w| w.profile(&k, &s)).await {
+            Ok(p) => p,
+            Err(e) => {
+                let e = e.to_string();
+                tracing::warn!(dataset = %ds.key, "no data-quality profile: {e}");
+                progress
+                    .warnings
+                    .push(format!("no data-quality profile: {e}"));
+                return;
+            }
+        };
+        let previous = match self.ledger.last_profile(ds.key.as_str()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(dataset = %ds.key, "the last data-quality profile is unreadable: {e}");
+                None
+            }
+        };
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let found = crate::quality::anomalies(previous.as_ref(), &profile, &thresholds, now);
+        for a in &found {
+            tracing::warn!(dataset = %ds.key, "data quality: {}", a.message);
+            progress
+                .warnings
+                .push(format!("data quality: {}", a.message));
+        }
+        progress.quality = found;
+        progress.profile = Some(profile);
+    }
+
     /// Whether about all of the source's rows changed after the watermark (90% or more).
     async fn replaced_since(
         &self,
@@ -370,6 +409,16 @@ impl DatasetSync {
                 sha256: crate::soda::client::hex(&digest.finalize()),
                 warnings: progress.warnings.clone(),
                 reason: progress.reason.clone(),
+                profile: progress
+                    .profile
+                    .take()
+                    .map(|p| (p, progress.quality.clone())),
+                columns: progress.description.as_ref().map(|d| {
+                    d.columns
+                        .iter()
+                        .map(|c| (c.field_name.clone(), c.name.clone(), c.description.clone()))
+                        .collect()
+                }),
             },
         )?;
         Ok(())

@@ -173,4 +173,6 @@ pub struct RunOptions {
     pub force: bool,
     /// `--incremental-only`: never start a full load.
     pub incremental_only: bool,
+    /// When a dataset's data-quality profile is an anomaly (the catalog's `[quality]`).
+    pub quality: crate::quality::Thresholds,
 }

@@ -582,6 +582,12 @@ impl DatasetSync {
                 not_recorded(&mut report, recorded);
             }
         }
+        if let Err(e) = self
+            .ledger
+            .set_attempt_requests(attempt, report.progress.requests as i64)
+        {
+            tracing::warn!("{}: the ledger cannot record the requests: {e}", ds.key);
+        }
         self.run.observer.finished(&report);
         report
     }

@@ -23,6 +23,7 @@
 //!   snapshot (`write_dataset_states`) and publishing (`publish.rs`).
 
 mod describe;
+pub mod facts;
 mod full_load;
 mod ids;
 mod memory;

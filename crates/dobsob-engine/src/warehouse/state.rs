@@ -161,6 +161,38 @@ impl Warehouse {
             .ctx(|| format!("counting {table}"))
     }
 
+    /// The data-quality profile of the dataset's table: one scan of aggregates ([`crate::quality`]).
+    pub fn profile(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+    ) -> Result<crate::quality::Profile, WarehouseError> {
+        use crate::quality::{profile_sql, read_profile, Cell, Dialect};
+        let started = std::time::Instant::now();
+        let uncastable = self.uncastable_count(key)?;
+        let sql = profile_sql(
+            &format!("main.{}", quote_ident(key)),
+            schema,
+            Dialect::DuckDb,
+            quote_ident,
+        );
+        let r = self
+            .raw
+            .conn
+            .query_row(&sql, [], |r| {
+                read_profile(schema, uncastable, |i, want| {
+                    Ok(match want {
+                        0 => Cell::Int(r.get(i)?),
+                        1 => Cell::Text(r.get(i)?),
+                        _ => Cell::Float(r.get(i)?),
+                    })
+                })
+            })
+            .ctx(|| format!("profiling {key}"));
+        self.timings.count_s += started.elapsed().as_secs_f64();
+        r
+    }
+
     /// How many values of `table` did not fit their column's type (kept in `dobsob.uncastable`).
     pub fn uncastable_count(&self, table: &str) -> Result<i64, WarehouseError> {
         self.raw

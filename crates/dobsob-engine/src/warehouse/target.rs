@@ -24,6 +24,12 @@ pub trait Target: Send {
     fn load_count(&mut self, key: &str) -> Result<i64, WarehouseError>;
     /// Values of the dataset's table kept verbatim because they did not fit their column's type.
     fn uncastable_count(&mut self, key: &str) -> Result<i64, WarehouseError>;
+    /// The data-quality profile of the dataset's table ([`crate::quality`]): one pass of aggregates.
+    fn profile(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+    ) -> Result<crate::quality::Profile, WarehouseError>;
 
     // Full loads.
 
@@ -140,6 +146,13 @@ impl Target for Warehouse {
     }
     fn uncastable_count(&mut self, key: &str) -> Result<i64, WarehouseError> {
         Warehouse::uncastable_count(self, key)
+    }
+    fn profile(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+    ) -> Result<crate::quality::Profile, WarehouseError> {
+        Warehouse::profile(self, key, schema)
     }
     fn begin_full(
         &mut self,

@@ -27,6 +27,30 @@ impl Target for PgWarehouse {
             .map(|r| r.get(0))
             .pg(|| format!("counting uncastable values of {key}"))
     }
+    fn profile(
+        &mut self,
+        key: &str,
+        schema: &TableSchema,
+    ) -> Result<crate::quality::Profile, WarehouseError> {
+        use crate::quality::{profile_sql, read_profile, Cell, Dialect};
+        let started = Instant::now();
+        let uncastable = Target::uncastable_count(self, key)?;
+        let sql = profile_sql(&self.table(key), schema, Dialect::Postgres, quote_ident);
+        let row = self
+            .client
+            .query_one(&sql, &[])
+            .pg(|| format!("profiling {key}"))?;
+        let r = read_profile(schema, uncastable, |i, want| {
+            Ok::<_, postgres::Error>(match want {
+                0 => Cell::Int(row.try_get(i)?),
+                1 => Cell::Text(row.try_get(i)?),
+                _ => Cell::Float(row.try_get(i)?),
+            })
+        })
+        .pg(|| format!("reading the profile of {key}"));
+        self.timings.count_s += started.elapsed().as_secs_f64();
+        r
+    }
     fn begin_full(
         &mut self,
         key: &str,

@@ -124,6 +124,56 @@ pub enum Command {
     /// Administer a PostgreSQL warehouse (--warehouse postgres://...): grant-read gives a role read access.
     #[command(subcommand)]
     Postgres(PostgresCommand),
+    /// Serve a web dashboard of the datasets and runs (freshness, row counts, run timelines, data quality),
+    /// Prometheus metrics at /metrics and JSON at /api/status.json and /api/runs/ID.json; with
+    /// --allow-control, buttons that start syncs and rebuilds.
+    #[command(after_help = SERVE_AFTER_HELP)]
+    Serve(ServeArgs),
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Examples:
+  dobsob serve                                  http://127.0.0.1:8686/, read-only
+  dobsob serve --allow-control                  with sync / retry / rebuild buttons
+  DOBSOB_SERVE_TOKEN=$(openssl rand -hex 24) dobsob serve --listen 0.0.0.0:8686
+                                                for the team: every request needs the token (the
+                                                browser asks for it as a password; Prometheus sends it
+                                                as `authorization: credentials: TOKEN`)
+
+Pages: / (overview), /runs, /runs/ID, /datasets/KEY; /metrics (Prometheus text format);
+/api/status.json (as `status --json`), /api/runs/ID.json (as `report ID --json`).
+The server stops on Ctrl-C or SIGTERM; a run it started stops at its next page boundary first.";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on. Anything but loopback (127.0.0.1, ::1) needs --token.
+    #[arg(long, default_value = "127.0.0.1:8686", value_name = "ADDR:PORT")]
+    pub listen: String,
+
+    /// Show buttons that start runs ("sync now", "retry failed", "rebuild this dataset") in this process,
+    /// under the data directory's run lock (a cron run holding it is named, and nothing starts).
+    #[arg(long)]
+    pub allow_control: bool,
+
+    /// A secret every request must carry (HTTP Basic password, or `Authorization: Bearer TOKEN`); required
+    /// when listening beyond loopback. At least 16 characters. Never printed or logged.
+    #[arg(
+        long,
+        env = "DOBSOB_SERVE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// A PostgreSQL warehouse (see `dobsob sync --help`): show every worker's state and read dataset facts
+    /// from it; runs started here sync into it.
+    #[arg(
+        long,
+        env = "DOBSOB_WAREHOUSE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub warehouse: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -555,6 +605,12 @@ pub struct StatusArgs {
     /// OK line otherwise.
     #[arg(long, help_heading = "Output", conflicts_with = "json")]
     pub check: bool,
+
+    /// Print the status in Prometheus' text format (the same metrics as `dobsob serve`'s /metrics), for
+    /// node_exporter's textfile collector when no server runs:
+    /// `dobsob status --prometheus > dobsob.prom.tmp && mv dobsob.prom.tmp /var/lib/node_exporter/dobsob.prom`
+    #[arg(long, help_heading = "Output", conflicts_with_all = ["json", "check"])]
+    pub prometheus: bool,
 
     /// A PostgreSQL warehouse (see `dobsob sync --help`): show what every worker syncing into it recorded
     /// there, the newer of that and this data directory's ledger per dataset.

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod error;
+mod metrics;
 mod printer;
 mod progress;
 mod settings;
@@ -75,6 +76,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         | Command::Sql(_)
         | Command::Catalog(_)
         | Command::Postgres(_) => false,
+        Command::Serve(_) => true,
         Command::Sync(a) => !a.run.dry_run && !a.only.generate_cron,
         Command::Rebuild(a) => !a.dry_run,
     };
@@ -83,6 +85,16 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
+    if let Command::Serve(a) = &cli.command {
+        return runtime.block_on(async {
+            let shutdown = Shutdown::default();
+            watch_signals(
+                shutdown.clone(),
+                "interrupted: stopping the dashboard (a run it started stops at its next page boundary)",
+            );
+            commands::serve::run(settings, a, printer, shutdown).await
+        });
+    }
     runtime.block_on(async {
         let shutdown = Shutdown::default();
         let notice = match &cli.command {
@@ -122,6 +134,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
             Command::Postgres(cli::PostgresCommand::GrantRead(a)) => {
                 commands::postgres::grant_read(a, printer)
             }
+            Command::Serve(_) => unreachable!("served above"),
         }
     })
 }

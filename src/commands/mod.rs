@@ -5,6 +5,7 @@ pub mod cron;
 pub mod plan;
 pub mod postgres;
 pub mod report;
+pub mod serve;
 pub mod sql;
 pub mod status;
 pub mod sync;

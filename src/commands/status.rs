@@ -37,6 +37,11 @@ pub struct DatasetStatus {
     pub source_rows: Option<i64>,
     /// Values kept verbatim in dobsob.uncastable because they are not of their column's type.
     pub uncastable: Option<i64>,
+    /// One word for all of the above: never, failing, drift, stale, due, fresh (in that order of
+    /// precedence).
+    pub state: &'static str,
+    /// What the last data-quality profile found worth a look (this data directory's ledger).
+    pub quality: Vec<dobsob_engine::quality::Anomaly>,
 }
 
 /// Freshness of a dataset last synced `age_secs` ago (None = never): (due, stale). Due is
@@ -98,32 +103,44 @@ pub fn dataset_status(
         last_outcome: rec.and_then(|r| r.last_outcome),
         source_rows: rec.and_then(|r| r.source_count),
         uncastable: rec.and_then(|r| r.uncastable),
+        state: state_of(
+            rec.and_then(|r| r.last_outcome),
+            age_seconds.is_some(),
+            stale,
+            due,
+        ),
+        quality: Vec::new(),
     }
 }
 
-pub fn run(
+/// The one-word state of a dataset: never synced, failing (last attempt failed), drift, stale, due, fresh.
+pub fn state_of(
+    outcome: Option<LastOutcome>,
+    synced: bool,
+    stale: bool,
+    due: bool,
+) -> &'static str {
+    match outcome {
+        Some(LastOutcome::Failed) => "failing",
+        Some(LastOutcome::Drift) => "drift",
+        _ if !synced => "never",
+        _ if stale => "stale",
+        _ if due => "due",
+        _ => "fresh",
+    }
+}
+
+/// Every selected dataset's status: this data directory's ledger and, for a shared PostgreSQL warehouse,
+/// every worker's state there (the newer per dataset). Blocking (it may connect to PostgreSQL).
+pub fn collect(
     settings: &Settings,
-    args: &crate::cli::StatusArgs,
-    printer: Printer,
-) -> Result<ExitStatus, Error> {
-    settings.require_data_dir()?;
-    let json = args.json;
-    let selected = settings.select(&args.selection)?;
-    let path = settings.ledger_path();
+    selection: &crate::cli::Selection,
+    postgres: Option<&ConnInfo>,
+) -> Result<Vec<DatasetStatus>, Error> {
+    let selected = settings.select(selection)?;
     // No ledger yet: nothing was ever synced. Do not create one just to say so.
-    let ledger = if path.exists() {
-        Some(Ledger::open(&path)?)
-    } else {
-        None
-    };
-    // A shared PostgreSQL warehouse: every worker's facts, where newer than this worker's ledger.
-    let postgres = args
-        .warehouse
-        .as_deref()
-        .map(ConnInfo::from_env)
-        .transpose()
-        .map_err(Error::Config)?;
-    let shared = match &postgres {
+    let ledger = Ledger::open_read_only(&settings.ledger_path())?;
+    let shared = match postgres {
         Some(info) => off_runtime(|| PgWarehouse::open(info)?.shared_records())?,
         None => Vec::new(),
     };
@@ -136,7 +153,41 @@ pub fn run(
         };
         let theirs = shared.iter().find(|r| r.key == d.key.as_str()).cloned();
         let rec = DatasetRecord::newest(local, theirs);
-        statuses.push(dataset_status(d, rec.as_ref(), now));
+        let mut status = dataset_status(d, rec.as_ref(), now);
+        if let Some(l) = &ledger {
+            status.quality = l
+                .latest_profile(d.key.as_str())?
+                .map(|(_, a)| a)
+                .unwrap_or_default();
+        }
+        statuses.push(status);
+    }
+    Ok(statuses)
+}
+
+pub fn run(
+    settings: &Settings,
+    args: &crate::cli::StatusArgs,
+    printer: Printer,
+) -> Result<ExitStatus, Error> {
+    settings.require_data_dir()?;
+    let json = args.json;
+    // A shared PostgreSQL warehouse: every worker's facts, where newer than this worker's ledger.
+    let postgres = args
+        .warehouse
+        .as_deref()
+        .map(ConnInfo::from_env)
+        .transpose()
+        .map_err(Error::Config)?;
+    let statuses = collect(settings, &args.selection, postgres.as_ref())?;
+    if args.prometheus {
+        let ledger = Ledger::open_read_only(&settings.ledger_path())?;
+        let runs = match &ledger {
+            Some(l) => l.runs(1)?,
+            None => Vec::new(),
+        };
+        printer.data(crate::metrics::render(&statuses, runs.first(), None).trim_end());
+        return Ok(ExitStatus::Ok);
     }
     if json {
         printer.data(&serde_json::to_string_pretty(&statuses).expect("statuses serialize"));
@@ -155,6 +206,18 @@ pub fn run(
                 _ => "fresh",
             };
             let mut err = s.last_error.clone().unwrap_or_default();
+            if !s.quality.is_empty() {
+                err = format!(
+                    "{}{}quality: {}",
+                    err,
+                    if err.is_empty() { "" } else { "; " },
+                    s.quality
+                        .iter()
+                        .map(|a| a.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
             if err.chars().count() > 80 {
                 err = err.chars().take(77).collect::<String>() + "...";
             }
@@ -192,7 +255,7 @@ pub fn run(
             "LAST SUCCESS",
             "WATERMARK",
             "FRESHNESS",
-            "LAST ERROR",
+            "LAST ERROR / QUALITY",
         ],
         &rows,
     ));

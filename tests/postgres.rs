@@ -823,3 +823,94 @@ fn a_page_wrongly_called_castable_loads_the_careful_way_and_loses_nothing() {
         .get(0);
     assert_eq!(cursor, "r4");
 }
+
+/// The data-quality profile and the dashboard work on a PostgreSQL warehouse as on DuckDB: the profile's SQL
+/// runs on the server, the dataset page reads the uncastable values and stored types from PostgreSQL, and no
+/// page shows the database password.
+#[test]
+fn the_profile_and_the_dashboard_work_on_a_postgres_warehouse() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let (env, url) = pg_env(&server, "dash");
+    // A password in the URL (the test server trusts its socket and ignores it): no page may show it.
+    let url = url.replacen("postgres://dobsob@", "postgres://dobsob:s3cret-pw@", 1);
+    *env.warehouse_url.borrow_mut() = Some(url.clone());
+    env.run_ok(&["sync"]);
+    // A profile per dataset, computed by PostgreSQL, with what DuckDB finds in the same fixtures.
+    let profiles: i64 = env
+        .ledger()
+        .query_row("SELECT count(*) FROM profiles", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(profiles, FIXTURES.len() as i64);
+    let profile: serde_json::Value = serde_json::from_str(
+        &env.ledger()
+            .query_row(
+                "SELECT profile FROM profiles WHERE dataset_key = 'hpd_violations'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile["rows"], 50);
+    assert_eq!(profile["distinct_ids"], 50);
+    let inspection = profile["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "inspectiondate")
+        .unwrap();
+    assert!(
+        inspection["max"]
+            .as_str()
+            .unwrap()
+            .starts_with("2105-10-24"),
+        "{inspection}"
+    );
+    let report = env.last_report();
+    let hpd = jobs(&report)
+        .into_iter()
+        .find(|j| j["key"] == "hpd_violations")
+        .unwrap();
+    assert_eq!(hpd["quality"][0]["kind"], "future_dates");
+
+    // The dashboard with DOBSOB_WAREHOUSE set (as env.cmd does): PostgreSQL's facts, never its password.
+    let srv = support::http::serve(&env, &[]);
+    let home = support::http::get(&srv.addr, "/");
+    assert_eq!(home.status, 200);
+    assert!(
+        home.body.contains("PostgreSQL"),
+        "the header names the warehouse"
+    );
+    for (key, _) in FIXTURES {
+        assert!(
+            home.body
+                .contains(&format!("data-dataset=\"{key}\" data-state=\"fresh\"")),
+            "{key}"
+        );
+    }
+    let page = support::http::get(&srv.addr, "/datasets/every_type");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("id=\"uncastable\""),
+        "uncastable values read from PostgreSQL"
+    );
+    assert!(
+        page.body.contains("numeric"),
+        "the stored types are PostgreSQL's"
+    );
+    assert!(page
+        .body
+        .contains("FROM &quot;nyc&quot;.&quot;every_type&quot;"));
+    let metrics = support::http::get(&srv.addr, "/metrics");
+    assert!(metrics
+        .body
+        .contains("dobsob_dataset_rows{dataset=\"every_type\"} 25"));
+    for b in [&home.body, &page.body, &metrics.body] {
+        assert!(
+            !b.contains("s3cret-pw"),
+            "the password never appears on a page"
+        );
+    }
+}

@@ -403,6 +403,15 @@ fn the_webhook_gets_a_one_line_summary_without_the_app_token() {
     );
     assert_eq!(v["outcome"], "ok");
     assert_eq!(v["execution_summary"]["completed_jobs"], 5);
+    // The fixtures' far-future dates and uncastable values: the data-quality findings reach the webhook.
+    assert!(
+        text.contains("Data quality: 2 to look at (hpd_violations, every_type)."),
+        "{text}"
+    );
+    assert_eq!(
+        v["quality_warnings"]["hpd_violations"][0]["kind"],
+        "future_dates"
+    );
     assert!(v["report_path"]
         .as_str()
         .unwrap()

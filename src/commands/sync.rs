@@ -259,6 +259,11 @@ fn print_summary(printer: Printer, report: &RunReport) {
              re-read after an interruption), which replace themselves. ROWS is what each table holds.",
         );
     }
+    for d in &report.datasets {
+        for a in &d.progress.quality {
+            printer.line(&format!("data quality: {}: {}", d.key, a.message));
+        }
+    }
     printer.data(&dobsob_engine::report::webhook::one_line(report));
 }
 

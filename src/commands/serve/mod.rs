@@ -473,6 +473,13 @@ fn start(app: Arc<App>, body: &[u8], action: Action) -> Response {
                 Err(e) => format!("could not start: {e}"),
             };
             tracing::info!("dashboard run ({what}) {ended}");
+            // The run's memory (DuckDB's buffers, the pages) was freed; hand it back to the system rather
+            // than keep a sync's peak in an idle server.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free heap memory; no pointer is involved.
+            unsafe {
+                libc::malloc_trim(0);
+            }
             if let Some(c) = runner
                 .control
                 .lock()

@@ -51,6 +51,15 @@ pub fn one_line(r: &RunReport) -> String {
         r.bytes() as f64 / 1e6,
         r.seconds,
     );
+    let flagged: Vec<&str> = r
+        .datasets
+        .iter()
+        .filter(|d| !d.progress.quality.is_empty())
+        .map(|d| d.key.as_str())
+        .collect();
+    if !flagged.is_empty() {
+        line.push_str(&format!(" Data quality: {}.", named("to look at", flagged)));
+    }
     if let Some(e) = &r.error {
         line.push_str(&format!(" The run stopped early: {e}"));
     }
@@ -73,6 +82,12 @@ pub fn payload(r: &RunReport) -> serde_json::Value {
         };
     let failed = entries(r.failed().collect());
     let interrupted = entries(r.interrupted().collect());
+    let quality: serde_json::Map<String, serde_json::Value> = r
+        .datasets
+        .iter()
+        .filter(|d| !d.progress.quality.is_empty())
+        .map(|d| (d.key.clone(), json!(d.progress.quality)))
+        .collect();
     json!({
         "text": one_line(r),
         "run_id": r.run_id,
@@ -83,6 +98,7 @@ pub fn payload(r: &RunReport) -> serde_json::Value {
         "execution_summary": full["execution_summary"],
         "failed_jobs": failed,
         "interrupted_jobs": interrupted,
+        "quality_warnings": quality,
     })
 }
 

@@ -156,7 +156,8 @@ pub struct ServeArgs {
     pub allow_control: bool,
 
     /// A secret every request must carry (HTTP Basic password, or `Authorization: Bearer TOKEN`); required
-    /// when listening beyond loopback. At least 16 characters. Never printed or logged.
+    /// when listening beyond loopback. At least 16 characters. Never printed or logged; give it in the
+    /// environment (DOBSOB_SERVE_TOKEN): a command line is visible to the machine's other accounts.
     #[arg(
         long,
         env = "DOBSOB_SERVE_TOKEN",

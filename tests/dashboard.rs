@@ -319,6 +319,14 @@ fn control_starts_runs_under_the_run_lock_and_refuses_cross_site_posts() {
         let id = e.dataset().ids()[0].clone();
         e.delete(&id);
     });
+    // The rebuild's pages come slowly: a second start while it runs is refused, naming it.
+    env.emu.state().faults.push(
+        socrata_emulator::Fault::on(
+            &format!("/resource/{DOB_COMPLAINTS}.csv"),
+            socrata_emulator::FaultKind::DelayMs(1500),
+        )
+        .times(1),
+    );
     let origin = format!("http://{a}");
     let ok = http(
         a,
@@ -328,6 +336,15 @@ fn control_starts_runs_under_the_run_lock_and_refuses_cross_site_posts() {
         &body,
     );
     assert_eq!(ok.status, 202, "{}", ok.body);
+    let again = http(a, "POST", "/control/sync", &[], &body);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again
+            .body
+            .contains("rebuild of dob_complaints started here"),
+        "{}",
+        again.body
+    );
     let report = wait_for_run(a, 2);
     assert_eq!(report["command"], "rebuild");
     assert_eq!(report["outcome"], "ok", "{report:#}");
@@ -859,4 +876,36 @@ fn the_live_panel_shows_a_run_of_another_process_while_it_runs() {
     assert_eq!(sync.wait().unwrap().code(), Some(0));
     assert!(get(a, "/fragment/live").body.contains("data-running=\"0\""));
     assert!(get(a, "/runs").body.contains("href=\"/runs/2\""));
+}
+
+#[test]
+fn a_ledger_of_the_dobsob_before_profiles_is_migrated_not_refused_by_status_and_the_dashboard() {
+    let env = synced();
+    // The ledger as the previous dobsob left it: schema version 3, no profiles, columns or requests.
+    env.ledger()
+        .execute_batch(
+            "DROP TABLE profiles; DROP TABLE columns; ALTER TABLE attempts DROP COLUMN requests;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    let text = stdout(&env.run_ok(&["status", "--prometheus"]));
+    assert_eq!(
+        sample(&text, "dobsob_dataset_rows{dataset=\"hpd_violations\"}"),
+        Some(50.0)
+    );
+    let version: i64 = env
+        .ledger()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 4, "migrated as a sync would");
+    let srv = serve(&env, &[]);
+    for p in [
+        "/",
+        "/runs",
+        "/runs/1",
+        "/datasets/hpd_violations",
+        "/metrics",
+    ] {
+        assert_eq!(get(&srv.addr, p).status, 200, "{p}");
+    }
 }

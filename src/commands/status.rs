@@ -3,7 +3,7 @@
 
 use dobsob_engine::catalog::{Dataset, Frequency};
 use dobsob_engine::ledger::{DatasetRecord, LastOutcome, Ledger, WatermarkRecord};
-use dobsob_engine::warehouse::postgres::{off_runtime, ConnInfo, PgWarehouse};
+use dobsob_engine::warehouse::postgres::{off_runtime, shared_records_of, ConnInfo};
 use serde::Serialize;
 
 use crate::error::{Error, ExitStatus};
@@ -130,6 +130,19 @@ pub fn state_of(
     }
 }
 
+/// The data directory's ledger for reading (`None`: nothing was ever synced; none is created just to say
+/// so). A ledger of an older dobsob is migrated first, as a sync would, so that `status`, `--prometheus` and
+/// the dashboard keep working on the day dobsob is upgraded.
+pub fn open_ledger(settings: &Settings) -> Result<Option<Ledger>, Error> {
+    let path = settings.ledger_path();
+    match Ledger::open_read_only(&path) {
+        Err(dobsob_engine::ledger::LedgerError::Version { found, known, .. }) if found < known => {
+            Ok(Some(Ledger::open(&path)?))
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Every selected dataset's status: this data directory's ledger and, for a shared PostgreSQL warehouse,
 /// every worker's state there (the newer per dataset). Blocking (it may connect to PostgreSQL).
 pub fn collect(
@@ -138,10 +151,10 @@ pub fn collect(
     postgres: Option<&ConnInfo>,
 ) -> Result<Vec<DatasetStatus>, Error> {
     let selected = settings.select(selection)?;
-    // No ledger yet: nothing was ever synced. Do not create one just to say so.
-    let ledger = Ledger::open_read_only(&settings.ledger_path())?;
+    let ledger = open_ledger(settings)?;
+    // Read only: one SELECT, no setup (a read-only role can run it, and a scrape never waits on a worker).
     let shared = match postgres {
-        Some(info) => off_runtime(|| PgWarehouse::open(info)?.shared_records())?,
+        Some(info) => off_runtime(|| shared_records_of(info))?,
         None => Vec::new(),
     };
     let now = chrono::Utc::now();
@@ -181,7 +194,7 @@ pub fn run(
         .map_err(Error::Config)?;
     let statuses = collect(settings, &args.selection, postgres.as_ref())?;
     if args.prometheus {
-        let ledger = Ledger::open_read_only(&settings.ledger_path())?;
+        let ledger = open_ledger(settings)?;
         let runs = match &ledger {
             Some(l) => l.runs(1)?,
             None => Vec::new(),

@@ -99,6 +99,14 @@ pub fn peek(data_dir: &Path) -> Peek {
     }
 }
 
+/// What the lock file says of its last holder ("pid 4242, started ..."), if anything.
+pub fn holder(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join("dobsob.lock"))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// Whether a run holds `data_dir` now, seen without taking any lock (a look that took one, even shared,
 /// could make a run starting that instant find the directory busy): on Linux from `/proc/locks`, the
 /// kernel's list of `flock` locks by device and inode; elsewhere (or without /proc) by a [`peek`].

@@ -348,18 +348,22 @@ pub fn anomalies(
             0.0
         }
     };
-    let (was, now_share) = (previous.map(share).unwrap_or(0.0), share(current));
-    if now_share - was > t.uncastable_rise_percent {
-        flag(
+    // A rise needs a profile before it: a first profile (a new dataset, or the first sync after an
+    // upgrade) says nothing about change.
+    if let Some(p) = previous {
+        let (was, now_share) = (share(p), share(current));
+        if now_share - was > t.uncastable_rise_percent {
+            flag(
             "uncastable_rise",
             None,
             format!(
                 "{} values are not of their column's type ({} of the values, was {}): see dobsob.uncastable",
-                current.uncastable,
-                percent(now_share),
-                percent(was)
-            ),
-        );
+                    current.uncastable,
+                    percent(now_share),
+                    percent(was)
+                ),
+            );
+        }
     }
     found
 }
@@ -474,6 +478,8 @@ mod tests {
             kinds(&anomalies(Some(&clean), &dirty, &t, NOW)),
             ["uncastable_rise"]
         );
+        // A first profile has nothing to have risen from.
+        assert!(anomalies(None, &dirty, &t, NOW).is_empty());
         // The same share as before: not a rise.
         assert!(anomalies(Some(&dirty), &dirty, &t, NOW).is_empty());
     }

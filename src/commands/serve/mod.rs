@@ -56,10 +56,14 @@ pub struct App {
 /// A run started from the dashboard.
 #[derive(Debug, Clone)]
 pub struct ControlRun {
+    /// Which start of this server it is (1, 2, ...).
+    pub id: u64,
     pub what: String,
     pub started_at: String,
-    /// Its exit status and last words, once it ended.
+    /// How it ended, in words, once it ended.
     pub ended: Option<String>,
+    /// Its exit status, once it ended.
+    pub code: Option<u8>,
 }
 
 /// The actions the control buttons POST.
@@ -125,6 +129,18 @@ pub async fn run(
             ));
         }
     }
+    if token.is_some() && std::env::var_os("DOBSOB_SERVE_TOKEN").is_none() {
+        tracing::warn!(
+            "--token on the command line is visible to the machine's other accounts (ps, /proc): prefer \
+             the DOBSOB_SERVE_TOKEN environment variable"
+        );
+    }
+    if args.allow_control && token.is_none() {
+        tracing::warn!(
+            "control is on without a token: any account of this machine that can reach 127.0.0.1 can start \
+             syncs and rebuilds as you; on a shared machine set DOBSOB_SERVE_TOKEN"
+        );
+    }
     if !addr.ip().is_loopback() && token.is_none() {
         return Err(Error::Config(format!(
             "--listen {addr} is reachable from other machines: give a token (--token or DOBSOB_SERVE_TOKEN; \
@@ -180,7 +196,18 @@ pub async fn run(
     for r in runs {
         let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
-    Ok(ExitStatus::Interrupted)
+    // Stopping is how a server ends (systemd's SIGTERM): 0, unless a run it started was cut short by it.
+    let cut = app
+        .control
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|c| c.code == Some(ExitStatus::Interrupted as u8));
+    Ok(if cut {
+        ExitStatus::Interrupted
+    } else {
+        ExitStatus::Ok
+    })
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -345,11 +372,16 @@ fn same_origin(headers: &HeaderMap, host: &str) -> Option<Response> {
             "Refused: a state-changing request from another site (or without the page's form token).",
         ))
     };
+    // A browser that sends Sec-Fetch-Site says where the request came from, also behind a proxy that
+    // rewrites Host: trust it.
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return cross();
-        }
+        return if matches!(site, "same-origin" | "none") {
+            None
+        } else {
+            cross()
+        };
     }
+    // An older browser: its Origin must name this server.
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host_of = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
         if origin == "null" || !host_of.eq_ignore_ascii_case(host) {
@@ -411,16 +443,40 @@ fn start(app: Arc<App>, body: &[u8], action: Action) -> Response {
             return pages::not_found(&format!("no dataset {k:?} in the catalog"));
         }
     }
-    // Who holds the data directory, named as the lock names them; the run takes the lock itself.
-    match dobsob_engine::lock::RunLock::acquire(&app.settings.data_dir) {
-        Ok(lock) => drop(lock),
-        Err(e) => {
-            return pages::message_page(
-                StatusCode::CONFLICT,
-                "Not started",
-                &format!("The {} was not started: {e}.", action.describe()),
-            )
-        }
+    // One run from here at a time.
+    if let Some(c) = app
+        .control
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|c| c.ended.is_none())
+    {
+        return pages::message_page(
+            StatusCode::CONFLICT,
+            "Not started",
+            &format!(
+                "The {} was not started: the {} started here at {} is still running.",
+                action.describe(),
+                c.what,
+                c.started_at
+            ),
+        );
+    }
+    // Another process's run (cron's, a terminal's), seen without taking its lock. (One that starts in the
+    // same instant wins the lock: the run started here then ends at once, saying so on the overview.)
+    let dir = &app.settings.data_dir;
+    if dobsob_engine::lock::is_held(dir) {
+        return pages::message_page(
+            StatusCode::CONFLICT,
+            "Not started",
+            &format!(
+                "The {} was not started: another dobsob run holds {} ({}); it is still running. The overview \
+                 shows it live.",
+                action.describe(),
+                dir.join("dobsob.lock").display(),
+                dobsob_engine::lock::holder(dir).unwrap_or_else(|| "holder unknown".into())
+            ),
+        );
     }
     let mut flags = action.flags();
     flags.push("--no-progress".into());
@@ -443,16 +499,23 @@ fn start(app: Arc<App>, body: &[u8], action: Action) -> Response {
         Mode::Sync
     };
     let what = action.describe();
-    *app.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(ControlRun {
-        what: what.clone(),
-        started_at: dobsob_engine::ledger::now(),
-        ended: None,
-    });
+    let id = {
+        let mut control = app.control.lock().unwrap_or_else(|p| p.into_inner());
+        let id = control.as_ref().map_or(1, |c| c.id + 1);
+        *control = Some(ControlRun {
+            id,
+            what: what.clone(),
+            started_at: dobsob_engine::ledger::now(),
+            ended: None,
+            code: None,
+        });
+        id
+    };
     let runner = app.clone();
     let handle = std::thread::Builder::new()
         .name("dashboard-run".into())
         .spawn(move || {
-            let ended = match tokio::runtime::Builder::new_multi_thread()
+            let (code, ended) = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
             {
@@ -466,11 +529,14 @@ fn start(app: Arc<App>, body: &[u8], action: Action) -> Response {
                         printer,
                         runner.shutdown.clone(),
                     )) {
-                        Ok(status) => format!("ended with exit status {}", status as u8),
-                        Err(e) => format!("failed: {e}"),
+                        Ok(status) => (
+                            status as u8,
+                            format!("ended with exit status {}", status as u8),
+                        ),
+                        Err(e) => (crate::error::exit_status(&e) as u8, format!("failed: {e}")),
                     }
                 }
-                Err(e) => format!("could not start: {e}"),
+                Err(e) => (ExitStatus::Failed as u8, format!("could not start: {e}")),
             };
             tracing::info!("dashboard run ({what}) {ended}");
             // The run's memory (DuckDB's buffers, the pages) was freed; hand it back to the system rather
@@ -485,8 +551,10 @@ fn start(app: Arc<App>, body: &[u8], action: Action) -> Response {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .as_mut()
+                .filter(|c| c.id == id)
             {
                 c.ended = Some(ended);
+                c.code = Some(code);
             }
         });
     match handle {
@@ -508,9 +576,9 @@ fn start(app: Arc<App>, body: &[u8], action: Action) -> Response {
     }
 }
 
-/// Opens the ledger read-only (none yet: `None`).
+/// Opens the ledger for reading (none yet: `None`; an older one migrated first, as `status` does).
 pub fn ledger(app: &App) -> Result<Option<Ledger>, Error> {
-    Ok(Ledger::open_read_only(&app.settings.ledger_path())?)
+    super::status::open_ledger(&app.settings)
 }
 
 /// Runs blocking work (SQLite, DuckDB, PostgreSQL) off the async workers.

@@ -1029,51 +1029,7 @@ impl PgWarehouse {
     /// Every worker's facts per dataset (`dobsob.datasets_state`), as ledger records: what `dobsob status`
     /// shows for a shared warehouse. Times are RFC 3339.
     pub fn shared_records(&mut self) -> Result<Vec<DatasetRecord>, WarehouseError> {
-        let t = |c: &str| {
-            format!("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-        };
-        let sql = format!(
-            "SELECT s.key, coalesce(i.socrata_id, ''), s.rows, s.source_rows, {}, {}, s.last_outcome,
-                    s.last_error, coalesce(s.consecutive_failures, 0), s.watermark_updated_at, s.watermark_id,
-                    extract(epoch FROM s.source_last_updated_at)::bigint,
-                    (SELECT count(*) FROM dobsob.uncastable u WHERE u.table_name = s.key)
-             FROM dobsob.datasets_state s LEFT JOIN dobsob.datasets_info i USING (key)",
-            t("s.last_success_at"),
-            t("s.last_attempt_at")
-        );
-        let rows = self
-            .client
-            .query(&sql, &[])
-            .pg(|| "reading dobsob.datasets_state".into())?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let wm: (Option<String>, Option<String>) = (r.get(9), r.get(10));
-                DatasetRecord {
-                    key: r.get(0),
-                    socrata_id: r.get(1),
-                    watermark: match wm {
-                        (Some(updated_at), Some(id)) => {
-                            Some(crate::ledger::WatermarkRecord { updated_at, id })
-                        }
-                        _ => None,
-                    },
-                    row_count: r.get(2),
-                    schema_fingerprint: None,
-                    source_rows_updated_at: r.get(11),
-                    last_success_at: r.get(4),
-                    last_attempt_at: r.get(5),
-                    last_error: r.get(7),
-                    consecutive_failures: r.get(8),
-                    last_outcome: r
-                        .get::<_, Option<String>>(6)
-                        .as_deref()
-                        .and_then(crate::ledger::LastOutcome::parse),
-                    source_count: r.get(3),
-                    uncastable: Some(r.get(12)),
-                }
-            })
-            .collect())
+        read_shared_records(&mut self.client)
     }
 }
 
@@ -1169,4 +1125,69 @@ impl PgWarehouse {
             .pg(|| format!("granting {role} read access"))?;
         tx.commit().pg(|| "COMMIT".into())
     }
+}
+
+/// Every worker's dataset states, read by a reader (`status`, the dashboard): a plain connection and one
+/// SELECT, no setup, no lock, no DDL, so a read-only role can run it. A database dobsob never set up has none.
+pub fn shared_records_of(info: &ConnInfo) -> Result<Vec<DatasetRecord>, WarehouseError> {
+    let mut client = connect::connect(info)?;
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('dobsob.datasets_state') IS NOT NULL AND to_regclass('dobsob.datasets_info') IS NOT NULL",
+            &[],
+        )
+        .map(|r| r.get(0))
+        .pg(|| "looking for dobsob.datasets_state".into())?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    read_shared_records(&mut client)
+}
+
+fn read_shared_records(
+    client: &mut postgres::Client,
+) -> Result<Vec<DatasetRecord>, WarehouseError> {
+    let t =
+        |c: &str| format!("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    let sql = format!(
+        "SELECT s.key, coalesce(i.socrata_id, ''), s.rows, s.source_rows, {}, {}, s.last_outcome,
+                s.last_error, coalesce(s.consecutive_failures, 0), s.watermark_updated_at, s.watermark_id,
+                extract(epoch FROM s.source_last_updated_at)::bigint,
+                (SELECT count(*) FROM dobsob.uncastable u WHERE u.table_name = s.key)
+         FROM dobsob.datasets_state s LEFT JOIN dobsob.datasets_info i USING (key)",
+        t("s.last_success_at"),
+        t("s.last_attempt_at")
+    );
+    let rows = client
+        .query(&sql, &[])
+        .pg(|| "reading dobsob.datasets_state".into())?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let wm: (Option<String>, Option<String>) = (r.get(9), r.get(10));
+            DatasetRecord {
+                key: r.get(0),
+                socrata_id: r.get(1),
+                watermark: match wm {
+                    (Some(updated_at), Some(id)) => {
+                        Some(crate::ledger::WatermarkRecord { updated_at, id })
+                    }
+                    _ => None,
+                },
+                row_count: r.get(2),
+                schema_fingerprint: None,
+                source_rows_updated_at: r.get(11),
+                last_success_at: r.get(4),
+                last_attempt_at: r.get(5),
+                last_error: r.get(7),
+                consecutive_failures: r.get(8),
+                last_outcome: r
+                    .get::<_, Option<String>>(6)
+                    .as_deref()
+                    .and_then(crate::ledger::LastOutcome::parse),
+                source_count: r.get(3),
+                uncastable: Some(r.get(12)),
+            }
+        })
+        .collect())
 }

@@ -19,6 +19,7 @@ Examples:
 
   dobsob catalog                       the datasets of the catalog in force (--toml: as a file to edit)
   dobsob report --list                 the recent runs, one line each
+  dobsob serve                         a web dashboard on http://127.0.0.1:8686/ (and /metrics)
 
 Offline trial against the bundled emulator (from the repository):
   cargo run --release --bin socrata-emulator -- --port 8080 &

@@ -357,6 +357,12 @@ pub struct SyncArgs {
     )]
     pub retry_base_ms: u64,
 
+    /// Cores the sync may keep busy: DuckDB's worker threads and the page checks running at once (default:
+    /// every core). `--cpu-threads 1` leaves the other cores to analysts during office hours; the load then
+    /// takes longer (docs/performance.md has the figures).
+    #[arg(long, help_heading = "Fetching", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub cpu_threads: Option<u32>,
+
     /// Seconds to wait for data from the portal before a request counts as failed (large NYC queries are slow).
     #[arg(long, help_heading = "Fetching", default_value_t = dobsob_engine::defaults::TIMEOUT_SECS, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,

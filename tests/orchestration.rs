@@ -812,3 +812,13 @@ fn a_failed_datasets_error_is_typed_for_a_library_user() {
         assert!(e.message.starts_with(&format!("{key}: ")), "{e}");
     }
 }
+
+#[test]
+fn a_gentle_sync_on_one_cpu_thread_equals_the_source_and_zero_threads_is_refused() {
+    let env = TestEnv::new();
+    env.run_ok(&["sync", "--cpu-threads", "1", "--page-size", "7"]);
+    env.assert_all_equal_to_source();
+    let out = env.run(&["sync", "--cpu-threads", "0"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--cpu-threads"), "{}", stderr(&out));
+}

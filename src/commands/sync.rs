@@ -80,6 +80,7 @@ pub fn config(
     ));
     c.notify_webhook = args.notify_webhook.clone();
     c.publish_interval = (!args.publish_interval.is_zero()).then_some(args.publish_interval);
+    c.cpu_threads = args.cpu_threads.map(|n| n as usize);
     Ok(c)
 }
 

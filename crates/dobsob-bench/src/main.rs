@@ -217,15 +217,27 @@ fn csv_header(path: &Path) -> Vec<String> {
 
 /// CPU seconds (user and system) this process has used.
 fn cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds (user and system) of this process's children that ended and were waited for: the `dobsob`
+/// runs (the emulator runs in this process, so the portal's CPU is never counted as dobsob's).
+fn children_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage only writes the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    unsafe { libc::getrusage(who, &mut u) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 struct Measured {
     seconds: f64,
+    /// CPU-seconds (user + system) of the `dobsob` process.
+    cpu: f64,
     rows_fetched: u64,
     requests: u64,
     peak_rss: u64,
@@ -241,6 +253,7 @@ fn run_dobsob(
     extra: &[String],
 ) -> Measured {
     let started = Instant::now();
+    let cpu_before = children_cpu_seconds();
     let out = std::process::Command::new(exe)
         .args([
             "--data-dir",
@@ -268,6 +281,7 @@ fn run_dobsob(
         .output()
         .expect("dobsob runs");
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = children_cpu_seconds() - cpu_before;
     assert!(
         out.status.success(),
         "dobsob failed: {}",
@@ -291,6 +305,7 @@ fn run_dobsob(
         .sum();
     Measured {
         seconds,
+        cpu,
         rows_fetched,
         requests: report["execution_summary"]["total_requests"]
             .as_u64()
@@ -371,9 +386,10 @@ fn orchestration(args: &Args, exe: &Path) {
             o.values().filter(|j| j["mode"] == "unchanged").count()
         });
         println!(
-            "  {label:<36} {served:>3} requests ({:.2} per dataset), {:>5.2} s wall, {unchanged}/{} unchanged",
+            "  {label:<36} {served:>3} requests ({:.2} per dataset), {:>5.2} s wall, {:.2} CPU-s, {unchanged}/{} unchanged",
             served as f64 / night.len() as f64,
             m.seconds,
+            m.cpu,
             night.len()
         );
         assert_eq!(
@@ -403,6 +419,7 @@ fn orchestration(args: &Args, exe: &Path) {
         args.latency_ms
     );
     let mut base = None;
+    let mut latent_cpu = 0.0;
     for n in [1, 2, 4] {
         let data = dir.path().join(format!("many-{n}"));
         let m = run_dobsob(
@@ -416,14 +433,35 @@ fn orchestration(args: &Args, exe: &Path) {
         let rate = m.rows_fetched as f64 / m.seconds;
         let b = *base.get_or_insert(rate);
         println!(
-            "  --max-concurrent {n}: {:>6.2} s  {:>9.0} rows/s  {:.2}x --max-concurrent 1  peak RSS {:.0} MB  peak {} at once",
+            "  --max-concurrent {n}: {:>6.2} s  {:>9.0} rows/s  {:.2}x --max-concurrent 1  {:.2} CPU-s  peak RSS {:.0} MB  peak {} at once",
             m.seconds,
             rate,
             rate / b,
+            m.cpu,
             m.peak_rss as f64 / 1e6,
             m.report["performance_metrics"]["peak_concurrent_jobs"]
         );
+        if n == 1 {
+            latent_cpu = m.cpu;
+        }
     }
+    // Waiting costs nothing: the same sync from a portal that answers at once, against the one above.
+    emu.state().faults.clear();
+    let m = run_dobsob(
+        exe,
+        &dir.path().join("many-fast"),
+        &catalog,
+        &emu.url(),
+        page,
+        &["--max-concurrent".into(), "1".into()],
+    );
+    println!(
+        "  --max-concurrent 1, no portal latency: {:>6.2} s  {:.2} CPU-s: the {} ms waits cost {:.2}x the CPU of none (1.00x: no busy-waiting)",
+        m.seconds,
+        m.cpu,
+        args.latency_ms,
+        latent_cpu / m.cpu
+    );
 }
 
 fn main() -> ExitCode {
@@ -587,6 +625,7 @@ fn sync_bench(args: &Args, exe: &Path) {
         }
     }
     let full_s = median(fulls.iter().map(|m| m.seconds).collect());
+    let full_cpu = median(fulls.iter().map(|m| m.cpu).collect());
     let full = fulls
         .iter()
         .min_by(|a, b| {
@@ -685,6 +724,14 @@ fn sync_bench(args: &Args, exe: &Path) {
         incr.seconds / full_s,
         incr.peak_rss as f64 / 1e6
     );
+    println!(
+        "CPU-seconds (user + system; dobsob's process, the emulator not counted): limit {:.2} | full sync {:.2} = {:.2}x the limit | incremental {:.2} = {:.1}% of the full sync",
+        limit_cpu,
+        full_cpu,
+        full_cpu / limit_cpu,
+        incr.cpu,
+        incr.cpu / full_cpu * 100.0
+    );
     let b = &full.report["performance_metrics"]["breakdown"];
     println!(
         "  full sync, busy seconds per stage (download overlaps merge): download {} (hashing {}) | check {} | merge {} = stage {} + insert {} + uncastable {} + commit {} + count {} + rest | swap {} | publish {}",
@@ -722,6 +769,8 @@ fn sync_bench(args: &Args, exe: &Path) {
             "rows": args.rows, "columns": args.columns, "page_size": args.page_size, "csv_mb": base_bytes as f64 / 1e6,
             "repeat": args.repeat,
             "baseline_s": base_s, "limit_s": limit_s, "limit_cpu_s": limit_cpu, "full_s": full_s,
+            "full_cpu_s": full_cpu, "full_cpu_over_limit_cpu": full_cpu / limit_cpu,
+            "incremental_cpu_s": incr.cpu, "incremental_cpu_over_full_cpu": incr.cpu / full_cpu,
             "writer_alone_s": writer_capped.0, "writer_alone_cpu_s": writer_capped.1,
             "writer_alone_1g_s": writer_1g.0, "writer_alone_1g_cpu_s": writer_1g.1, "full_over_limit": full_s / limit_s,
             "incremental_s": incr.seconds, "incremental_over_full": incr.seconds / full_s,

@@ -44,6 +44,8 @@ pub struct Config {
     pub publish_interval: Option<Duration>,
     /// A PostgreSQL warehouse (`--warehouse postgres://...`) instead of the DuckDB file in `data_dir`.
     pub warehouse: Option<crate::warehouse::postgres::ConnInfo>,
+    /// `--cpu-threads`: DuckDB's worker threads and the page checks at once (`None`: the machine's cores).
+    pub cpu_threads: Option<usize>,
 }
 
 /// Requests that may go out back to back after a pause (`--request-burst`).
@@ -60,6 +62,13 @@ pub fn default_requests_per_second(token: Option<&AppToken>) -> f64 {
 }
 
 impl Config {
+    /// Page checks that may run at once: `--cpu-threads`, else the machine's cores.
+    pub fn cpu_threads(&self) -> usize {
+        self.cpu_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
+    }
+
     /// The CLI's defaults, with reports in `<data_dir>/reports`.
     pub fn new(data_dir: PathBuf, portal: Url) -> Config {
         use crate::defaults as d;
@@ -96,6 +105,7 @@ impl Config {
             notify_webhook: None,
             publish_interval: Some(Duration::from_secs(d::PUBLISH_INTERVAL_SECS)),
             warehouse: None,
+            cpu_threads: None,
         }
     }
 

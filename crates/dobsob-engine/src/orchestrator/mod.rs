@@ -107,6 +107,9 @@ impl Orchestrator {
                 adopt_old_layout(&working, &published)?;
                 let mut warehouse =
                     Warehouse::open(&working, &tmp_dir, c.memory, c.storage_version.as_ref())?;
+                if let Some(n) = c.cpu_threads {
+                    warehouse.set_threads(n)?;
+                }
                 warehouse.set_sharing(c.sharing.clone(), &c.data_dir)?;
                 // Analysts get a file from the first run on (and at once after adopting an old layout); a
                 // converted warehouse is published at once: the analysts' file is the one they can open.
@@ -154,6 +157,7 @@ impl Orchestrator {
             shutdown: shutdown.clone(),
             observer: self.observer.clone(),
             throttle: Arc::new(Throttle::new(c.limits.throttle)),
+            checks: Arc::new(tokio::sync::Semaphore::new(c.cpu_threads())),
         });
         let mut engine = Engine {
             shared,

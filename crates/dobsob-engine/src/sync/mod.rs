@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     pub(crate) observer: Arc<dyn Observer>,
     /// Spaces the starts of dataset downloads, across all jobs.
     pub(crate) throttle: Arc<Throttle>,
+    /// Page checks running at once, across all jobs (`--cpu-threads`, else the machine's cores).
+    pub(crate) checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// A run's driver (not public: its `run` takes no lock and publishes nothing;

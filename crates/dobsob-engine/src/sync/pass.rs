@@ -179,6 +179,7 @@ pub(super) struct Fetcher<'e> {
     client: &'e crate::soda::SodaClient,
     shutdown: &'e super::Shutdown,
     tmp_dir: &'e std::path::Path,
+    checks: &'e tokio::sync::Semaphore,
 }
 
 impl Fetcher<'_> {
@@ -217,11 +218,20 @@ impl Fetcher<'_> {
             })?;
         let download_s = started.elapsed().as_secs_f64();
         let started = std::time::Instant::now();
-        // Parsing a page is CPU work: keep it off the runtime's workers.
+        // Parsing a page is CPU work: keep it off the runtime's workers, at most --cpu-threads at once.
         let (p, s) = (path.clone(), schema.clone());
+        let permit = self
+            .interruptible(async {
+                self.checks
+                    .acquire()
+                    .await
+                    .map_err(|_| SyncError::Interrupted)
+            })
+            .await?;
         let checked = tokio::task::spawn_blocking(move || page::inspect_rows(&p, &s))
             .await
             .unwrap_or_else(|e| Err(format!("the page check panicked: {e}")));
+        drop(permit);
         let info = checked.map_err(|message| SyncError::Page {
             page,
             url: dl.url.clone(),
@@ -253,6 +263,7 @@ impl DatasetSync {
             client: &self.client,
             shutdown: &self.run.shutdown,
             tmp_dir: &self.run.tmp_dir,
+            checks: &self.run.checks,
         }
     }
 
@@ -327,6 +338,7 @@ impl DatasetSync {
             client: &self.client,
             shutdown: &self.run.shutdown,
             tmp_dir: &self.run.tmp_dir,
+            checks: &self.run.checks,
         };
         let mut next = Some(
             fetcher

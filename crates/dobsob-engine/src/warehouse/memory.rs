@@ -48,6 +48,14 @@ impl Default for MemoryLimit {
 
 impl Warehouse {
     /// DuckDB's memory cap now, MB.
+    /// DuckDB's worker threads (`--cpu-threads`): fewer leave cores to others; a load then takes longer.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), WarehouseError> {
+        self.raw
+            .conn
+            .execute_batch(&format!("SET threads = {}", threads.max(1)))
+            .ctx(|| format!("setting DuckDB's threads to {threads}"))
+    }
+
     pub fn memory_limit_mb(&self) -> u32 {
         self.memory_limit_mb
     }

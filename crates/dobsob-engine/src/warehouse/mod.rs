@@ -387,6 +387,26 @@ mod tests {
             .unwrap()
     }
 
+    /// `--cpu-threads` is DuckDB's worker threads.
+    #[test]
+    fn cpu_threads_reach_duckdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wh = Warehouse::open(
+            &dir.path().join("w.duckdb"),
+            dir.path(),
+            MemoryLimit::Fixed(100),
+            None,
+        )
+        .unwrap();
+        wh.set_threads(1).unwrap();
+        let threads: i64 = wh
+            .raw
+            .conn
+            .query_row("SELECT current_setting('threads')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(threads, 1);
+    }
+
     /// `--memory-limit` is DuckDB's cap (100 MB is 95.3 MiB in DuckDB's units).
     #[test]
     fn the_memory_limit_reaches_duckdb() {

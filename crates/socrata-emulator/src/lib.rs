@@ -724,6 +724,212 @@ pub fn synthetic_wide(id: &str, rows: u64, width: usize) -> Dataset {
     )
 }
 
+/// The 46 columns of [`synthetic_hpd`]: HPD violations' own fields (wvxf-dwi5) and their portal types.
+pub const HPD_COLUMNS: [(&str, &str); 46] = [
+    ("violationid", "number"),
+    ("buildingid", "number"),
+    ("registrationid", "number"),
+    ("boroid", "text"),
+    ("borough", "text"),
+    ("housenumber", "text"),
+    ("lowhousenumber", "text"),
+    ("highhousenumber", "text"),
+    ("streetname", "text"),
+    ("streetcode", "text"),
+    ("postcode", "text"),
+    ("apartment", "text"),
+    ("story", "text"),
+    ("block", "number"),
+    ("lot", "number"),
+    ("class", "text"),
+    ("inspectiondate", "calendar_date"),
+    ("approveddate", "calendar_date"),
+    ("originalcertifybydate", "calendar_date"),
+    ("originalcorrectbydate", "calendar_date"),
+    ("newcertifybydate", "calendar_date"),
+    ("newcorrectbydate", "calendar_date"),
+    ("certifieddate", "calendar_date"),
+    ("ordernumber", "text"),
+    ("novid", "number"),
+    ("novdescription", "text"),
+    ("novissueddate", "calendar_date"),
+    ("currentstatusid", "number"),
+    ("currentstatus", "text"),
+    ("currentstatusdate", "calendar_date"),
+    ("novtype", "text"),
+    ("violationstatus", "text"),
+    ("rentimpairing", "text"),
+    ("latitude", "number"),
+    ("longitude", "number"),
+    ("communityboard", "text"),
+    ("councildistrict", "text"),
+    ("censustract", "text"),
+    ("bin", "number"),
+    ("bbl", "text"),
+    ("nta", "text"),
+    ("location", "point"),
+    ("inspectiontype", "text"),
+    ("violationcode", "text"),
+    ("penaltyamount", "number"),
+    ("isopen", "checkbox"),
+];
+
+/// A generated dataset with HPD violations' 46 columns and the value shapes of the real rows: short codes
+/// and integers, a 80-250 character description (with `§`, quotes, commas, a newline now and then), dates
+/// with the certify-by dates mostly empty, 6-place coordinates and a point, a few money amounts; about 700
+/// bytes a row with the system fields, as the portal's own CSV of the dataset. Deterministic; `:updated_at`
+/// ties every 100 rows as in [`synthetic`]. For measuring what a real dataset costs (the wide generator's
+/// 15-place decimals in a third of its columns make even DuckDB's own `read_csv` several times dearer).
+pub fn synthetic_hpd(id: &str, rows: u64) -> Dataset {
+    const BOROUGHS: [&str; 5] = ["MANHATTAN", "BRONX", "BROOKLYN", "QUEENS", "STATEN ISLAND"];
+    const STREET_NAMES: [&str; 10] = [
+        "GRAND CONCOURSE",
+        "BROADWAY",
+        "EAST  167 STREET",
+        "WEST  140 STREET",
+        "OCEAN AVENUE",
+        "NOSTRAND AVENUE",
+        "ST NICHOLAS AVENUE",
+        "JEROME AVENUE",
+        "37 AVENUE",
+        "VICTORY BOULEVARD",
+    ];
+    const STATUSES: [&str; 6] = [
+        "VIOLATION CLOSED",
+        "NOV SENT OUT",
+        "VIOLATION OPEN",
+        "NOV CERTIFIED LATE",
+        "INFO NOV SENT OUT",
+        "VIOLATION DISMISSED",
+    ];
+    const NTAS: [&str; 6] = [
+        "Mott Haven-Port Morris",
+        "Crown Heights North",
+        "Washington Heights South",
+        "Jackson Heights",
+        "Flatbush",
+        "West New Brighton-New Brighton-St. George",
+    ];
+    const DESCRIPTIONS: [&str; 6] = [
+        "§ 27-2005 ADM CODE REPAIR THE BROKEN OR DEFECTIVE PLASTERED SURFACES AND PAINT IN A UNIFORM COLOR CEILING IN THE KITCHEN LOCATED AT APT",
+        "§ 27-2017.3 HMC: TRACE AND ABATE THE NUISANCE CONSISTING OF MICE IN THE ENTIRE APARTMENT LOCATED AT APT",
+        "§ 27-2046.1 HMC: REPAIR OR REPLACE THE SMOKE DETECTING DEVICE, \"DEFECTIVE\" OR MISSING, IN THE ENTIRE APARTMENT LOCATED AT APT",
+        "D26-41.03 ADM CODE FILE WITH THIS DEPARTMENT A REGISTRATION STATEMENT FOR BUILDING.",
+        "§ 27-2026 ADM CODE REPAIR THE LEAKY AND/OR DEFECTIVE FAUCETS AT BATHROOM WASH BASIN LOCATED AT APT",
+        "§ 27-2031 ADM CODE PROVIDE HOT WATER AT ALL HOURS, NO HOT WATER\nIN THE ENTIRE APARTMENT LOCATED AT APT",
+    ];
+    generated(
+        id,
+        format!("Synthetic HPD violations {rows}"),
+        &HPD_COLUMNS,
+        rows,
+        |i| {
+            let v = i.wrapping_mul(2_654_435_761) % 1_000_003;
+            let s = |v: String| Some(Value::String(v));
+            let date = |k: u64| {
+                s(format!(
+                    "20{:02}-{:02}-{:02}T00:00:00.000",
+                    10 + (v + k) % 15,
+                    1 + (v / 7 + k) % 12,
+                    1 + (v / 3 + k) % 28
+                ))
+            };
+            let maybe = |keep: bool, value: Option<Value>| if keep { value } else { None };
+            let (lat, lng) = (
+                40_500_000 + v * 397 % 400_000,
+                73_700_000 + v * 613 % 300_000,
+            );
+            let boro = 1 + v % 5;
+            vec![
+                s(format!("{}", 10_000_000 + i)),
+                s(format!("{}", 1 + v % 900_000)),
+                maybe(v % 10 != 0, s(format!("{}", 100_000 + v % 900_000))),
+                s(boro.to_string()),
+                s(BOROUGHS[(boro - 1) as usize].to_string()),
+                s(if v % 6 == 0 {
+                    format!("{}-{:02}", 1 + v % 250, v % 99)
+                } else {
+                    format!("{}", 1 + v % 3000)
+                }),
+                s(format!("{}", 1 + v % 3000)),
+                s(format!("{}", 1 + v % 3000)),
+                s(STREET_NAMES[(v % 10) as usize].to_string()),
+                s(format!("{:05}", v % 99_999)),
+                s(format!("{}", 10_001 + v % 1_400)),
+                maybe(
+                    v % 3 != 0,
+                    s(format!(
+                        "{}{}",
+                        1 + v % 20,
+                        ["A", "B", "C", "D", "F"][(v % 5) as usize]
+                    )),
+                ),
+                s(if v % 15 == 0 {
+                    "BSMT".into()
+                } else {
+                    format!("{}", 1 + v % 12)
+                }),
+                s(format!("{}", 1 + v % 16_000)),
+                s(format!("{}", 1 + v % 2_000)),
+                s(["A", "B", "C", "I"][(v % 4) as usize].to_string()),
+                date(0),
+                date(1),
+                maybe(v % 2 == 0, date(30)),
+                maybe(v % 2 == 0, date(40)),
+                maybe(v % 9 == 0, date(60)),
+                maybe(v % 9 == 0, date(70)),
+                maybe(v % 4 == 0, date(45)),
+                s(format!("{}", 500 + v % 400)),
+                s(format!("{}", 1_000_000 + v % 9_000_000)),
+                s(format!(
+                    "{} {}{}",
+                    DESCRIPTIONS[(v % 6) as usize],
+                    1 + v % 20,
+                    ["A", "B", "C"][(v % 3) as usize]
+                )),
+                date(2),
+                s(format!("{}", 1 + v % 30)),
+                s(STATUSES[(v % 6) as usize].to_string()),
+                date(5),
+                s(if v % 20 == 0 {
+                    "Reissued".into()
+                } else {
+                    "Original".into()
+                }),
+                s(if v % 3 == 0 {
+                    "Open".into()
+                } else {
+                    "Close".into()
+                }),
+                s(if v % 7 == 0 { "Y".into() } else { "N".into() }),
+                maybe(v % 50 != 0, s(format!("40.{:06}", lat % 1_000_000))),
+                maybe(v % 50 != 0, s(format!("-73.{:06}", lng % 1_000_000))),
+                s(format!("{}", 1 + v % 18)),
+                s(format!("{}", 1 + v % 51)),
+                s(format!("{}", 1 + v % 1_800)),
+                maybe(v % 40 != 0, s(format!("{}", boro * 1_000_000 + v % 99_999))),
+                s(format!("{}{:05}{:04}", boro, v % 99_999, v % 9_999)),
+                s(NTAS[(v % 6) as usize].to_string()),
+                maybe(
+                    v % 50 != 0,
+                    s(format!(
+                        "POINT (-73.{:06} 40.{:06})",
+                        lng % 1_000_000,
+                        lat % 1_000_000
+                    )),
+                ),
+                s(
+                    ["Heat", "Complaint", "Self-Certification", "Litigation"][(v % 4) as usize]
+                        .to_string(),
+                ),
+                s(format!("{}", 500 + v % 300)),
+                maybe(v % 8 == 0, s(format!("{}.{:02}", 100 + v % 5_000, v % 100))),
+                Some(Value::Bool(v % 3 == 0)),
+            ]
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::soql::{eval, parse_order, parse_select, parse_where, Field, Selection};
@@ -750,6 +956,50 @@ mod tests {
                 .unwrap();
         }
         ds
+    }
+
+    /// The realistic generator: HPD violations' 46 fields, deterministic, the real value shapes (6-place
+    /// coordinates, mostly empty certify-by dates), about 600 bytes of cells a row.
+    #[test]
+    fn the_realistic_generator_has_hpds_fields_and_shapes() {
+        let a = synthetic_hpd("abcd-1234", 1000);
+        let b = synthetic_hpd("abcd-1234", 1000);
+        assert_eq!(a.columns.len(), 46);
+        assert_eq!(a.rows.len(), 1000);
+        let cells = |d: &Dataset| -> Vec<Vec<Option<Value>>> {
+            d.rows.values().map(|r| r.cells.clone()).collect()
+        };
+        assert_eq!(cells(&a), cells(&b), "deterministic");
+        let col = |name: &str| a.columns.iter().position(|c| c.field_name == name).unwrap();
+        let text = |r: &Row, c: usize| {
+            r.cells[c]
+                .as_ref()
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let lat = a
+            .rows
+            .values()
+            .find_map(|r| text(r, col("latitude")))
+            .unwrap();
+        assert_eq!(lat.split('.').nth(1).unwrap().len(), 6, "{lat}");
+        let empty = a
+            .rows
+            .values()
+            .filter(|r| r.cells[col("newcertifybydate")].is_none())
+            .count();
+        assert!(empty > 800, "certify-by dates mostly empty: {empty}");
+        let bytes: usize = a
+            .rows
+            .values()
+            .flat_map(|r| r.cells.iter().flatten())
+            .map(|v| v.as_str().map_or(5, str::len))
+            .sum();
+        let per_row = bytes / 1000;
+        assert!(
+            (450..750).contains(&per_row),
+            "{per_row} bytes of cells a row"
+        );
     }
 
     fn matching(ds: &Dataset, w: &str) -> Vec<String> {

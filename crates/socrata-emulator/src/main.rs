@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use socrata_emulator::{synthetic, synthetic_wide, Emulator, State};
+use socrata_emulator::{synthetic, synthetic_hpd, synthetic_wide, Emulator, State};
 
 const AFTER_HELP: &str = "\
 Examples (from the repository):
@@ -32,8 +32,12 @@ struct Args {
     /// Generate the --synthetic datasets this many columns wide, shaped like HPD violations (free text with
     /// quotes and newlines, 15-place decimals, dates, points), as the benchmark does; without it, the
     /// 14-column generator.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "realistic")]
     columns: Option<usize>,
+    /// Generate the --synthetic datasets as HPD violations' real rows look: its 46 columns, 6-place
+    /// coordinates, mostly empty certify-by dates, about 700 bytes a row (`synthetic_hpd`).
+    #[arg(long)]
+    realistic: bool,
     /// Answer 403 to requests without this X-App-Token.
     #[arg(long, value_name = "TOKEN")]
     require_token: Option<String>,
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         state.add_dataset(match args.columns {
+            _ if args.realistic => synthetic_hpd(id, rows),
             Some(width) => synthetic_wide(id, rows, width),
             None => synthetic(id, rows),
         });

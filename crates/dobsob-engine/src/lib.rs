@@ -25,6 +25,7 @@ pub mod query;
 pub mod report;
 pub mod soda;
 pub mod source;
+pub mod status;
 pub mod sync;
 pub mod verify;
 pub mod warehouse;

@@ -148,12 +148,7 @@ pub async fn run(
              listen on 127.0.0.1"
         )));
     }
-    let postgres = args
-        .warehouse
-        .as_deref()
-        .map(ConnInfo::from_env)
-        .transpose()
-        .map_err(Error::Config)?;
+    let postgres = crate::settings::warehouse(args.warehouse.as_deref())?;
     let app = Arc::new(App {
         settings,
         postgres,

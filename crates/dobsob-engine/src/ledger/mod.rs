@@ -327,6 +327,31 @@ pub struct AttemptView {
     pub reason: Option<String>,
 }
 
+/// The `attempts` columns an [`AttemptView`] is read from, in [`AttemptView::from_row`]'s order.
+const ATTEMPT_COLUMNS: &str = "dataset_key, mode, outcome, started_at, finished_at, rows_fetched, \
+     rows_deleted, bytes, pages, source_count, error, reason, requests";
+
+impl AttemptView {
+    /// Reads [`ATTEMPT_COLUMNS`] from `r`, starting at column `at`.
+    fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AttemptView> {
+        Ok(AttemptView {
+            dataset: r.get(at)?,
+            mode: r.get(at + 1)?,
+            outcome: r.get(at + 2)?,
+            started_at: r.get(at + 3)?,
+            finished_at: r.get(at + 4)?,
+            rows_fetched: r.get(at + 5)?,
+            rows_deleted: r.get(at + 6)?,
+            bytes: r.get(at + 7)?,
+            pages: r.get(at + 8)?,
+            source_count: r.get(at + 9)?,
+            error: r.get(at + 10)?,
+            reason: r.get(at + 11)?,
+            requests: r.get(at + 12)?,
+        })
+    }
+}
+
 pub struct Ledger {
     /// Behind a mutex only so that an engine holding a ledger can be shared by reference across awaits
     /// (`Sync`); each job has its own ledger, so the lock is never contended.
@@ -431,6 +456,18 @@ impl Ledger {
         }))
     }
 
+    /// The ledger for a reader (`status`, the dashboard): read-only, and `None` when nothing was ever synced
+    /// (none is created just to say so). A ledger of an older dobsob is migrated first, as a sync would, so
+    /// that readers keep working on the day dobsob is upgraded.
+    pub fn open_for_reading(path: &Path) -> Result<Option<Ledger>, LedgerError> {
+        match Ledger::open_read_only(path) {
+            Err(LedgerError::Version { found, known, .. }) if found < known => {
+                Ledger::open(path).map(Some)
+            }
+            other => other,
+        }
+    }
+
     fn c(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -463,30 +500,12 @@ impl Ledger {
             return Ok(None);
         };
         let mut stmt = c
-            .prepare(
-                "SELECT dataset_key, mode, outcome, started_at, finished_at, rows_fetched, rows_deleted, bytes,
-                        pages, source_count, error, reason, requests
-                 FROM attempts WHERE run_id = ?1 ORDER BY id",
-            )
+            .prepare(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ?1 ORDER BY id"
+            ))
             .map_err(self.err())?;
         let rows = stmt
-            .query_map(params![run.run_id], |r| {
-                Ok(AttemptView {
-                    dataset: r.get(0)?,
-                    mode: r.get(1)?,
-                    outcome: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    rows_fetched: r.get(5)?,
-                    rows_deleted: r.get(6)?,
-                    bytes: r.get(7)?,
-                    pages: r.get(8)?,
-                    source_count: r.get(9)?,
-                    error: r.get(10)?,
-                    reason: r.get(11)?,
-                    requests: r.get(12)?,
-                })
-            })
+            .query_map(params![run.run_id], |r| AttemptView::from_row(r, 0))
             .map_err(self.err())?;
         run.attempts = rows.collect::<Result<_, _>>().map_err(self.err())?;
         for a in &run.attempts {
@@ -739,31 +758,16 @@ impl Ledger {
     ) -> Result<Vec<DatasetAttempt>, LedgerError> {
         let c = self.c();
         let mut stmt = c
-            .prepare(
-                "SELECT run_id, dataset_key, mode, outcome, started_at, finished_at, rows_fetched,
-                        rows_deleted, bytes, pages, source_count, error, reason, requests
-                 FROM attempts WHERE dataset_key = ?1 ORDER BY id DESC LIMIT ?2",
-            )
+            .prepare(&format!(
+                "SELECT run_id, {ATTEMPT_COLUMNS} FROM attempts WHERE dataset_key = ?1
+                 ORDER BY id DESC LIMIT ?2"
+            ))
             .map_err(self.err())?;
         let v = stmt
             .query_map(params![key, limit], |r| {
                 Ok(DatasetAttempt {
                     run_id: r.get(0)?,
-                    attempt: AttemptView {
-                        dataset: r.get(1)?,
-                        mode: r.get(2)?,
-                        outcome: r.get(3)?,
-                        started_at: r.get(4)?,
-                        finished_at: r.get(5)?,
-                        rows_fetched: r.get(6)?,
-                        rows_deleted: r.get(7)?,
-                        bytes: r.get(8)?,
-                        pages: r.get(9)?,
-                        source_count: r.get(10)?,
-                        error: r.get(11)?,
-                        reason: r.get(12)?,
-                        requests: r.get(13)?,
-                    },
+                    attempt: AttemptView::from_row(r, 1)?,
                 })
             })
             .map_err(self.err())?

@@ -234,3 +234,13 @@ pub fn retry_policy(a: &SyncArgs) -> RetryPolicy {
         max_delay: Duration::from_secs(dobsob_engine::defaults::RETRY_MAX_DELAY_SECS),
     }
 }
+
+/// The PostgreSQL warehouse a `--warehouse` (or `DOBSOB_WAREHOUSE`) names, with its password's sources
+/// (`None`: the DuckDB file of the data directory).
+pub fn warehouse(
+    url: Option<&str>,
+) -> Result<Option<dobsob_engine::warehouse::postgres::ConnInfo>, Error> {
+    url.map(dobsob_engine::warehouse::postgres::ConnInfo::from_env)
+        .transpose()
+        .map_err(Error::Config)
+}

@@ -5,7 +5,6 @@
 use dobsob_engine::catalog::Dataset;
 use dobsob_engine::preview::{preview, PreviewOptions, StatesFrom};
 use dobsob_engine::sync::Mode;
-use dobsob_engine::warehouse::postgres::ConnInfo;
 
 use crate::cli::{SyncArgs, SyncOnly};
 use crate::error::{Error, ExitStatus};
@@ -28,12 +27,7 @@ pub async fn print(
         large_mb: args.large_mb,
         retry: retry_policy(args),
         timeout: std::time::Duration::from_secs(args.timeout),
-        warehouse: args
-            .warehouse
-            .as_deref()
-            .map(ConnInfo::from_env)
-            .transpose()
-            .map_err(Error::Config)?,
+        warehouse: crate::settings::warehouse(args.warehouse.as_deref())?,
     };
     let plan = preview(
         &settings.data_dir,

@@ -5,7 +5,6 @@ use dobsob_engine::orchestrator::{
     default_requests_per_second, Config, Orchestrator, Plan, RunReport,
 };
 use dobsob_engine::sync::{DeleteGuard, Limits, Mode, Outcome, RunOptions, Shutdown};
-use dobsob_engine::warehouse::postgres::ConnInfo;
 use dobsob_engine::warehouse::MemoryLimit;
 
 use crate::cli::{SyncArgs, SyncOnly};
@@ -50,12 +49,7 @@ pub fn config(
         .map_or_else(Default::default, MemoryLimit::Fixed);
     c.storage_version = args.storage_version.clone();
     c.sharing = args.share_group.clone();
-    c.warehouse = args
-        .warehouse
-        .as_deref()
-        .map(ConnInfo::from_env)
-        .transpose()
-        .map_err(Error::Config)?;
+    c.warehouse = crate::settings::warehouse(args.warehouse.as_deref())?;
     c.options = RunOptions {
         schedule_grace: only.schedule_check.then_some(only.grace as i64),
         force: only.force,

@@ -102,6 +102,16 @@ fn failed(e: Error) -> Response {
     error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
 }
 
+/// Every catalog dataset's status, from this data directory's ledger and the PostgreSQL warehouse's shared
+/// state when there is one.
+fn all_statuses(app: &App) -> Result<Vec<DatasetStatus>, Error> {
+    collect(
+        &app.settings,
+        &crate::cli::Selection::default(),
+        app.postgres.as_ref(),
+    )
+}
+
 /// A state or outcome as a badge: colour and the word.
 fn badge(state: &str) -> String {
     format!(
@@ -277,11 +287,7 @@ fn history(l: &Ledger, key: &str) -> Result<(Vec<f64>, Vec<f64>), Error> {
 pub async fn overview(State(app): State<Arc<App>>) -> Response {
     let a = app.clone();
     let r = blocking(move || {
-        let statuses = collect(
-            &a.settings,
-            &crate::cli::Selection::default(),
-            a.postgres.as_ref(),
-        )?;
+        let statuses = all_statuses(&a)?;
         let l = ledger(&a)?;
         let live = live_run(&a, l.as_ref())?;
         let mut histories = Vec::new();
@@ -905,15 +911,7 @@ fn json(value: &impl serde::Serialize) -> Response {
 
 pub async fn status_json(State(app): State<Arc<App>>) -> Response {
     let a = app.clone();
-    match blocking(move || {
-        collect(
-            &a.settings,
-            &crate::cli::Selection::default(),
-            a.postgres.as_ref(),
-        )
-    })
-    .await
-    {
+    match blocking(move || all_statuses(&a)).await {
         Ok(statuses) => json(&statuses),
         Err(e) => failed(e),
     }
@@ -942,11 +940,7 @@ pub async fn run_json(State(app): State<Arc<App>>, Path(file): Path<String>) -> 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let a = app.clone();
     match blocking(move || {
-        let statuses = collect(
-            &a.settings,
-            &crate::cli::Selection::default(),
-            a.postgres.as_ref(),
-        )?;
+        let statuses = all_statuses(&a)?;
         let l = ledger(&a)?;
         let runs = match &l {
             Some(l) => l.runs(1)?,

@@ -20,6 +20,24 @@ fn csrf(page: &str) -> String {
         .to_string()
 }
 
+/// Runs `dobsob ARGS` with ecb_violations' metadata answered 404 once: that dataset fails.
+fn fail_ecb_violations(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    env.emu.state().faults.push(
+        socrata_emulator::Fault::on(
+            &format!("/api/views/{ECB_VIOLATIONS}"),
+            socrata_emulator::FaultKind::Status {
+                status: 404,
+                errorcode_shape: false,
+                retry_after: None,
+            },
+        )
+        .times(1),
+    );
+    let out = env.run(args);
+    env.emu.state().faults.clear();
+    out
+}
+
 fn synced() -> TestEnv {
     let env = TestEnv::new();
     env.run_ok(&["sync"]);
@@ -29,7 +47,8 @@ fn synced() -> TestEnv {
 #[test]
 fn every_page_and_endpoint_of_a_synced_warehouse() {
     let env = synced();
-    let srv = serve(&env, &[]);
+    // With an app token, which no page may show.
+    let srv = serve(&env, &["--app-token", "sekrit-app-token"]);
     let a = srv.addr.as_str();
 
     let home = get(a, "/");
@@ -420,20 +439,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn prometheus_metrics_parse_and_say_what_the_ledger_says() {
     let env = synced();
     // Make one dataset fail: its metrics say so.
-    env.emu.state().faults.push(
-        socrata_emulator::Fault::on(
-            &format!("/api/views/{ECB_VIOLATIONS}"),
-            socrata_emulator::FaultKind::Status {
-                status: 404,
-                errorcode_shape: false,
-                retry_after: None,
-            },
-        )
-        .times(1),
-    );
-    let out = env.run(&["sync", "--force"]);
+    let out = fail_ecb_violations(&env, &["sync", "--force"]);
     assert_exit(&out, 1);
-    env.emu.state().faults.clear();
 
     let text = stdout(&env.run_ok(&["status", "--prometheus"]));
     promtool_check(&text);
@@ -751,19 +758,7 @@ fn the_dashboard_in_a_real_browser() {
     let Some(bin) = chromium() else { return };
     let env = synced();
     // A failing dataset too, so that the page shows more than one state.
-    env.emu.state().faults.push(
-        socrata_emulator::Fault::on(
-            &format!("/api/views/{ECB_VIOLATIONS}"),
-            socrata_emulator::FaultKind::Status {
-                status: 404,
-                errorcode_shape: false,
-                retry_after: None,
-            },
-        )
-        .times(1),
-    );
-    env.run(&["sync", "--force", "--datasets", "ecb_violations"]);
-    env.emu.state().faults.clear();
+    fail_ecb_violations(&env, &["sync", "--force", "--datasets", "ecb_violations"]);
     let srv = serve(&env, &["--allow-control"]);
     let base = format!("http://{}", srv.addr);
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
